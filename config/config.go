@@ -1,0 +1,104 @@
+// Package config reads the dmonitor configuration tree (nodes.txt, hosts.d/,
+// alert.d/, plugins/, dmonitor.yaml) into one validated Config. Loading is
+// all or nothing: a tree that cannot work is refused with every problem
+// listed, each naming its file and, for YAML, its line.
+package config
+
+import (
+	"strings"
+	"time"
+)
+
+// Defaults that apply when dmonitor.yaml does not say otherwise.
+const (
+	DefaultInterval      = 60 * time.Second
+	DefaultTimeout       = 10 * time.Second
+	DefaultWorkers       = 64
+	DefaultRetention     = 30 * 24 * time.Hour
+	DefaultOutOfOrder    = 7 * 24 * time.Hour
+	DefaultTSDBListen    = "127.0.0.1:4242"
+	DefaultControlListen = "127.0.0.1:2929"
+	DefaultSMTPAddr      = "127.0.0.1:25"
+	DefaultReceiver      = "default" // the receiver alert.d/ feeds
+	FileName             = "dmonitor.yaml"
+	hostPlaceholder      = "{{host}}"
+)
+
+// Config is a loaded, validated configuration. Every path in it is absolute.
+type Config struct {
+	Dir       string        // the config directory
+	Observer  string        // this node's name
+	Nodes     []string      // peers from nodes.txt, in file order
+	Interval  time.Duration // default check interval
+	Timeout   time.Duration // default plugin timeout
+	Quorum    int           // default quorum
+	Workers   int           // concurrent plugin runs
+	PluginDir string
+	DataDir   string
+	Checks    map[string]*Check // every check that some target uses, by name
+	Targets   []Target          // host×check pairs, sorted by host then check
+	TSDB      TSDB
+	Control   Control
+	SMTP      SMTP
+	Receivers map[string]*Receiver // by name; "default" holds alert.d/
+}
+
+// Check is one check definition: a plugin and its arguments.
+type Check struct {
+	Name     string
+	Command  []string // argv; Command[0] is the plugin's absolute path; {{host}} not yet expanded
+	Interval time.Duration
+	Timeout  time.Duration
+	Quorum   int
+	// Implicit is true for a check defined only by plugins/check_<name>,
+	// which is run with the host as its single argument.
+	Implicit bool
+}
+
+// Argv returns the command line for host: Command with every {{host}}
+// replaced by host.
+func (c *Check) Argv(host string) []string {
+	argv := make([]string, len(c.Command))
+	for i, a := range c.Command {
+		argv[i] = strings.ReplaceAll(a, hostPlaceholder, host)
+	}
+	return argv
+}
+
+// Target is one check to run against one host.
+type Target struct {
+	Host  string
+	Check *Check
+}
+
+// TSDB configures the time-series store.
+type TSDB struct {
+	Backend    string        // "embedded" or "opentsdb"
+	URL        string        // opentsdb backend
+	Listen     string        // embedded store's OpenTSDB API address; "" turns it off
+	Retention  time.Duration // embedded store
+	OutOfOrder time.Duration // how old a late write may be and still be accepted
+}
+
+// Control configures the control HTTP server.
+type Control struct {
+	Listen    string // "" turns it off
+	TokenFile string
+}
+
+// SMTP configures outgoing mail.
+type SMTP struct {
+	Addr     string // host:port
+	From     string
+	Username string
+	Password string
+	// TLS is "none" (plain, for a local relay), "starttls" (opportunistic
+	// STARTTLS, the default) or "tls" (implicit TLS, port 465).
+	TLS string
+}
+
+// Receiver is a named destination for notifications.
+type Receiver struct {
+	Name  string
+	Email []string
+}

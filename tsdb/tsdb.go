@@ -1,0 +1,131 @@
+// Package tsdb defines the time-series store every part of dmonitor writes
+// check results and alert history to, and queries rules against. Its
+// vocabulary is OpenTSDB's: a metric name, string tags, filters, aggregators
+// and downsampling. Implementations live in sub-packages: tsdb/embedded (on
+// local disk) and tsdb/opentsdb (a real OpenTSDB over HTTP).
+package tsdb
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Point is one datapoint.
+type Point struct {
+	Metric string
+	Tags   map[string]string
+	Time   time.Time
+	Value  float64
+}
+
+// Sample is one value of a series at a time.
+type Sample struct {
+	Time  time.Time
+	Value float64
+}
+
+// Series is one time series in a query answer. For an aggregated answer Tags
+// holds the tags whose value is the same in every series that was
+// aggregated, and AggregatedTags the keys whose values differed (OpenTSDB's
+// "tags" and "aggregateTags").
+type Series struct {
+	Metric         string
+	Tags           map[string]string
+	AggregatedTags []string
+	Samples        []Sample
+}
+
+// FilterType names an OpenTSDB tag filter.
+type FilterType string
+
+// The OpenTSDB 2.x filter types.
+const (
+	LiteralOr    FilterType = "literal_or"     // value is one of a|b|c
+	ILiteralOr   FilterType = "iliteral_or"    // the same, case-insensitive
+	NotLiteralOr FilterType = "not_literal_or" // value is none of a|b|c
+	Wildcard     FilterType = "wildcard"       // * matches any run of characters
+	IWildcard    FilterType = "iwildcard"      // the same, case-insensitive
+	Regexp       FilterType = "regexp"         // RE2, anchored at both ends
+)
+
+// Filter selects series by one tag. A series without the tag never matches.
+// With GroupBy, every distinct value of the tag gets its own output series.
+type Filter struct {
+	Type    FilterType
+	Tag     string
+	Expr    string
+	GroupBy bool
+}
+
+// Downsample turns each series into one value per Interval, combined with
+// Aggregator. Fill says what an empty interval yields: "none" (skip it, the
+// default), "nan", "null" or "zero".
+type Downsample struct {
+	Interval   time.Duration
+	Aggregator string
+	Fill       string
+}
+
+// Query asks for one metric over [Start, End]. Aggregator combines all the
+// series of one group into one: sum, avg, min, max, count, dev, zimsum,
+// mimmin, mimmax, or none (no combining). Rate turns each series into its
+// per-second rate of change before aggregation.
+type Query struct {
+	Metric     string
+	Filters    []Filter
+	Start, End time.Time
+	Aggregator string
+	Downsample *Downsample
+	Rate       bool
+}
+
+// Store is a time-series store.
+type Store interface {
+	// Append writes points. When it returns nil the points are durable: they
+	// survive a crash of this process. Points may be older than the newest
+	// already stored, within the store's out-of-order window.
+	Append(ctx context.Context, points []Point) error
+	// Query answers q; no matching series is an empty answer, not an error.
+	Query(ctx context.Context, q Query) ([]Series, error)
+	// Last returns, per series of metric matching filters, its newest sample
+	// (one Sample per Series).
+	Last(ctx context.Context, metric string, filters []Filter) ([]Series, error)
+	// Close flushes and releases the store.
+	Close() error
+}
+
+// ErrInvalid is wrapped by errors that blame the request (a bad metric name,
+// an unknown aggregator), as opposed to the store.
+var ErrInvalid = errors.New("invalid request")
+
+// SanitizeTag returns v with every character outside OpenTSDB's allowed set
+// (a-z A-Z 0-9 - _ . /) replaced by '_', so a value is stored altered, never
+// refused or dropped. An empty value becomes "_": OpenTSDB refuses empty tags.
+func SanitizeTag(v string) string {
+	if v == "" {
+		return "_"
+	}
+	clean := true
+	for i := 0; i < len(v); i++ {
+		if !allowedTagByte(v[i]) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return v
+	}
+	b := []byte(v)
+	for i := range b {
+		if !allowedTagByte(b[i]) {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+func allowedTagByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+		c == '-' || c == '_' || c == '.' || c == '/'
+}
