@@ -1,0 +1,29 @@
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: build test bench deps lint clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dmonitor ./cmd/dmonitor
+
+# The one test command: installs redis-server and monitoring-plugins when
+# missing, then runs every test under the race detector.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -timeout 9m ./...
+
+# Benchmarks: figures and how to read them are in docs/BENCHMARKS.md.
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+
+deps:
+	@scripts/test-deps
+
+lint:
+	gofmt -l . | tee /dev/stderr | (! read -r _)
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,499 @@
+// Package evaluator is the dmonitor daemon: it schedules every configured
+// check, runs its plugin, writes each result to the TSDB and, while this node
+// holds the leader lease, decides alerts from the latest results of every
+// observer and hands their notifications to the receivers.
+package evaluator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dmonitor/dmonitor/alerting"
+	"github.com/dmonitor/dmonitor/check"
+	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/lock"
+	"github.com/dmonitor/dmonitor/plugin"
+	"github.com/dmonitor/dmonitor/rules"
+	"github.com/dmonitor/dmonitor/tsdb"
+)
+
+// Runner runs one plugin and returns its parsed result.
+type Runner interface {
+	Run(ctx context.Context, cmd plugin.Command) check.Result
+}
+
+// Store is the TSDB as the evaluator uses it: results and alert history go
+// in, and the last alert states come back out when leadership is taken.
+type Store interface {
+	Appender
+	Last(ctx context.Context, metric string, filters []tsdb.Filter) ([]tsdb.Series, error)
+}
+
+// Lease is the leader lease.
+type Lease interface {
+	// Acquire blocks until this node leads or ctx is done.
+	Acquire(ctx context.Context) (lock.Term, error)
+	// Release gives the lease up, so a successor takes over at once.
+	Release(ctx context.Context) error
+}
+
+// Sender queues a notification for a named receiver.
+type Sender interface {
+	Send(receiver string, n alerting.Notification) error
+}
+
+// Options are what an Evaluator is built from. Config, Runner and Store are
+// required.
+type Options struct {
+	Config *config.Config
+	Runner Runner
+	Store  Store
+	// Lease defaults to lock.Local: a single node is its own leader.
+	Lease Lease
+	// Sender receives notifications; nil only logs them.
+	Sender Sender
+	// Receivers are the receiver names Sender knows; a rule's notification
+	// for any other receiver is logged and not sent.
+	Receivers []string
+	Logger    *slog.Logger
+	// Registerer takes the evaluator's Prometheus metrics; nil skips them.
+	Registerer prometheus.Registerer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// ShutdownGrace is how long running checks may go on after shutdown
+	// starts before their plugins are killed. Default 5s.
+	ShutdownGrace time.Duration
+	// EvalInterval is the period of the full evaluation that catches
+	// results going stale. Default 5s.
+	EvalInterval time.Duration
+}
+
+// Evaluator is the daemon of one node. Build it with New and run it with Run.
+type Evaluator struct {
+	cfg       *config.Config
+	runner    Runner
+	store     Store
+	lease     Lease
+	sender    Sender
+	receivers map[string]bool
+	log       *slog.Logger
+	metrics   *metrics
+	now       func() time.Time
+	grace     time.Duration
+	evalEvery time.Duration
+	rule      *rules.Rule
+	started   time.Time // when Run started; before 2 intervals, no result is not yet unknown
+
+	writer *writer
+	live   *live
+
+	// dirty holds the instances whose inputs changed since the leader last
+	// looked; wake tells the leader there is something in it.
+	dirtyMu sync.Mutex
+	dirty   map[instanceKey]struct{}
+	wake    chan struct{}
+
+	mu        sync.Mutex // guards what Status reads
+	epoch     int64      // the leader term's epoch; 0 while not leading
+	instances map[instanceKey]alerting.Instance
+}
+
+// New returns an Evaluator for o.
+func New(o Options) *Evaluator {
+	e := &Evaluator{
+		cfg: o.Config, runner: o.Runner, store: o.Store, lease: o.Lease, sender: o.Sender,
+		receivers: make(map[string]bool, len(o.Receivers)),
+		log:       o.Logger, now: o.Now, grace: o.ShutdownGrace, evalEvery: o.EvalInterval,
+		rule:      rules.Default(),
+		live:      newLive(),
+		dirty:     make(map[instanceKey]struct{}),
+		wake:      make(chan struct{}, 1),
+		instances: make(map[instanceKey]alerting.Instance),
+	}
+	for _, r := range o.Receivers {
+		e.receivers[r] = true
+	}
+	if e.lease == nil {
+		e.lease = lock.Local{}
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.grace <= 0 {
+		e.grace = 5 * time.Second
+	}
+	if e.evalEvery <= 0 {
+		e.evalEvery = 5 * time.Second
+	}
+	e.metrics = newMetrics(o.Registerer)
+	e.writer = newWriter(o.Store, e.log, e.metrics)
+	return e
+}
+
+// Run runs every check on its schedule, and leads while it holds the lease,
+// until ctx is done. Then it stops scheduling, lets running plugins finish
+// for the shutdown grace and kills the rest, writes every result it has, and
+// returns.
+func (e *Evaluator) Run(ctx context.Context) error {
+	// The plugins get their own context: ctx ending starts the shutdown
+	// grace, not the killing.
+	checkCtx, killChecks := context.WithCancel(context.WithoutCancel(ctx))
+	defer killChecks()
+	e.started = e.now()
+
+	writerDone := make(chan struct{})
+	go func() { defer close(writerDone); e.writer.run() }()
+	leadCtx, stopLeading := context.WithCancel(ctx)
+	leadDone := make(chan struct{})
+	go func() { defer close(leadDone); e.leadership(leadCtx) }()
+	stopBackground := func() {
+		stopLeading()
+		<-leadDone
+		close(e.writer.in)
+		<-writerDone
+	}
+
+	s, err := gocron.NewScheduler(
+		gocron.WithLogger(gocronLogger{e.log}),
+		// Long enough for the grace, the kill and the plugins' exit.
+		gocron.WithStopTimeout(e.grace+30*time.Second),
+	)
+	if err != nil {
+		stopBackground()
+		return fmt.Errorf("create scheduler: %w", err)
+	}
+	if _, err := e.schedule(checkCtx, s, e.now()); err != nil {
+		_ = s.Shutdown()
+		stopBackground()
+		return err
+	}
+	s.Start()
+	e.log.Info("evaluator started", "observer", e.cfg.Observer, "checks", len(e.cfg.Targets), "workers", e.cfg.Workers)
+
+	heartbeat := time.NewTicker(min(e.cfg.Interval, 10*time.Second))
+	defer heartbeat.Stop()
+	e.writer.write([]tsdb.Point{heartbeatPoint(e.cfg.Observer, e.now())})
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-heartbeat.C:
+			e.writer.write([]tsdb.Point{heartbeatPoint(e.cfg.Observer, e.now())})
+		}
+	}
+
+	e.log.Info("stopping: waiting for running checks", "grace", e.grace)
+	kill := time.AfterFunc(e.grace, killChecks)
+	err = s.Shutdown() // returns once every running job has returned
+	kill.Stop()
+	stopBackground()
+	if err != nil {
+		return fmt.Errorf("stop scheduler: %w", err)
+	}
+	e.log.Info("evaluator stopped")
+	return nil
+}
+
+// record takes in one result: it is written to the TSDB and becomes the
+// observer's latest view of its instance, which the leader re-evaluates at
+// once.
+func (e *Evaluator) record(r check.Result) {
+	e.metrics.checkDone(r.Status)
+	e.writer.write(resultPoints(make([]tsdb.Point, 0, 2+len(r.Perf)), &r))
+	e.live.put(r)
+	k := instanceKey{r.Host, r.Check}
+	e.dirtyMu.Lock()
+	e.dirty[k] = struct{}{}
+	e.dirtyMu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// leadership acquires the lease and leads for as long as the term lasts,
+// again and again, until ctx is done. Leader-only work runs under a context
+// that ends with the term, and leadership is only given up once that work
+// has stopped.
+func (e *Evaluator) leadership(ctx context.Context) {
+	for {
+		term, err := e.lease.Acquire(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			e.log.Error("acquire leader lease", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		e.log.Info("leading", "epoch", term.Epoch)
+		e.setEpoch(term.Epoch)
+		termCtx, endTerm := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); e.lead(termCtx) }()
+		select {
+		case <-term.Lost:
+			e.log.Warn("leader lease lost", "epoch", term.Epoch)
+		case <-ctx.Done():
+		}
+		endTerm()
+		<-done
+		e.setEpoch(0)
+		if ctx.Err() != nil {
+			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := e.lease.Release(rctx); err != nil {
+				e.log.Warn("release leader lease", "err", err)
+			}
+			cancel()
+			return
+		}
+	}
+}
+
+func (e *Evaluator) setEpoch(epoch int64) {
+	e.mu.Lock()
+	e.epoch = epoch
+	e.mu.Unlock()
+	e.metrics.leader.Set(float64(min(epoch, 1)))
+}
+
+// lead is the leader's evaluation loop: an instance is evaluated as soon as
+// a result changes its inputs, and every instance each EvalInterval, which
+// is what notices results going stale.
+func (e *Evaluator) lead(ctx context.Context) {
+	e.restore(ctx)
+	e.evaluateAll()
+	tick := time.NewTicker(e.evalEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			e.evaluateAll()
+		case <-e.wake:
+			e.dirtyMu.Lock()
+			dirty := e.dirty
+			e.dirty = make(map[instanceKey]struct{}, len(dirty))
+			e.dirtyMu.Unlock()
+			now := e.now()
+			for k := range dirty {
+				e.evaluate(k, now)
+			}
+		}
+	}
+}
+
+func (e *Evaluator) evaluateAll() {
+	now := e.now()
+	for _, t := range e.cfg.Targets {
+		e.evaluate(instanceKey{t.Host, t.Check.Name}, now)
+	}
+}
+
+// evaluate runs the rule of instance k at now and acts on a transition.
+func (e *Evaluator) evaluate(k instanceKey, now time.Time) {
+	c, ok := e.cfg.Checks[k.check]
+	if !ok {
+		return
+	}
+	latest := e.live.latest(k)
+	if len(latest) == 0 && now.Sub(e.started) < 2*c.Interval {
+		return // the first results are not due yet: not unknown, just not evaluated
+	}
+	env, known := rules.NewEnv(k.host, k.check, latest, now, c.Interval, c.Quorum)
+	in := alerting.Input{Annotations: annotations(env)}
+	if !known {
+		in.Unknown = true
+		in.Reason = fmt.Sprintf("%d fresh observers, quorum is %d", env.Total, env.Quorum)
+	} else if in.Active, ok = e.eval(env); !ok {
+		in.Unknown, in.Reason = true, "rule evaluation failed"
+	}
+
+	e.mu.Lock()
+	inst, seen := e.instances[k]
+	if !seen {
+		inst = alerting.Instance{Rule: e.rule.Name, Labels: map[string]string{
+			alerting.LabelHost: k.host, alerting.LabelCheck: k.check, alerting.LabelSeverity: e.rule.Severity,
+		}}
+	}
+	next, tr := inst.Next(now, in, alerting.Params{For: e.rule.For})
+	e.instances[k] = next
+	e.mu.Unlock()
+	if tr != nil {
+		e.transition(next, tr)
+	}
+}
+
+func (e *Evaluator) eval(env rules.Env) (bool, bool) {
+	active, err := e.rule.Eval(env)
+	if err != nil {
+		e.log.Error("rule evaluation failed", "rule", e.rule.Name, "host", env.Host, "check", env.Check, "err", err)
+		return false, false
+	}
+	return active, true
+}
+
+// transition records tr in the TSDB and notifies the rule's receivers.
+func (e *Evaluator) transition(inst alerting.Instance, tr *alerting.Transition) {
+	e.metrics.transitions.Inc()
+	e.log.Info("alert state changed", "rule", inst.Rule, "host", inst.Labels[alerting.LabelHost],
+		"check", inst.Labels[alerting.LabelCheck], "from", tr.From, "to", tr.To, "reason", tr.Reason)
+	tags := map[string]string{"rule": tsdb.SanitizeTag(inst.Rule)}
+	for k, v := range inst.Labels {
+		if k != alerting.LabelSeverity {
+			tags[k] = tsdb.SanitizeTag(v)
+		}
+	}
+	e.writer.write([]tsdb.Point{{Metric: MetricAlertState, Tags: tags, Time: tr.At, Value: float64(tr.To)}})
+	n := tr.Notification
+	if n == nil {
+		return
+	}
+	for _, r := range e.rule.Notify {
+		if e.sender == nil || !e.receivers[r] {
+			e.log.Warn("no receiver configured, notification not sent", "receiver", r, "id", n.ID, "status", n.Status,
+				"summary", n.Annotations[alerting.AnnotationSummary])
+			continue
+		}
+		if err := e.sender.Send(r, *n); err != nil {
+			e.log.Error("queue notification", "receiver", r, "id", n.ID, "err", err)
+		}
+	}
+}
+
+// annotations renders the default rule's summary and the observers' outputs.
+func annotations(env rules.Env) map[string]string {
+	var outputs []byte
+	for _, o := range env.Observers {
+		outputs = fmt.Appendf(outputs, "%s: %s %s\n", o.Name, o.Status, o.Output)
+	}
+	return map[string]string{
+		alerting.AnnotationSummary: fmt.Sprintf("%s %s down from %d of %d observers",
+			env.Host, env.Check, env.Failing, env.Total),
+		alerting.AnnotationOutputs: string(outputs),
+	}
+}
+
+// restore takes up the alert states a previous leader (or this node before
+// a restart) left in the TSDB, so a firing alert is neither notified again
+// nor forgotten: its recovery will still be sent.
+func (e *Evaluator) restore(ctx context.Context) {
+	series, err := e.store.Last(ctx, MetricAlertState, []tsdb.Filter{{Type: tsdb.LiteralOr, Tag: "rule", Expr: tsdb.SanitizeTag(e.rule.Name)}})
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			e.log.Error("restore alert states from the TSDB; starting from scratch", "err", err)
+		}
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	restored := 0
+	for _, s := range series {
+		if len(s.Samples) == 0 {
+			continue
+		}
+		k := instanceKey{s.Tags["host"], s.Tags["check"]}
+		if _, ok := e.cfg.Checks[k.check]; !ok {
+			continue
+		}
+		last := s.Samples[len(s.Samples)-1]
+		inst := alerting.Instance{Rule: e.rule.Name, State: alerting.State(last.Value), Labels: map[string]string{
+			alerting.LabelHost: k.host, alerting.LabelCheck: k.check, alerting.LabelSeverity: e.rule.Severity,
+		}}
+		switch inst.State {
+		case alerting.Firing:
+			// The default rule fires as soon as it holds, so the incident
+			// started when it fired; its notifications keep their ids.
+			inst.ActiveAt, inst.FiredAt = last.Time, last.Time
+		case alerting.Pending:
+			inst.ActiveAt = last.Time
+		default:
+			continue
+		}
+		e.instances[k] = inst
+		restored++
+	}
+	if restored > 0 {
+		e.log.Info("restored alert states", "instances", restored)
+	}
+}
+
+// InstanceStatus is one rule instance in Status.
+type InstanceStatus struct {
+	Rule      string           `json:"rule"`
+	Host      string           `json:"host"`
+	Check     string           `json:"check"`
+	State     alerting.State   `json:"state"`
+	Since     time.Time        `json:"since,omitzero"`
+	Reason    string           `json:"reason,omitempty"`
+	Observers []ObserverResult `json:"observers"`
+}
+
+// ObserverResult is one observer's latest result in Status.
+type ObserverResult struct {
+	Observer string       `json:"observer"`
+	Status   check.Status `json:"status"`
+	Raw      string       `json:"raw"`
+	Output   string       `json:"output"`
+	At       time.Time    `json:"at"`
+}
+
+// Status is a snapshot of the node for the control API.
+type Status struct {
+	Observer  string           `json:"observer"`
+	Leader    bool             `json:"leader"`
+	Epoch     int64            `json:"epoch,omitempty"`
+	Checks    int              `json:"checks"`
+	Instances []InstanceStatus `json:"instances"`
+}
+
+// Status returns a snapshot of this node: who it is, whether it leads, and
+// every rule instance with the latest result of each observer.
+func (e *Evaluator) Status() Status {
+	e.mu.Lock()
+	st := Status{Observer: e.cfg.Observer, Leader: e.epoch > 0, Epoch: e.epoch, Checks: len(e.cfg.Targets)}
+	insts := make(map[instanceKey]alerting.Instance, len(e.instances))
+	for k, v := range e.instances {
+		insts[k] = v
+	}
+	e.mu.Unlock()
+	for _, t := range e.cfg.Targets {
+		k := instanceKey{t.Host, t.Check.Name}
+		inst, ok := insts[k]
+		is := InstanceStatus{Rule: e.rule.Name, Host: k.host, Check: k.check, State: alerting.Unknown, Reason: "not evaluated yet"}
+		if ok {
+			is.State, is.Reason = inst.State, inst.Reason
+			is.Since = inst.ActiveAt
+		}
+		for _, r := range e.live.latest(k) {
+			is.Observers = append(is.Observers, ObserverResult{Observer: r.Observer, Status: r.Status, Raw: r.Raw, Output: r.Output, At: r.Start})
+		}
+		st.Instances = append(st.Instances, is)
+	}
+	return st
+}
+
+// gocronLogger adapts slog to gocron's logger, one level down: gocron's
+// info is our debug.
+type gocronLogger struct{ l *slog.Logger }
+
+func (g gocronLogger) Debug(msg string, args ...any) { g.l.Debug(msg, args...) }
+func (g gocronLogger) Info(msg string, args ...any)  { g.l.Debug(msg, args...) }
+func (g gocronLogger) Warn(msg string, args ...any)  { g.l.Warn(msg, args...) }
+func (g gocronLogger) Error(msg string, args ...any) { g.l.Error(msg, args...) }

@@ -1,0 +1,308 @@
+package evaluator
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dmonitor/dmonitor/alerting"
+	"github.com/dmonitor/dmonitor/check"
+	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/plugin"
+	"github.com/dmonitor/dmonitor/tsdb"
+)
+
+// fakeRunner returns the status the test sets, and counts overlapping runs.
+type fakeRunner struct {
+	status   atomic.Int32
+	block    chan struct{} // when non-nil, runs wait on it (or on ctx)
+	running  atomic.Int32
+	overlaps atomic.Int32
+	runs     atomic.Int32
+	started  chan struct{}
+}
+
+func (f *fakeRunner) Run(ctx context.Context, _ plugin.Command) check.Result {
+	if f.running.Add(1) > 1 {
+		f.overlaps.Add(1)
+	}
+	defer f.running.Add(-1)
+	f.runs.Add(1)
+	start := time.Now()
+	if f.started != nil {
+		select {
+		case f.started <- struct{}{}:
+		default:
+		}
+	}
+	if f.block != nil {
+		select {
+		case <-f.block:
+		case <-ctx.Done():
+			return check.Result{Status: check.Unknown, Raw: "UNKNOWN", Start: start}
+		}
+	}
+	s := check.Status(f.status.Load())
+	return check.Result{Status: s, Raw: s.String(), Output: "fake " + s.String(), Start: start,
+		Perf: []check.Perf{{Label: "time", Value: 12, UOM: "ms"}}}
+}
+
+// memStore is an in-memory Store.
+type memStore struct {
+	mu     sync.Mutex
+	points []tsdb.Point
+}
+
+func (m *memStore) Append(_ context.Context, pts []tsdb.Point) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.points = append(m.points, pts...)
+	return nil
+}
+
+func (m *memStore) Last(_ context.Context, metric string, _ []tsdb.Filter) ([]tsdb.Series, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []tsdb.Series
+	for _, p := range m.points {
+		if p.Metric == metric {
+			out = append(out, tsdb.Series{Metric: metric, Tags: p.Tags, Samples: []tsdb.Sample{{Time: p.Time, Value: p.Value}}})
+		}
+	}
+	return out, nil
+}
+
+func (m *memStore) find(metric string, tags map[string]string) []tsdb.Point {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []tsdb.Point
+next:
+	for _, p := range m.points {
+		if p.Metric != metric {
+			continue
+		}
+		for k, v := range tags {
+			if p.Tags[k] != v {
+				continue next
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+type chanSender chan alerting.Notification
+
+func (c chanSender) Send(_ string, n alerting.Notification) error { c <- n; return nil }
+
+func testConfig(interval time.Duration) *config.Config {
+	c := &config.Check{Name: "http", Command: []string{"/bin/true"}, Interval: interval, Timeout: time.Second, Quorum: 1}
+	return &config.Config{
+		Observer: "eu-1", Interval: interval, Quorum: 1, Workers: 4,
+		Checks:  map[string]*config.Check{"http": c},
+		Targets: []config.Target{{Host: "www1", Check: c}},
+	}
+}
+
+// start runs an Evaluator until the test ends and returns a stop function
+// that waits for Run to return.
+func start(t *testing.T, o Options) (e *Evaluator, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	e = New(o)
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return e, stop
+}
+
+func waitNotification(t *testing.T, c chanSender) alerting.Notification {
+	t.Helper()
+	select {
+	case n := <-c:
+		return n
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification within 10s")
+	}
+	return alerting.Notification{}
+}
+
+func TestOutageNotifiedAndRecovered(t *testing.T) {
+	runner := &fakeRunner{}
+	runner.status.Store(int32(check.Critical))
+	store := &memStore{}
+	sent := make(chanSender, 10)
+	_, stop := start(t, Options{
+		Config: testConfig(50 * time.Millisecond), Runner: runner, Store: store,
+		Sender: sent, Receivers: []string{"default"}, EvalInterval: 20 * time.Millisecond,
+	})
+
+	fired := waitNotification(t, sent)
+	if fired.Status != alerting.StatusFiring || fired.Labels["host"] != "www1" || fired.Labels["check"] != "http" {
+		t.Fatalf("first notification = %+v, want firing for www1/http", fired)
+	}
+	if want := "www1 http down from 1 of 1 observers"; fired.Annotations[alerting.AnnotationSummary] != want {
+		t.Errorf("summary = %q, want %q", fired.Annotations[alerting.AnnotationSummary], want)
+	}
+
+	runner.status.Store(int32(check.OK))
+	resolved := waitNotification(t, sent)
+	if resolved.Status != alerting.StatusResolved || !resolved.StartsAt.Equal(fired.StartsAt) {
+		t.Fatalf("second notification = %+v, want resolved for the incident started %v", resolved, fired.StartsAt)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-sent:
+		t.Fatalf("unexpected extra notification %+v", n)
+	default:
+	}
+
+	// The history is in the store: check results with their perfdata, and
+	// both transitions.
+	tags := map[string]string{"host": "www1", "check": "http", "observer": "eu-1"}
+	if len(store.find(MetricCheckStatus, tags)) < 2 {
+		t.Error("check status points missing")
+	}
+	perf := store.find(MetricCheckPerf, map[string]string{"label": "time"})
+	if len(perf) == 0 || perf[0].Value != 0.012 {
+		t.Errorf("perf points = %v, want time=0.012 (seconds)", perf)
+	}
+	var states []float64
+	for _, p := range store.find(MetricAlertState, map[string]string{"rule": "default", "host": "www1", "check": "http"}) {
+		states = append(states, p.Value)
+	}
+	if len(states) != 2 || states[0] != float64(alerting.Firing) || states[1] != float64(alerting.OK) {
+		t.Errorf("alert states written = %v, want [2 0]", states)
+	}
+	if len(store.find(MetricObserverUp, map[string]string{"observer": "eu-1"})) == 0 {
+		t.Error("no heartbeat written")
+	}
+}
+
+func TestNoOverlappingRuns(t *testing.T) {
+	runner := &fakeRunner{block: make(chan struct{}), started: make(chan struct{}, 1)}
+	e, _ := start(t, Options{Config: testConfig(10 * time.Millisecond), Runner: runner, Store: &memStore{}})
+	<-runner.started
+	// While the first run blocks, the job comes due again and again: each
+	// time it must be skipped, not started beside the running one.
+	waitFor(t, "5 skipped runs", func() bool { return testutil.ToFloat64(e.metrics.skipped) >= 5 })
+	if n := runner.runs.Load(); n != 1 {
+		t.Fatalf("%d runs started while the first was still running, want 1", n)
+	}
+	close(runner.block)
+	waitFor(t, "the check to run again", func() bool { return runner.runs.Load() >= 3 })
+	if o := runner.overlaps.Load(); o != 0 {
+		t.Fatalf("%d overlapping runs", o)
+	}
+}
+
+func TestShutdownKillsRunningChecksAfterGrace(t *testing.T) {
+	runner := &fakeRunner{block: make(chan struct{}), started: make(chan struct{}, 1)}
+	store := &memStore{}
+	_, stop := start(t, Options{Config: testConfig(time.Hour), Runner: runner, Store: store, ShutdownGrace: 50 * time.Millisecond})
+	// The first run is splayed somewhere within the hour; none has started,
+	// so shutdown must return at once and write only the heartbeat.
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(store.find(MetricCheckStatus, nil)); n != 0 {
+		t.Fatalf("%d results written, want none", n)
+	}
+
+	runner = &fakeRunner{block: make(chan struct{}), started: make(chan struct{}, 1)}
+	store = &memStore{}
+	_, stop = start(t, Options{Config: testConfig(10 * time.Millisecond), Runner: runner, Store: store, ShutdownGrace: 50 * time.Millisecond})
+	<-runner.started
+	// The plugin never finishes by itself: shutdown kills it after the
+	// grace, and a killed run is not a result.
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(store.find(MetricCheckStatus, nil)); n != 0 {
+		t.Fatalf("%d results written for a killed run, want none", n)
+	}
+}
+
+func TestRestoredFiringAlertIsNotNotifiedAgain(t *testing.T) {
+	firedAt := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	store := &memStore{points: []tsdb.Point{{
+		Metric: MetricAlertState, Tags: map[string]string{"rule": "default", "host": "www1", "check": "http"},
+		Time: firedAt, Value: float64(alerting.Firing),
+	}}}
+	runner := &fakeRunner{}
+	runner.status.Store(int32(check.Critical))
+	sent := make(chanSender, 10)
+	_, stop := start(t, Options{
+		Config: testConfig(20 * time.Millisecond), Runner: runner, Store: store,
+		Sender: sent, Receivers: []string{"default"}, EvalInterval: 10 * time.Millisecond,
+	})
+	waitFor(t, "several failing results", func() bool { return runner.runs.Load() >= 5 })
+	runner.status.Store(int32(check.OK))
+	n := waitNotification(t, sent)
+	if n.Status != alerting.StatusResolved || !n.StartsAt.Equal(firedAt) {
+		t.Fatalf("notification = %s starting %v, want resolved for the incident restored from %v", n.Status, n.StartsAt, firedAt)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSplaySpreadsChecks(t *testing.T) {
+	const n = 1000
+	iv := time.Minute
+	c := &config.Check{Name: "http", Interval: iv}
+	perSecond := make(map[time.Duration]int)
+	for i := range n {
+		off := splay(config.Target{Host: fmt.Sprintf("host%04d", i), Check: c}, "eu-1", nil)
+		if off < 0 || off >= iv {
+			t.Fatalf("splay %v outside [0, %v)", off, iv)
+		}
+		perSecond[off.Truncate(time.Second)]++
+	}
+	// 1000 checks over 60 s average 16.7 a second; a hash spreads them
+	// within a small factor of that, where no splay puts all in one second.
+	for sec, k := range perSecond {
+		if k > 40 {
+			t.Errorf("%d checks start in second %v of the interval", k, sec)
+		}
+	}
+	if len(perSecond) < 55 {
+		t.Errorf("checks start in only %d of 60 seconds", len(perSecond))
+	}
+}
+
+func TestSplayStaggersObservers(t *testing.T) {
+	c := &config.Check{Name: "http", Interval: 30 * time.Second}
+	nodes := []string{"a", "b", "c"}
+	tgt := config.Target{Host: "www1", Check: c}
+	a, b, cc := splay(tgt, "a", nodes), splay(tgt, "b", nodes), splay(tgt, "c", nodes)
+	for _, d := range []time.Duration{(b - a + 30*time.Second) % (30 * time.Second), (cc - b + 30*time.Second) % (30 * time.Second)} {
+		if d != 10*time.Second {
+			t.Errorf("observers %v, %v, %v apart by %v, want interval/3 = 10s", a, b, cc, d)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

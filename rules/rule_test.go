@@ -1,0 +1,71 @@
+package rules
+
+import (
+	"testing"
+	"time"
+
+	"github.com/dmonitor/dmonitor/check"
+)
+
+func TestDefaultRule(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	interval := time.Minute
+	res := func(obs string, s check.Status, age time.Duration) check.Result {
+		return check.Result{Host: "www1", Check: "http", Observer: obs, Status: s, Start: now.Add(-age)}
+	}
+	cases := []struct {
+		name        string
+		latest      []check.Result
+		quorum      int
+		wantKnown   bool
+		wantFiring  bool
+		wantFailing int
+	}{
+		// One observer, quorum 1: a critical result fires.
+		{"single critical", []check.Result{res("a", check.Critical, time.Second)}, 1, true, true, 1},
+		// One observer passing: no alert.
+		{"single ok", []check.Result{res("a", check.OK, time.Second)}, 1, true, false, 0},
+		// WARNING is not failing for the default rule.
+		{"warning is not failing", []check.Result{res("a", check.Warning, time.Second)}, 1, true, false, 0},
+		// One flaky observer out of three never makes a quorum of two.
+		{"flaky observer", []check.Result{
+			res("a", check.Critical, time.Second), res("b", check.OK, time.Second), res("c", check.OK, time.Second),
+		}, 2, true, false, 1},
+		// Two of three agree: outage.
+		{"quorum reached", []check.Result{
+			res("a", check.Critical, time.Second), res("b", check.Critical, time.Second), res("c", check.OK, time.Second),
+		}, 2, true, true, 2},
+		// A stale failing result does not count, leaving too few fresh observers: unknown.
+		{"stale result is unknown", []check.Result{
+			res("a", check.Critical, 3*interval), res("b", check.Critical, time.Second),
+		}, 2, false, false, 1},
+		// No result at all: unknown, never OK.
+		{"no results", nil, 1, false, false, 0},
+	}
+	rule := Default()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env, known := NewEnv("www1", "http", tc.latest, now, interval, tc.quorum)
+			if known != tc.wantKnown {
+				t.Fatalf("known = %v, want %v", known, tc.wantKnown)
+			}
+			if env.Failing != tc.wantFailing {
+				t.Errorf("failing = %d, want %d", env.Failing, tc.wantFailing)
+			}
+			got, err := rule.Eval(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.wantFiring {
+				t.Errorf("condition = %v, want %v", got, tc.wantFiring)
+			}
+		})
+	}
+}
+
+func TestCompileRejectsNonBool(t *testing.T) {
+	_, err := Compile(Rule{Name: "bad", Expr: "failing + 1"})
+	if err == nil {
+		t.Fatal("a condition yielding int compiled")
+	}
+}
