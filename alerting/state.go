@@ -1,0 +1,72 @@
+// Package alerting holds dmonitor's alert state machine and the delivery of
+// its notifications. A rule instance (one rule over one host×check) moves
+// between states by Instance.Next, a pure function of the evaluation time;
+// the transitions that people must hear about yield a Notification, which a
+// Dispatcher hands to the receivers' Notifiers, in order, with retries.
+//
+// Notifiers live in sub-packages (alerting/smtp) so that this package can be
+// used and tested without any of them.
+package alerting
+
+import "fmt"
+
+// State is the state of one rule instance. Its numeric value is what the
+// time series dmonitor.alert.state stores.
+type State int
+
+// The states of a rule instance, with their dmonitor.alert.state values.
+const (
+	// OK: the condition does not hold.
+	OK State = 0
+	// Pending: the condition holds, but not yet for the rule's `for`.
+	Pending State = 1
+	// Firing: the condition has held for `for`; the alert is notified.
+	Firing State = 2
+	// Suppressed: the instance would fire, but a parent rule, a silence or
+	// an acknowledgement holds it back. Not produced by Next yet.
+	Suppressed State = 3
+	// Unknown: the condition could not be evaluated, e.g. fewer fresh
+	// observers than the quorum. Never read as OK.
+	Unknown State = 4
+)
+
+var stateNames = [...]string{"ok", "pending", "firing", "suppressed", "unknown"}
+
+// String returns the lower-case name of s, or "state(N)" for a value outside
+// the defined ones.
+func (s State) String() string {
+	if s < OK || s > Unknown {
+		return fmt.Sprintf("state(%d)", int(s))
+	}
+	return stateNames[s]
+}
+
+// ParseState returns the State named by s (ok, pending, firing, suppressed,
+// unknown).
+func ParseState(s string) (State, error) {
+	for i, n := range stateNames {
+		if n == s {
+			return State(i), nil
+		}
+	}
+	return Unknown, fmt.Errorf("unknown alert state %q (want ok, pending, firing, suppressed or unknown)", s)
+}
+
+// MarshalText encodes s by name, so persisted state and JSON read "firing",
+// not 2.
+func (s State) MarshalText() ([]byte, error) {
+	if s < OK || s > Unknown {
+		return nil, fmt.Errorf("invalid alert state %d", int(s))
+	}
+	return []byte(s.String()), nil
+}
+
+// UnmarshalText decodes a state name, so persisted state can be restored.
+func (s *State) UnmarshalText(b []byte) error {
+	v, err := ParseState(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
