@@ -35,12 +35,17 @@ type Config struct {
 	Workers   int           // concurrent plugin runs
 	PluginDir string
 	DataDir   string
-	Checks    map[string]*Check // every check that some target uses, by name
-	Targets   []Target          // host×check pairs, sorted by host then check
-	TSDB      TSDB
-	Control   Control
-	SMTP      SMTP
-	Receivers map[string]*Receiver // by name; "default" holds alert.d/
+	// PluginPath is where a check command without a slash is looked up, in
+	// order: PluginDir, then dmonitor.yaml's plugin_path (by default
+	// SystemPluginDir).
+	PluginPath []string
+	Checks     map[string]*Check // every check that some target uses, by name
+	Targets    []Target          // host×check pairs, sorted by host then check
+	TSDB       TSDB
+	Control    Control
+	SMTP       SMTP
+	Receivers  map[string]*Receiver // by name; "default" holds alert.d/
+	Redis      Redis
 }
 
 // Check is one check definition: a plugin and its arguments.
@@ -100,5 +105,31 @@ type SMTP struct {
 // Receiver is a named destination for notifications.
 type Receiver struct {
 	Name  string
-	Email []string
+	Email []string // RFC 5322 addresses, as written; nil when the receiver sends no mail
+	// The other destinations; nil when the receiver does not use them.
+	Webhook      *Webhook
+	Alertmanager *Alertmanager
+	Exec         *Exec
+}
+
+// Webhook posts Alertmanager's webhook payload (version 4) to URL.
+type Webhook struct {
+	URL string // http or https
+}
+
+// Alertmanager sends alerts to a Prometheus Alertmanager's API at URL.
+type Alertmanager struct {
+	URL string // the Alertmanager's base URL, http or https
+}
+
+// Exec runs a command for each notification.
+type Exec struct {
+	Command []string // argv; Command[0] is an absolute path
+}
+
+// Redis configures the shared state of a multi-node setup: the leader lease
+// and the alert state. An empty URL means a single node with a local lease.
+type Redis struct {
+	URL      string // redis://, rediss:// or unix://
+	LeaseTTL time.Duration
 }
