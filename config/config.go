@@ -39,7 +39,7 @@ type Config struct {
 	// order: PluginDir, then dmonitor.yaml's plugin_path (by default
 	// SystemPluginDir).
 	PluginPath []string
-	Checks     map[string]*Check // every check that some target uses, by name
+	Checks     map[string]*Check // by name: every check of dmonitor.yaml, and each plugins/ check a target uses
 	Targets    []Target          // host×check pairs, sorted by host then check
 	TSDB       TSDB
 	Control    Control

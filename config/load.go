@@ -210,19 +210,18 @@ func (l *loader) load() *Config {
 		cfg.PluginPath = append(cfg.PluginPath, l.abs(p))
 	}
 
-	defined := make(map[string]*Check)
+	// Every YAML check is kept, used or not, so `dmonitor check` can run it
+	// against any host; plugins/ files become checks only when a host uses
+	// them, so a stray file there cannot refuse the configuration.
 	for _, def := range st.checks {
 		l.resolveCheck(cfg, def)
-		defined[def.check.Name] = def.check
+		cfg.Checks[def.check.Name] = def.check
 	}
 
 	for _, u := range l.readHosts() {
 		c, ok := cfg.Checks[u.check]
 		if !ok {
-			if c, ok = defined[u.check]; !ok {
-				c, ok = l.implicitCheck(cfg, u)
-			}
-			if !ok {
+			if c, ok = l.implicitCheck(cfg, u); !ok {
 				continue
 			}
 			cfg.Checks[u.check] = c

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,10 +93,13 @@ func TestLoadGood(t *testing.T) {
 		// A path with a slash is relative to the config dir.
 		"local": {Name: "local", Command: []string{dir + "/scripts/check_local.sh", "--host={{host}}"},
 			Interval: 30 * time.Second, Timeout: 5 * time.Second, Quorum: 2},
+		// Defined in dmonitor.yaml, used by no host: kept, so that
+		// `dmonitor check HOST unused` works, but never scheduled.
+		"unused": {Name: "unused", Command: []string{plugins + "/check_dummy", "1"},
+			Interval: 30 * time.Second, Timeout: 5 * time.Second, Quorum: 2},
 		// No YAML definition: the implicit check of plugins/check_ping.
 		"ping": {Name: "ping", Command: []string{plugins + "/check_ping", "{{host}}"},
 			Interval: 30 * time.Second, Timeout: 5 * time.Second, Quorum: 2, Implicit: true},
-		// "unused" is defined in dmonitor.yaml but no host runs it.
 	}
 	equal(t, "Checks", c.Checks, wantChecks)
 
@@ -150,8 +154,9 @@ func TestLoadDesignExample(t *testing.T) {
 		"am":     {Name: "am", Alertmanager: &Alertmanager{URL: "http://127.0.0.1:9093"}},
 		"script": {Name: "script", Exec: &Exec{Command: []string{dir + "/page", "--urgent"}}},
 	})
-	// No host runs the http check, so it is validated but not kept.
-	equal(t, "Checks", c.Checks, map[string]*Check{})
+	// No host runs the http check: it is kept for `dmonitor check`, but
+	// nothing is scheduled.
+	equal(t, "Checks", slices.Sorted(maps.Keys(c.Checks)), []string{"http"})
 	equal(t, "Targets", len(c.Targets), 0)
 }
 

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dmonitor/dmonitor/internal/smtptest"
+	"github.com/dmonitor/dmonitor/tsdb"
+	"github.com/dmonitor/dmonitor/tsdb/embedded"
+)
+
+// TestOutageMailsAndRecovery is the whole standalone path: a real service
+// on loopback, Debian's check_tcp, the daemon, and a real SMTP server.
+func TestOutageMailsAndRecovery(t *testing.T) {
+	requirePlugins(t)
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	svc := startService(t, "127.0.0.1:0")
+	control := freePort(t)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml": fmt.Sprintf(`observer: e2e
+interval: 1s
+control: {listen: %q}
+tsdb: {listen: ""}
+smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+checks:
+  svc:
+    command: [check_tcp, -H, "{{host}}", -p, %q]
+`, control, mail.Addr, svc.port()),
+		"hosts.d/127.0.0.1/svc":     "",
+		"alert.d/oncall@example.org": "",
+	})
+	d := startDaemon(t, dir, control)
+	waitFor(t, "the service to be seen up", func() bool { return d.state(t, "127.0.0.1", "svc") == "ok" })
+
+	svc.l.Close()
+	fired := mail.Next(t)
+	if got := fired.Msg.Header.Get("Subject"); !strings.Contains(got, "FIRING") || !strings.Contains(got, "127.0.0.1") || !strings.Contains(got, "svc") {
+		t.Errorf("firing subject = %q", got)
+	}
+	if len(fired.To) != 1 || fired.To[0] != "oncall@example.org" {
+		t.Errorf("firing mail to %v, want oncall@example.org", fired.To)
+	}
+	if !strings.Contains(fired.Body, "Connection refused") {
+		t.Errorf("firing mail does not carry the plugin output:\n%s", fired.Body)
+	}
+
+	startService(t, svc.addr)
+	resolved := mail.Next(t)
+	if got := resolved.Msg.Header.Get("Subject"); !strings.Contains(got, "RESOLVED") {
+		t.Errorf("recovery subject = %q", got)
+	}
+	fid, rid := fired.Msg.Header.Get("X-Dmonitor-Notification-Id"), resolved.Msg.Header.Get("X-Dmonitor-Notification-Id")
+	if fid == "" || rid == "" || fid == rid {
+		t.Errorf("notification ids %q and %q: want two distinct ids", fid, rid)
+	}
+	d.stop(t)
+	select {
+	case m := <-mail.Received:
+		t.Errorf("one mail too many: %s", m.Msg.Header.Get("Subject"))
+	default:
+	}
+}
+
+// TestHistorySurvivesRestartAndKill9 checks that every datapoint the daemon
+// reported written is still in the store after kill -9, and that a restart
+// adds to the history instead of replacing it.
+func TestHistorySurvivesRestartAndKill9(t *testing.T) {
+	requirePlugins(t)
+	control := freePort(t)
+	dir := t.TempDir()
+	files := map[string]string{
+		"dmonitor.yaml": fmt.Sprintf(`observer: e2e
+interval: 1s
+control: {listen: %q}
+tsdb: {listen: ""}
+checks:
+  dummy:
+    command: [check_dummy, "0", "ok {{host}}"]
+`, control),
+	}
+	for i := range 10 {
+		files[fmt.Sprintf("hosts.d/h%d/dummy", i)] = ""
+	}
+	writeTree(t, dir, files)
+	dataDir := filepath.Join(dir, "data", "tsdb")
+	begin := time.Now()
+
+	d := startDaemon(t, dir, control)
+	var acked float64
+	waitFor(t, "100 datapoints written", func() bool { acked = d.metric(t, "dmonitor_tsdb_points_written_total"); return acked >= 100 })
+	d.kill(t)
+	afterKill := countPoints(t, dataDir, begin)
+	if afterKill < int(acked) {
+		t.Fatalf("after kill -9: %d datapoints in the store, %v were acknowledged", afterKill, acked)
+	}
+
+	d = startDaemon(t, dir, control)
+	waitFor(t, "100 more datapoints written", func() bool { return d.metric(t, "dmonitor_tsdb_points_written_total") >= 100 })
+	d.stop(t)
+	if total := countPoints(t, dataDir, begin); total < afterKill+100 {
+		t.Fatalf("after restart: %d datapoints, want at least %d (the first run's %d and 100 more)", total, afterKill+100, afterKill)
+	}
+}
+
+// countPoints opens the daemon's store after it has stopped and counts the
+// datapoints of the check metrics and the heartbeat since begin.
+func countPoints(t *testing.T, dir string, begin time.Time) int {
+	t.Helper()
+	s, err := embedded.Open(dir, embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n := 0
+	for _, m := range []string{"dmonitor.check.status", "dmonitor.check.duration", "dmonitor.check.perf", "dmonitor.observer.up"} {
+		series, err := s.Query(context.Background(), tsdb.Query{Metric: m, Start: begin.Add(-time.Minute), End: time.Now().Add(time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sr := range series {
+			n += len(sr.Samples)
+		}
+	}
+	return n
+}

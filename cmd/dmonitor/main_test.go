@@ -1,0 +1,322 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The end-to-end tests run the real daemon as a child process: this test
+// binary re-executed with mainEnv set runs main() instead of the tests, so
+// the daemon is built with the same flags (-race included) and needs no
+// separate go build.
+const mainEnv = "DMONITOR_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(mainEnv) == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+const pluginDir = "/usr/lib/nagios/plugins"
+
+func requirePlugins(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(pluginDir, "check_dummy")); err != nil {
+		t.Fatalf("Debian monitoring-plugins missing (%v): run `make test`, which installs them", err)
+	}
+}
+
+// writeTree writes files (path relative to dir → content) under dir.
+func writeTree(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// freePort returns a loopback address that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// daemon is a `dmonitor run` child process.
+type daemon struct {
+	cmd     *exec.Cmd
+	control string
+	done    chan struct{}
+	mu      sync.Mutex
+	log     bytes.Buffer
+}
+
+func startDaemon(t *testing.T, dir, control string) *daemon {
+	t.Helper()
+	d := &daemon{control: control, done: make(chan struct{})}
+	d.cmd = exec.Command(os.Args[0], "run", "--config", dir, "--log-level", "debug")
+	d.cmd.Env = append(os.Environ(), mainEnv+"=1")
+	stderr, err := d.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(d.done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			d.mu.Lock()
+			d.log.Write(sc.Bytes())
+			d.log.WriteByte('\n')
+			d.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			_ = d.cmd.Process.Kill()
+			_ = d.wait()
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.logText())
+		}
+	})
+	waitFor(t, "the control API", func() bool {
+		resp, err := http.Get("http://" + control + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	})
+	return d
+}
+
+func (d *daemon) logText() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.log.String()
+}
+
+func (d *daemon) wait() error {
+	<-d.done // the log is read to its end before Wait closes the pipe
+	return d.cmd.Wait()
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.wait(); err != nil {
+		t.Fatalf("dmonitor run after SIGTERM: %v", err)
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (d *daemon) kill(t *testing.T) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.wait()
+}
+
+// metric returns the value of an unlabelled metric from /metrics.
+func (d *daemon) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + d.control + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// state returns the alert state of host/check from /status.
+func (d *daemon) state(t *testing.T, host, check string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + d.control + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Instances []struct{ Host, Check, State string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range st.Instances {
+		if in.Host == host && in.Check == check {
+			return in.State
+		}
+	}
+	return ""
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 30s waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func runMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = Main(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// tcpService is a TCP service on loopback that can be stopped and started
+// again on the same port.
+type tcpService struct {
+	addr string
+	l    net.Listener
+}
+
+func startService(t *testing.T, addr string) *tcpService {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "hello\r\n")
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
+	return &tcpService{addr: l.Addr().String(), l: l}
+}
+
+func (s *tcpService) port() string {
+	_, p, _ := net.SplitHostPort(s.addr)
+	return p
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runMain(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "dmonitor ") {
+		t.Fatalf("version: exit %d, output %q", code, out)
+	}
+}
+
+func TestHelpOnEveryCommand(t *testing.T) {
+	for _, cmd := range [][]string{{"--help"}, {"run", "--help"}, {"check", "--help"}, {"version", "--help"}} {
+		code, out, _ := runMain(t, cmd...)
+		if code != 0 || !strings.Contains(out, "Usage:") {
+			t.Errorf("dmonitor %s: exit %d, output %q", strings.Join(cmd, " "), code, out)
+		}
+	}
+}
+
+func TestRunRefusesBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"hosts.d/www1/nosuch": "",
+		"dmonitor.yaml":       "interval: 10 seconds\n",
+	})
+	code, _, stderr := runMain(t, "run", "--config", dir)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	// Both problems, each naming its file (and line for YAML).
+	for _, want := range []string{"dmonitor.yaml:1", "nosuch"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
+		t.Error("a refused configuration created the data directory")
+	}
+}
+
+func TestCheckJSON(t *testing.T) {
+	requirePlugins(t)
+	svc := startService(t, "127.0.0.1:0")
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml": fmt.Sprintf("observer: eu-1\nchecks:\n  svc:\n    command: [check_tcp, -H, \"{{host}}\", -p, %q]\n", svc.port()),
+	})
+	code, out, stderr := runMain(t, "check", "--config", dir, "127.0.0.1", "svc", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d, want 0 (OK); stderr %s", code, stderr)
+	}
+	var r struct {
+		Host, Check, Observer, Status, Raw, Output string
+		ExitCode                                   *int     `json:"exit_code"`
+		Duration                                   *float64 `json:"duration_seconds"`
+		Perf                                       []struct {
+			Label, UOM string
+			Value      float64
+		} `json:"perfdata"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%v in %s", err, out)
+	}
+	if r.Host != "127.0.0.1" || r.Check != "svc" || r.Observer != "eu-1" || r.Status != "OK" || r.Raw != "OK" ||
+		r.ExitCode == nil || *r.ExitCode != 0 || r.Duration == nil || !strings.HasPrefix(r.Output, "TCP OK") {
+		t.Errorf("unexpected result %s", out)
+	}
+	if len(r.Perf) == 0 || r.Perf[0].Label != "time" || r.Perf[0].UOM != "s" {
+		t.Errorf("perfdata = %+v, want time in s", r.Perf)
+	}
+
+	svc.l.Close()
+	code, out, _ = runMain(t, "check", "--config", dir, "127.0.0.1", "svc")
+	if code != 2 || !strings.HasPrefix(out, "CRITICAL svc on 127.0.0.1") {
+		t.Errorf("closed port: exit %d, output %q; want 2 and CRITICAL", code, out)
+	}
+	code, _, stderr = runMain(t, "check", "--config", dir, "127.0.0.1", "nosuch")
+	if code != 3 || !strings.Contains(stderr, `no check "nosuch"`) {
+		t.Errorf("unknown check: exit %d, stderr %q; want 3", code, stderr)
+	}
+}
