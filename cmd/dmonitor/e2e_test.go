@@ -31,7 +31,7 @@ checks:
   svc:
     command: [check_tcp, -H, "{{host}}", -p, %q]
 `, control, mail.Addr, svc.port()),
-		"hosts.d/127.0.0.1/svc":     "",
+		"hosts.d/127.0.0.1/svc":      "",
 		"alert.d/oncall@example.org": "",
 	})
 	d := startDaemon(t, dir, control)
