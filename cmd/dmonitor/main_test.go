@@ -109,6 +109,11 @@ func startDaemon(t *testing.T, dir, control string) *daemon {
 		}
 	})
 	waitFor(t, "the control API", func() bool {
+		select {
+		case <-d.done:
+			t.Fatalf("dmonitor run exited at start:\n%s", d.logText())
+		default:
+		}
 		resp, err := http.Get("http://" + control + "/healthz")
 		if err == nil {
 			resp.Body.Close()
@@ -318,5 +323,41 @@ func TestCheckJSON(t *testing.T) {
 	code, _, stderr = runMain(t, "check", "--config", dir, "127.0.0.1", "nosuch")
 	if code != 3 || !strings.Contains(stderr, `no check "nosuch"`) {
 		t.Errorf("unknown check: exit %d, stderr %q; want 3", code, stderr)
+	}
+}
+
+// TestExampleStandalone runs the README's first command on a copy of
+// examples/standalone (its control port moved to a free one) and waits
+// until the daemon has seen its own control port up through the shipped
+// check_port plugin, and run the shipped local checks.
+func TestExampleStandalone(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("../../examples/standalone")); err != nil {
+		t.Fatal(err)
+	}
+	control := freePort(t)
+	_, port, _ := net.SplitHostPort(control)
+	yml := filepath.Join(dir, "dmonitor.yaml")
+	b, err := os.ReadFile(yml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.ReplaceAll(b, []byte(`"2929"`), []byte(strconv.Quote(port)))
+	b = bytes.ReplaceAll(b, []byte("interval: 15s"), []byte("interval: 1s"))
+	b = append(b, fmt.Sprintf("control: {listen: %q}\ntsdb: {listen: \"\"}\n", control)...)
+	if err := os.WriteFile(yml, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, dir, control)
+	waitFor(t, "the example's control check to be ok", func() bool { return d.state(t, "localhost", "control") == "ok" })
+	for _, c := range []string{"disk_free", "load"} {
+		waitFor(t, c+" to be evaluated", func() bool { s := d.state(t, "localhost", c); return s == "ok" || s == "firing" })
+	}
+	d.stop(t)
+
+	// The shipped plugins parse as documented.
+	code, out, stderr := runMain(t, "check", "--config", dir, "localhost", "disk_free", "--json")
+	if code == 3 || !strings.Contains(out, `"label": "free"`) || !strings.Contains(out, `"uom": "KB"`) {
+		t.Errorf("check disk_free: exit %d, output %s %s", code, out, stderr)
 	}
 }

@@ -143,6 +143,10 @@ func buildReceivers(cfg *config.Config, log *slog.Logger) (map[string]alerting.N
 	out := make(map[string]alerting.Notifier)
 	var errs []error
 	for name, r := range cfg.Receivers {
+		if r.Webhook != nil || r.Alertmanager != nil || r.Exec != nil {
+			log.Warn("receiver has webhook, alertmanager or exec destinations, which this version does not send to; only its email is used",
+				"receiver", name)
+		}
 		if len(r.Email) == 0 {
 			continue
 		}
