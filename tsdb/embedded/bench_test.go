@@ -1,0 +1,221 @@
+package embedded
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
+	"github.com/dmonitor/dmonitor/tsdb"
+)
+
+const (
+	benchSeries = 10000
+	benchBatch  = 1000
+)
+
+// benchTags are the tags of the benchmark's series: dmonitor's shape, 1000
+// hosts times 10 checks from one observer.
+func benchTags(i int) map[string]string {
+	return map[string]string{
+		"host":     fmt.Sprintf("host%03d.example.org", i/10),
+		"check":    fmt.Sprintf("check%d", i%10),
+		"observer": "eu-1",
+	}
+}
+
+// benchBatchAt fills pts with batch k: benchBatch consecutive series of the
+// benchSeries, each round over all of them 10 seconds after the previous.
+func benchBatchAt(pts []tsdb.Point, all []map[string]string, k int) {
+	first := k * benchBatch
+	round := first / benchSeries
+	for i := range pts {
+		pts[i] = tsdb.Point{
+			Metric: "dmonitor.check.duration",
+			Tags:   all[(first+i)%benchSeries],
+			Time:   base.Add(time.Duration(round) * 10 * time.Second),
+			Value:  float64(k + i),
+		}
+	}
+}
+
+// engineBaseline appends straight to a store's engine, with labels built
+// beforehand and series references kept as our cache keeps them: the most
+// the engine can do.
+type engineBaseline struct {
+	s     *Store
+	lsets []labels.Labels
+	refs  []storage.SeriesRef
+}
+
+func newEngineBaseline(s *Store) *engineBaseline {
+	e := &engineBaseline{s: s, lsets: make([]labels.Labels, benchSeries), refs: make([]storage.SeriesRef, benchSeries)}
+	for i := range e.lsets {
+		lb := labels.NewBuilder(labels.FromMap(benchTags(i)))
+		lb.Set(nameLabel, "engine.baseline")
+		e.lsets[i] = lb.Labels()
+	}
+	return e
+}
+
+// appendBatch appends batch k, shaped as benchBatchAt shapes it.
+func (e *engineBaseline) appendBatch(b *testing.B, k int) {
+	first := k * benchBatch
+	t := base.Add(time.Duration(first/benchSeries) * 10 * time.Second).UnixMilli()
+	app := e.s.db.AppenderV2(context.Background())
+	for i := range benchBatch {
+		id := (first + i) % benchSeries
+		ref, err := app.Append(e.refs[id], e.lsets[id], 0, t, float64(k+i), nil, nil, storage.AOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		e.refs[id] = ref
+	}
+	if err := app.Commit(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// rate appends batches [start, start+n) and returns points per second.
+func (e *engineBaseline) rate(b *testing.B, start, n int) float64 {
+	began := time.Now()
+	for k := start; k < start+n; k++ {
+		e.appendBatch(b, k)
+	}
+	return float64(n*benchBatch) / time.Since(began).Seconds()
+}
+
+// BenchmarkAppend appends batches of 1000 points over 10,000 series through
+// Store.Append, one batch per op, and reports points/s and the ratio to the
+// bare engine measured in the same run.
+func BenchmarkAppend(b *testing.B) {
+	s := openStore(b, "", Options{})
+	all := make([]map[string]string, benchSeries)
+	for i := range all {
+		all[i] = benchTags(i)
+	}
+	pts := make([]tsdb.Point, benchBatch)
+	// Warm both paths up so the series exist and caches are filled: the
+	// steady state is what matters for a monitoring system.
+	for k := range benchSeries / benchBatch {
+		benchBatchAt(pts, all, k)
+		if err := s.Append(context.Background(), pts); err != nil {
+			b.Fatal(err)
+		}
+	}
+	eb := newEngineBaseline(s)
+	eb.rate(b, 0, benchSeries/benchBatch)
+	engine := eb.rate(b, benchSeries/benchBatch, 200)
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	k := benchSeries / benchBatch
+	for b.Loop() {
+		benchBatchAt(pts, all, k)
+		if err := s.Append(context.Background(), pts); err != nil {
+			b.Fatal(err)
+		}
+		k++
+	}
+	ours := float64(b.N*benchBatch) / b.Elapsed().Seconds()
+	b.ReportMetric(ours, "points/s")
+	b.ReportMetric(engine, "engine-points/s")
+	b.ReportMetric(ours/engine, "ratio-to-engine")
+}
+
+// BenchmarkEngineAppend is the baseline alone: the engine's appender with
+// labels built beforehand and series references cached, one batch of 1000
+// points per op.
+func BenchmarkEngineAppend(b *testing.B) {
+	s := openStore(b, "", Options{})
+	eb := newEngineBaseline(s)
+	eb.rate(b, 0, benchSeries/benchBatch) // create the series
+	b.ReportAllocs()
+	b.ResetTimer()
+	k := benchSeries / benchBatch
+	for b.Loop() {
+		eb.appendBatch(b, k)
+		k++
+	}
+	b.ReportMetric(float64(b.N*benchBatch)/b.Elapsed().Seconds(), "points/s")
+}
+
+// fillDay writes one day at 10s resolution (8640 points) for n series.
+func fillDay(b *testing.B, s *Store, n int) {
+	b.Helper()
+	pts := make([]tsdb.Point, 0, n)
+	tg := make([]map[string]string, n)
+	for i := range tg {
+		tg[i] = map[string]string{"host": fmt.Sprintf("h%03d", i), "check": "http"}
+	}
+	for step := range 8640 {
+		pts = pts[:0]
+		for i := range n {
+			pts = append(pts, tsdb.Point{Metric: "day", Tags: tg[i], Time: at(int64(step) * 10), Value: float64(step % 100)})
+		}
+		if err := s.Append(context.Background(), pts); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// engineReadRate is the baseline for queries: how long the engine takes to
+// hand over the same samples, with nothing done to them.
+func engineReadRate(b *testing.B, s *Store, runs int) time.Duration {
+	b.Helper()
+	began := time.Now()
+	for range runs {
+		q, err := s.db.Querier(at(0).UnixMilli(), at(86400).UnixMilli())
+		if err != nil {
+			b.Fatal(err)
+		}
+		set := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchEqual, nameLabel, "day"))
+		var it chunkenc.Iterator
+		for set.Next() {
+			it = set.At().Iterator(it)
+			for it.Next() != chunkenc.ValNone {
+			}
+		}
+		q.Close()
+	}
+	return time.Since(began) / time.Duration(runs)
+}
+
+func benchQuery(b *testing.B, nSeries int, q tsdb.Query) {
+	s := openStore(b, "", Options{})
+	fillDay(b, s, nSeries)
+	baseline := engineReadRate(b, s, 20)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		out, err := s.Query(context.Background(), q)
+		if err != nil || len(out) != 1 || len(out[0].Samples) == 0 {
+			b.Fatalf("query: %d series, err %v", len(out), err)
+		}
+	}
+	per := b.Elapsed() / time.Duration(b.N)
+	b.ReportMetric(float64(per)/float64(time.Millisecond), "ms/query")
+	b.ReportMetric(float64(per)/float64(baseline), "ratio-to-engine-read")
+}
+
+// BenchmarkQueryDay reads one day of one series at 10s resolution (8640
+// samples), raw.
+func BenchmarkQueryDay(b *testing.B) {
+	benchQuery(b, 1, tsdb.Query{Metric: "day", Start: at(0), End: at(86400)})
+}
+
+// BenchmarkQueryDay100Sum sums 100 such series (864,000 samples) into one.
+func BenchmarkQueryDay100Sum(b *testing.B) {
+	benchQuery(b, 100, tsdb.Query{Metric: "day", Start: at(0), End: at(86400), Aggregator: "sum"})
+}
+
+// BenchmarkQueryDay100Downsampled is a typical dashboard query: 100 series
+// downsampled to 5 minutes, averaged.
+func BenchmarkQueryDay100Downsampled(b *testing.B) {
+	benchQuery(b, 100, tsdb.Query{Metric: "day", Start: at(0), End: at(86400), Aggregator: "avg",
+		Downsample: &tsdb.Downsample{Interval: 5 * time.Minute, Aggregator: "avg"}})
+}

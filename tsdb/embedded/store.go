@@ -1,0 +1,435 @@
+// Package embedded is dmonitor's time-series store on local disk, built on
+// the Prometheus TSDB engine, with OpenTSDB's data model and query
+// semantics: a metric name becomes the label __name__ and every tag a label
+// of the same name.
+//
+// Durability: Append returns nil only after the engine has written the
+// points to its write-ahead log with write(2), so they survive the process
+// being killed (kill -9) and are read back by the next Open. The log is not
+// fsynced per batch, so a power loss or kernel crash can lose the most
+// recent batches; that is out of scope.
+package embedded
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	promtsdb "github.com/prometheus/prometheus/tsdb"
+
+	"github.com/dmonitor/dmonitor/tsdb"
+)
+
+var _ tsdb.Store = (*Store)(nil)
+
+// nameLabel is the engine label holding the metric name (Prometheus's
+// __name__, whose constant in model/labels is deprecated).
+const nameLabel = "__name__"
+
+// ErrClosed is returned by calls on a Store after Close.
+var ErrClosed = errors.New("store closed")
+
+// Default option values.
+const (
+	DefaultRetention        = 30 * 24 * time.Hour
+	DefaultOutOfOrderWindow = 7 * 24 * time.Hour
+)
+
+// maxCachedSeries bounds the series-reference cache. Past it the cache is
+// emptied and refills from the engine (one label build per series), which
+// keeps memory bounded under series churn at the price of a slower batch.
+const maxCachedSeries = 1 << 20
+
+// maxPooledKeyBytes is the largest key buffer kept for the next Append,
+// enough for batches of tens of thousands of points.
+const maxPooledKeyBytes = 4 << 20
+
+// Options configure a Store. Zero values mean the defaults.
+type Options struct {
+	// Retention is how long data is kept (default 30 days). The engine
+	// measures it from the newest persisted block and deletes whole blocks
+	// (2 hours up to Retention/10 each), so data lives somewhat longer.
+	Retention time.Duration
+	// OutOfOrderWindow is how far behind the newest stored sample an
+	// appended point may be (default 7 days).
+	OutOfOrderWindow time.Duration
+	// Logger receives the engine's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Store is a tsdb.Store on the Prometheus TSDB engine. It is safe for
+// concurrent use.
+type Store struct {
+	dir       string
+	db        *promtsdb.DB
+	oooWindow time.Duration
+
+	// mu is held for reading by every call and for writing by Close, so
+	// Close waits for calls in flight and no call reaches a closed engine.
+	mu     sync.RWMutex
+	closed bool
+
+	// cacheMu guards cache, which maps a series key (see appendSeriesKey)
+	// to the engine's reference and labels for that series, so a repeated
+	// series costs a map lookup instead of building and hashing labels.
+	cacheMu sync.RWMutex
+	cache   map[string]seriesEntry
+
+	appendMu sync.Mutex // see appendAll
+
+	scratch sync.Pool // *appendScratch, reused across Append calls
+}
+
+type seriesEntry struct {
+	ref  storage.SeriesRef
+	lset labels.Labels
+}
+
+// Open opens or creates the store in dir. The engine takes a lock file in
+// dir: a second Open of the same dir, in this process or another, fails
+// until the first is closed.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.Retention <= 0 {
+		opts.Retention = DefaultRetention
+	}
+	if opts.OutOfOrderWindow <= 0 {
+		opts.OutOfOrderWindow = DefaultOutOfOrderWindow
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	eo := promtsdb.DefaultOptions()
+	eo.RetentionDuration = opts.Retention.Milliseconds()
+	eo.OutOfOrderTimeWindow = opts.OutOfOrderWindow.Milliseconds()
+	// Compact 2h blocks into larger ones as Prometheus does (a tenth of the
+	// retention, at most 31 days), so a long retention is not thousands of
+	// blocks for every query to open.
+	eo.MaxBlockDuration = max(eo.MinBlockDuration, min(eo.RetentionDuration/10, (31*24*time.Hour).Milliseconds()))
+	db, err := promtsdb.Open(dir, logger, nil, eo, nil)
+	if err != nil {
+		return nil, fmt.Errorf("embedded tsdb %s: open: %w", dir, err)
+	}
+	s := &Store{dir: dir, db: db, oooWindow: opts.OutOfOrderWindow, cache: map[string]seriesEntry{}}
+	s.scratch.New = func() any { return new(appendScratch) }
+	return s, nil
+}
+
+// Close flushes the write-ahead log and closes the engine. Calls after
+// Close fail with ErrClosed; a second Close returns nil.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("embedded tsdb %s: close: %w", s.dir, err)
+	}
+	return nil
+}
+
+// appendScratch holds the buffers of one Append call.
+type appendScratch struct {
+	kvs   []tagPair // the tags of one point, sorted by key
+	keys  []byte    // the series keys of all points, back to back
+	ents  []batchEntry
+	slot  []int32          // per point: its index in ents
+	fresh map[string]int32 // series of this batch not in the cache: key -> index in ents
+	sb    labels.ScratchBuilder
+}
+
+type tagPair struct{ k, v string }
+
+// batchEntry is a series as one batch uses it: the cached entry (or a new
+// one), where its key lies in appendScratch.keys, and whether the cache
+// must learn it after the commit.
+type batchEntry struct {
+	seriesEntry
+	keyStart, keyEnd int
+	learn            bool
+}
+
+func (sc *appendScratch) reset(n int) {
+	sc.keys = sc.keys[:0]
+	sc.ents = sc.ents[:0]
+	sc.slot = sc.slot[:0]
+	if cap(sc.slot) < n {
+		sc.slot = make([]int32, 0, n)
+	}
+	clear(sc.fresh)
+}
+
+// Append writes points as one transaction: either all are stored or none.
+// Every point is validated before anything is written, as OpenTSDB
+// validates them: a non-empty metric and at least one tag, names and values
+// of letters, digits and - _ . / only, a timestamp after the epoch and a
+// finite value. A point the engine refuses (older than the out-of-order
+// window, or a different value for a timestamp already stored) rolls back
+// the whole batch. Such refusals wrap tsdb.ErrInvalid and name the point.
+// When Append returns nil the points survive a crash of this process (see
+// the package doc).
+func (s *Store) Append(ctx context.Context, points []tsdb.Point) error {
+	if len(points) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("embedded tsdb %s: append: %w", s.dir, err)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return fmt.Errorf("embedded tsdb %s: append: %w", s.dir, ErrClosed)
+	}
+
+	sc := s.scratch.Get().(*appendScratch)
+	defer func() {
+		// Keep the buffers of ordinary batches; let a huge one's go.
+		if cap(sc.keys) <= maxPooledKeyBytes {
+			s.scratch.Put(sc)
+		}
+	}()
+	sc.reset(len(points))
+	if err := s.resolve(sc, points); err != nil {
+		return err
+	}
+
+	app := s.db.AppenderV2(ctx)
+	if i, err := s.appendAll(app, sc, points); err != nil {
+		rbErr := app.Rollback()
+		return errors.Join(s.engineRefusal(i, points, err), rbErr)
+	}
+	if err := app.Commit(); err != nil {
+		return fmt.Errorf("embedded tsdb %s: commit %d points: %w", s.dir, len(points), err)
+	}
+	s.learn(sc)
+	return nil
+}
+
+// appendAll hands every point to the engine's appender, returning the
+// index of the point it refused.
+//
+// It holds appendMu: the engine (v0.315.0) races when two appenders create
+// series at once while a query reads the index (its MemPostings repairs the
+// order of a postings list in place, under the reader's feet:
+// prometheus/prometheus#15317). One creator at a time assigns series IDs in
+// index order, so no repair happens. Only this loop is serialized; the
+// commit, which writes the WAL, is not.
+func (s *Store) appendAll(app storage.AppenderV2, sc *appendScratch, points []tsdb.Point) (int, error) {
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	for i := range points {
+		p := &points[i]
+		e := &sc.ents[sc.slot[i]]
+		ref, err := app.Append(e.ref, e.lset, 0, p.Time.UnixMilli(), p.Value, nil, nil, storage.AOptions{})
+		if err != nil {
+			return i, err
+		}
+		if ref != e.ref {
+			// A new series, or one the engine dropped from memory and
+			// re-created: either way the cache must learn the reference.
+			e.ref, e.learn = ref, true
+		}
+	}
+	return 0, nil
+}
+
+// resolve validates every point and finds its series in the cache, or
+// builds its labels, filling sc.ents and sc.slot.
+func (s *Store) resolve(sc *appendScratch, points []tsdb.Point) error {
+	s.cacheMu.RLock()
+	defer s.cacheMu.RUnlock()
+	for i := range points {
+		p := &points[i]
+		if reason := checkSample(p); reason != "" {
+			return s.invalidPoint(i, points, reason, nil)
+		}
+		start := len(sc.keys)
+		sc.keys, sc.kvs = appendSeriesKey(sc.keys, sc.kvs[:0], p)
+		key := sc.keys[start:]
+		// A cached key was validated when first seen; only a new series
+		// needs its names checked.
+		if e, ok := s.cache[string(key)]; ok {
+			sc.slot = append(sc.slot, int32(len(sc.ents)))
+			sc.ents = append(sc.ents, batchEntry{seriesEntry: e, keyStart: start, keyEnd: len(sc.keys)})
+			continue
+		}
+		if j, ok := sc.fresh[string(key)]; ok {
+			sc.slot = append(sc.slot, j)
+			continue
+		}
+		if reason := checkSeries(p); reason != "" {
+			return s.invalidPoint(i, points, reason, nil)
+		}
+		sc.sb.Reset()
+		sc.sb.Add(nameLabel, p.Metric)
+		for _, kv := range sc.kvs {
+			sc.sb.Add(kv.k, kv.v)
+		}
+		// kvs is sorted, but "__name__" must take its place among them
+		// ('_' sorts after the capital letters).
+		sc.sb.Sort()
+		j := int32(len(sc.ents))
+		sc.ents = append(sc.ents, batchEntry{
+			seriesEntry: seriesEntry{lset: sc.sb.Labels()},
+			keyStart:    start, keyEnd: len(sc.keys), learn: true,
+		})
+		if sc.fresh == nil {
+			sc.fresh = map[string]int32{}
+		}
+		sc.fresh[string(key)] = j
+		sc.slot = append(sc.slot, j)
+	}
+	return nil
+}
+
+// learn records in the cache the series of a committed batch that it did
+// not know, or knew under a reference the engine no longer uses.
+func (s *Store) learn(sc *appendScratch) {
+	n := 0
+	for i := range sc.ents {
+		if sc.ents[i].learn {
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if len(s.cache)+n > maxCachedSeries {
+		clear(s.cache)
+	}
+	for i := range sc.ents {
+		if e := &sc.ents[i]; e.learn {
+			s.cache[string(sc.keys[e.keyStart:e.keyEnd])] = e.seriesEntry
+		}
+	}
+}
+
+// invalidPoint is the error refusing the batch because of points[i].
+func (s *Store) invalidPoint(i int, points []tsdb.Point, reason string, cause error) error {
+	p := &points[i]
+	desc := p.Metric + "{" + tagString(p.Tags) + "}"
+	if cause != nil {
+		return fmt.Errorf("embedded tsdb %s: batch of %d points refused: point %d, %q at %s: %s: %w: %w",
+			s.dir, len(points), i, desc, p.Time.UTC().Format(time.RFC3339Nano), reason, cause, tsdb.ErrInvalid)
+	}
+	return fmt.Errorf("embedded tsdb %s: batch of %d points refused: point %d, %q at %s: %s: %w",
+		s.dir, len(points), i, desc, p.Time.UTC().Format(time.RFC3339Nano), reason, tsdb.ErrInvalid)
+}
+
+// engineRefusal explains an error of the engine's appender for points[i]:
+// those that blame the point wrap tsdb.ErrInvalid, the rest blame the store.
+func (s *Store) engineRefusal(i int, points []tsdb.Point, err error) error {
+	switch {
+	case errors.Is(err, storage.ErrTooOldSample), errors.Is(err, storage.ErrOutOfBounds), errors.Is(err, storage.ErrOutOfOrderSample):
+		newest := time.UnixMilli(s.db.Head().MaxTime()).UTC().Format(time.RFC3339Nano)
+		return s.invalidPoint(i, points, fmt.Sprintf("older than the out-of-order window (%s before the newest sample, %s)", s.oooWindow, newest), err)
+	case errors.Is(err, storage.ErrDuplicateSampleForTimestamp):
+		return s.invalidPoint(i, points, "another value is stored for this timestamp", err)
+	}
+	return fmt.Errorf("embedded tsdb %s: append point %d of %d: %w", s.dir, i, len(points), err)
+}
+
+// appendSeriesKey appends to key the series key of p: the metric, then
+// each tag sorted by key, every string preceded by its length, so that
+// different series never share a key whatever bytes their names hold. A
+// key found in the cache therefore names a series already validated. kvs
+// is scratch space for the sorted tags and is returned for reuse.
+func appendSeriesKey(key []byte, kvs []tagPair, p *tsdb.Point) ([]byte, []tagPair) {
+	for k, v := range p.Tags {
+		// Insertion sort: a point has a handful of tags.
+		kvs = append(kvs, tagPair{k, v})
+		for j := len(kvs) - 1; j > 0 && kvs[j].k < kvs[j-1].k; j-- {
+			kvs[j], kvs[j-1] = kvs[j-1], kvs[j]
+		}
+	}
+	key = binary.AppendUvarint(key, uint64(len(p.Metric)))
+	key = append(key, p.Metric...)
+	for _, kv := range kvs {
+		key = binary.AppendUvarint(key, uint64(len(kv.k)))
+		key = append(key, kv.k...)
+		key = binary.AppendUvarint(key, uint64(len(kv.v)))
+		key = append(key, kv.v...)
+	}
+	return key, kvs
+}
+
+// checkSeries says why p's metric or tags are not valid, or "".
+func checkSeries(p *tsdb.Point) string {
+	if r := checkName(p.Metric); r != "" {
+		return "metric name " + r
+	}
+	if len(p.Tags) == 0 {
+		return "no tags (at least one is required)"
+	}
+	for k, v := range p.Tags {
+		if r := checkName(k); r != "" {
+			return "tag key " + r
+		}
+		if k == nameLabel {
+			return fmt.Sprintf("tag key %q is reserved for the metric name", k)
+		}
+		if r := checkName(v); r != "" {
+			return fmt.Sprintf("tag %q value %s", k, r)
+		}
+	}
+	return ""
+}
+
+// checkSample says why p's timestamp or value cannot be stored, or "".
+func checkSample(p *tsdb.Point) string {
+	switch {
+	case p.Time.IsZero():
+		return "no timestamp"
+	case p.Time.UnixMilli() < 0:
+		return "timestamp before 1970"
+	case math.IsNaN(p.Value) || math.IsInf(p.Value, 0):
+		return fmt.Sprintf("value %v is not a finite number", p.Value)
+	}
+	return ""
+}
+
+// allowedLow and allowedHigh are bit sets of the ASCII bytes OpenTSDB
+// allows in names: bit c of allowedLow for c < 64 ("-./0-9"), bit c-64 of
+// allowedHigh for the rest ("A-Z_a-z").
+const (
+	allowedLow  = 1<<'-' | 1<<'.' | 1<<'/' | (1<<10-1)<<'0'
+	allowedHigh = (1<<26-1)<<('A'-64) | 1<<('_'-64) | (1<<26-1)<<('a'-64)
+)
+
+// checkName says why s is not a valid OpenTSDB metric name, tag key or tag
+// value, or "". OpenTSDB allows ASCII letters and digits, - _ . / and any
+// Unicode letter.
+func checkName(s string) string {
+	if s == "" {
+		return "is empty"
+	}
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < 64 && allowedLow&(1<<c) == 0 || c >= 64 && allowedHigh&(1<<(c-64)) == 0 {
+				return fmt.Sprintf("%q has character %q (allowed: letters, digits, - _ . /)", s, c)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if !unicode.IsLetter(r) {
+			return fmt.Sprintf("%q has character %q (allowed: letters, digits, - _ . /)", s, r)
+		}
+		i += n
+	}
+	return ""
+}
