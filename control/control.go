@@ -1,5 +1,5 @@
 // Package control serves dmonitor's control port (2929 by default): health,
-// Prometheus metrics and the node's status. It listens on loopback unless
+// Prometheus metrics, the node's status and Go profiles. It listens on loopback unless
 // configured otherwise; nothing it serves now changes state.
 package control
 
@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,13 @@ func Listen(addr string, gatherer prometheus.Gatherer, status StatusFunc, log *s
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	// Profiles, as Prometheus and Alertmanager serve them: the port is
+	// loopback unless the operator opens it.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

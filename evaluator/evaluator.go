@@ -100,9 +100,9 @@ type Evaluator struct {
 	dirty   map[instanceKey]struct{}
 	wake    chan struct{}
 
-	mu        sync.Mutex // guards what Status reads
-	epoch     int64      // the leader term's epoch; 0 while not leading
-	instances map[instanceKey]alerting.Instance
+	mu        sync.Mutex                        // guards what Status reads
+	epoch     int64                             // the leader term's epoch; 0 while not leading
+	instances map[instanceKey]alerting.Instance // all but the healthy ones: absent means OK
 }
 
 // New returns an Evaluator for o.
@@ -172,7 +172,7 @@ func (e *Evaluator) Run(ctx context.Context) error {
 		stopBackground()
 		return fmt.Errorf("create scheduler: %w", err)
 	}
-	if _, err := e.schedule(checkCtx, s, e.now()); err != nil {
+	if err := e.schedule(checkCtx, s, e.now()); err != nil {
 		_ = s.Shutdown()
 		stopBackground()
 		return err
@@ -333,7 +333,13 @@ func (e *Evaluator) evaluate(k instanceKey, now time.Time) {
 		}}
 	}
 	next, tr := inst.Next(now, in, alerting.Params{For: e.rule.For})
-	e.instances[k] = next
+	if next.State == alerting.OK && next.ActiveAt.IsZero() && next.FiredAt.IsZero() {
+		// Nothing to remember that a new instance would not know: at ten
+		// thousand checks, keeping every healthy one costs megabytes.
+		delete(e.instances, k)
+	} else {
+		e.instances[k] = next
+	}
 	e.mu.Unlock()
 	if tr != nil {
 		e.transition(next, tr)
@@ -475,13 +481,14 @@ func (e *Evaluator) Status() Status {
 	e.mu.Unlock()
 	for _, t := range e.cfg.Targets {
 		k := instanceKey{t.Host, t.Check.Name}
-		inst, ok := insts[k]
-		is := InstanceStatus{Rule: e.rule.Name, Host: k.host, Check: k.check, State: alerting.Unknown, Reason: "not evaluated yet"}
-		if ok {
-			is.State, is.Reason = inst.State, inst.Reason
-			is.Since = inst.ActiveAt
+		latest := e.live.latest(k)
+		is := InstanceStatus{Rule: e.rule.Name, Host: k.host, Check: k.check, State: alerting.OK}
+		if inst, ok := insts[k]; ok {
+			is.State, is.Reason, is.Since = inst.State, inst.Reason, inst.ActiveAt
+		} else if len(latest) == 0 {
+			is.State, is.Reason = alerting.Unknown, "no result yet"
 		}
-		for _, r := range e.live.latest(k) {
+		for _, r := range latest {
 			is.Observers = append(is.Observers, ObserverResult{Observer: r.Observer, Status: r.Status, Raw: r.Raw, Output: r.Output, At: r.Start})
 		}
 		st.Instances = append(st.Instances, is)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-co-op/gocron/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dmonitor/dmonitor/alerting"
@@ -304,5 +305,30 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestScheduleSlotsBoundJobsAndSkipPastStarts(t *testing.T) {
+	c := &config.Check{Name: "svc", Command: []string{"/bin/true"}, Interval: 30 * time.Second, Timeout: time.Second}
+	cfg := testConfig(30 * time.Second)
+	cfg.Checks = map[string]*config.Check{"svc": c}
+	cfg.Targets = nil
+	for i := range 10000 {
+		cfg.Targets = append(cfg.Targets, config.Target{Host: fmt.Sprintf("h%05d", i), Check: c})
+	}
+	e := New(Options{Config: cfg, Runner: &fakeRunner{}, Store: &memStore{}})
+	s, err := gocron.NewScheduler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown() })
+	// A start computed from a "now" long gone (slow registration, say)
+	// must still be accepted: gocron refuses starts in the past.
+	if err := e.schedule(context.Background(), s, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// 30 s in 100 ms slots: at most 300 jobs for 10,000 checks.
+	if n := len(s.Jobs()); n > 300 || n < 250 {
+		t.Fatalf("%d gocron jobs for 10,000 checks at 30s, want at most 300 (one per slot) and most slots used", n)
 	}
 }

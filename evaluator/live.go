@@ -1,7 +1,8 @@
 package evaluator
 
 import (
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/dmonitor/dmonitor/check"
@@ -12,13 +13,17 @@ type instanceKey struct{ host, check string }
 
 // live holds the latest result of every observer for every host×check: what
 // the leader evaluates, without waiting on the TSDB.
+//
+// Each instance keeps a slice sorted by observer rather than a map: there
+// are a handful of observers, and a Go map costs a bucket of eight results
+// even for one, which at 10,000 checks is most of this table.
 type live struct {
 	mu      sync.Mutex
-	results map[instanceKey]map[string]check.Result // observer → latest result
+	results map[instanceKey][]check.Result
 }
 
 func newLive() *live {
-	return &live{results: make(map[instanceKey]map[string]check.Result)}
+	return &live{results: make(map[instanceKey][]check.Result)}
 }
 
 // put records r unless a newer result of the same observer is already known
@@ -27,15 +32,14 @@ func (l *live) put(r check.Result) {
 	k := instanceKey{r.Host, r.Check}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	byObs := l.results[k]
-	if byObs == nil {
-		byObs = make(map[string]check.Result, 1)
-		l.results[k] = byObs
+	rs := l.results[k]
+	i, found := slices.BinarySearchFunc(rs, r.Observer, func(x check.Result, obs string) int { return strings.Compare(x.Observer, obs) })
+	switch {
+	case !found:
+		l.results[k] = slices.Insert(rs, i, r)
+	case !rs[i].Start.After(r.Start):
+		rs[i] = r
 	}
-	if old, ok := byObs[r.Observer]; ok && old.Start.After(r.Start) {
-		return
-	}
-	byObs[r.Observer] = r
 }
 
 // latest returns the latest result of each observer for k, sorted by
@@ -43,11 +47,5 @@ func (l *live) put(r check.Result) {
 func (l *live) latest(k instanceKey) []check.Result {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	byObs := l.results[k]
-	out := make([]check.Result, 0, len(byObs))
-	for _, r := range byObs {
-		out = append(out, r)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Observer < out[j].Observer })
-	return out
+	return slices.Clone(l.results[k])
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,26 +41,65 @@ func splay(t config.Target, observer string, nodes []string) time.Duration {
 	return off % iv
 }
 
-// schedule registers one gocron job per target on s. Overlaps are guarded
-// by each job's own flag rather than gocron's singleton mode, which costs a
-// goroutine and a buffered channel per job.
-func (e *Evaluator) schedule(ctx context.Context, s gocron.Scheduler, now time.Time) ([]*job, error) {
-	jobs := make([]*job, 0, len(e.cfg.Targets))
+// slotWidth is the granularity of the splay: the targets of one interval
+// whose first runs fall in the same slot share one gocron job. gocron keeps
+// a few KiB per job (its state by value, a context, a timer), which at
+// 10,000 targets is most of the daemon's memory; slots bound the job count
+// by interval/slotWidth per distinct interval instead.
+const slotWidth = 100 * time.Millisecond
+
+type slotKey struct{ interval, offset time.Duration }
+
+// schedule registers the targets on s: one gocron job per interval and
+// splay slot, each running its targets side by side. Overlaps are guarded
+// by each target's own flag rather than gocron's singleton mode, which costs
+// a goroutine and a buffered channel per job.
+func (e *Evaluator) schedule(ctx context.Context, s gocron.Scheduler, now time.Time) error {
+	slots := make(map[slotKey][]*job)
+	var order []slotKey
 	for _, t := range e.cfg.Targets {
 		j := &job{target: t, cmd: plugin.Command{Argv: t.Check.Argv(t.Host), Timeout: t.Check.Timeout}}
-		start := now.Add(splay(t, e.cfg.Observer, e.cfg.Nodes))
+		k := slotKey{t.Check.Interval, splay(t, e.cfg.Observer, e.cfg.Nodes).Truncate(slotWidth)}
+		if _, ok := slots[k]; !ok {
+			order = append(order, k)
+		}
+		slots[k] = append(slots[k], j)
+	}
+	for _, k := range order {
+		jobs := slots[k]
+		start := now.Add(k.offset)
+		// Registering many jobs takes time and gocron refuses a start in the
+		// past: a slot whose moment has gone by starts one interval later,
+		// keeping its phase.
+		for !start.After(time.Now()) {
+			start = start.Add(k.interval)
+		}
 		_, err := s.NewJob(
-			gocron.DurationJob(t.Check.Interval),
-			gocron.NewTask(func() { e.runJob(ctx, j) }),
+			gocron.DurationJob(k.interval),
+			gocron.NewTask(func() { e.runSlot(ctx, jobs) }),
 			gocron.WithStartAt(gocron.WithStartDateTime(start)),
-			gocron.WithName(t.Host+"/"+t.Check.Name),
 		)
 		if err != nil {
-			return nil, fmt.Errorf("schedule %s on %s: %w", t.Check.Name, t.Host, err)
+			t := jobs[0].target
+			return fmt.Errorf("schedule %s on %s (and %d more checks): %w", t.Check.Name, t.Host, len(jobs)-1, err)
 		}
-		jobs = append(jobs, j)
 	}
-	return jobs, nil
+	return nil
+}
+
+// runSlot runs the targets of one slot concurrently (the runner bounds how
+// many plugins really run) and returns when all of them have, so stopping
+// the scheduler waits for every check it started.
+func (e *Evaluator) runSlot(ctx context.Context, jobs []*job) {
+	if len(jobs) == 1 {
+		e.runJob(ctx, jobs[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		wg.Go(func() { e.runJob(ctx, j) })
+	}
+	wg.Wait()
 }
 
 // runJob runs j once unless its previous run is still going.

@@ -61,6 +61,9 @@ type Runner struct {
 	maxErr  int
 	env     []string
 	bufs    sync.Pool // *buffers
+	// stdin is /dev/null, opened once: left nil, os/exec would open and
+	// close it for every run. It lives as long as the Runner.
+	stdin *os.File
 }
 
 // buffers is the memory one run needs, reused across runs: a plugin's
@@ -92,6 +95,9 @@ func NewRunner(workers int, opts Options) *Runner {
 		}
 	}
 	r.env = append(r.env, "LC_ALL=C")
+	if f, err := os.Open(os.DevNull); err == nil {
+		r.stdin = f // on failure os/exec opens it per run, as usual
+	}
 	r.bufs.New = func() any {
 		return &buffers{out: make([]byte, 0, r.maxOut), err: make([]byte, 0, r.maxErr)}
 	}
@@ -192,6 +198,9 @@ func (r *Runner) run(ctx context.Context, argv []string, timeout time.Duration, 
 			Setpgid: true, // the plugin leads a new group, which we signal as one
 			PidFD:   &pidfd,
 		},
+	}
+	if r.stdin != nil { // a nil *os.File would be a non-nil io.Reader
+		c.Stdin = r.stdin
 	}
 	start := time.Now()
 	err = c.Start()

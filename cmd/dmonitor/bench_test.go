@@ -182,6 +182,7 @@ type daemonSample struct {
 	skipped      float64       // runs skipped because the previous one was still going
 	points       float64       // datapoints appended to the store
 	appendErrors float64
+	heapInuse    float64 // bytes of the Go heap in use, garbage included
 }
 
 // sample reads the daemon's CPU time and then its /metrics.
@@ -219,6 +220,8 @@ func (d *benchDaemon) sample(b *testing.B) daemonSample {
 			s.points = v
 		case name == "dmonitor_tsdb_append_errors_total":
 			s.appendErrors = v
+		case name == "go_memstats_heap_inuse_bytes":
+			s.heapInuse = v
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -436,14 +439,14 @@ func BenchmarkRSS10kChecks(b *testing.B) {
 	}
 	dir := writeBenchTree(b, yaml.String(), benchHosts(hosts), checks)
 
-	var rss, hwm, ran, rate float64
+	var rss, hwm, heap, ran, rate float64
 	for b.Loop() {
 		d := startBenchDaemon(b, bin, dir, control)
 		s0 := d.sample(b)
 		// No check runs twice within its first interval, so 10% more runs
 		// than targets means every check has run at least once.
 		var s1 daemonSample
-		awaitBench(b, "every check to have run", 2*time.Minute, func() bool {
+		awaitBench(b, "every check to have run", 75*time.Second, func() bool {
 			s1 = d.sample(b)
 			return s1.checks >= targets*11/10
 		})
@@ -455,11 +458,12 @@ func BenchmarkRSS10kChecks(b *testing.B) {
 		case s1.appendErrors > 0 || s1.points < 2*targets:
 			b.Fatalf("%v points written with %v append errors after %v checks, want at least %d", s1.points, s1.appendErrors, s1.checks, 2*targets)
 		}
-		ran = s1.checks
+		ran, heap = s1.checks, s1.heapInuse
 		rate = (s1.checks - s0.checks) / s1.at.Sub(s0.at).Seconds()
 	}
 	b.ReportMetric(rss/1024, "rss_MiB")
 	b.ReportMetric(hwm/1024, "hwm_MiB")
+	b.ReportMetric(heap/(1<<20), "heap_inuse_MiB")
 	b.ReportMetric(ran, "checks_run")
 	b.ReportMetric(rate, "checks/s")
 }

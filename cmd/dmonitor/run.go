@@ -78,6 +78,9 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 // done. Everything that can be refused (the store, a receiver, the control
 // address) is set up before the first check runs.
 func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	// Whatever ends first, a signal or the evaluator failing, ends the rest.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if cfg.TSDB.Backend != "embedded" {
 		return fmt.Errorf("tsdb backend %q is not available yet; use \"embedded\"", cfg.TSDB.Backend)
 	}
@@ -133,6 +136,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	}
 
 	err = ev.Run(ctx)
+	cancel()
 	stopDispatch()
 	err = errors.Join(err, <-dispDone, <-ctlDone)
 	return err
