@@ -129,3 +129,53 @@ func allowedTagByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
 		c == '-' || c == '_' || c == '.' || c == '/'
 }
+
+// ErrUnavailable is wrapped by errors that say the store could not be
+// reached or failed on its side (a refused connection, a timeout, an HTTP
+// 5xx): the same request may succeed later. A spool keeps such points and
+// replays them; an error without it blames the data and will not succeed by
+// retrying.
+var ErrUnavailable = errors.New("store unavailable")
+
+// ErrNotFound is wrapped by errors about something that does not exist,
+// such as an annotation to delete.
+var ErrNotFound = errors.New("not found")
+
+// Annotation is an OpenTSDB annotation: a note on a moment or a span of
+// time, either global (TSUID empty) or on one series.
+type Annotation struct {
+	Start       time.Time
+	End         time.Time // zero for a moment
+	TSUID       string    // the series' OpenTSDB UID in hex; empty for a global annotation
+	Description string
+	Notes       string
+	Custom      map[string]string
+}
+
+// Annotator stores annotations. Alert transitions are written as
+// annotations, so Grafana and the OpenTSDB UI can overlay them on graphs.
+type Annotator interface {
+	// PutAnnotation stores a, replacing any annotation with the same Start
+	// and TSUID.
+	PutAnnotation(ctx context.Context, a Annotation) error
+	// Annotations returns the annotations of tsuid ("" for the global ones)
+	// that overlap [start, end], oldest first.
+	Annotations(ctx context.Context, tsuid string, start, end time.Time) ([]Annotation, error)
+	// DeleteAnnotation removes the annotation with tsuid and start; an
+	// error wrapping ErrNotFound when there is none.
+	DeleteAnnotation(ctx context.Context, tsuid string, start time.Time) error
+}
+
+// Suggest kinds, as OpenTSDB's /api/suggest names them.
+const (
+	SuggestMetrics   = "metrics"
+	SuggestTagKeys   = "tagk"
+	SuggestTagValues = "tagv"
+)
+
+// Suggester lists the names a store knows, for auto-completion.
+type Suggester interface {
+	// Suggest returns up to max names of kind (SuggestMetrics,
+	// SuggestTagKeys or SuggestTagValues) that start with prefix, sorted.
+	Suggest(ctx context.Context, kind, prefix string, max int) ([]string, error)
+}
