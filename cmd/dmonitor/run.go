@@ -26,6 +26,7 @@ import (
 
 type runFlags struct {
 	dir       string
+	observer  string
 	logFormat string
 	logLevel  string
 }
@@ -50,10 +51,14 @@ then killed, and every result is written before the process exits.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "dmonitor: configuration refused, nothing started:\n%v\n", err)
 				return exitError{1}
 			}
+			if f.observer != "" {
+				cfg.Observer = f.observer
+			}
 			return runDaemon(cmd.Context(), cfg, log)
 		},
 	}
 	cmd.Flags().StringVar(&f.dir, "config", "/etc/dmonitor", "configuration directory")
+	cmd.Flags().StringVar(&f.observer, "observer", "", "this node's observer name, overriding dmonitor.yaml (so nodes can share one configuration)")
 	cmd.Flags().StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
