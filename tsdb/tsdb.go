@@ -8,6 +8,7 @@ package tsdb
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 )
 
@@ -106,28 +107,13 @@ func SanitizeTag(v string) string {
 	if v == "" {
 		return "_"
 	}
-	clean := true
-	for i := 0; i < len(v); i++ {
-		if !allowedTagByte(v[i]) {
-			clean = false
-			break
+	// strings.Map returns v itself, unallocated, when nothing changes.
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' || r == '/' {
+			return r
 		}
-	}
-	if clean {
-		return v
-	}
-	b := []byte(v)
-	for i := range b {
-		if !allowedTagByte(b[i]) {
-			b[i] = '_'
-		}
-	}
-	return string(b)
-}
-
-func allowedTagByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-		c == '-' || c == '_' || c == '.' || c == '/'
+		return '_'
+	}, v)
 }
 
 // ErrUnavailable is wrapped by errors that say the store could not be

@@ -1,0 +1,70 @@
+package check
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+func TestBaseValue(t *testing.T) {
+	cases := []struct {
+		uom  string
+		in   float64
+		want float64
+	}{
+		{"", 42, 42},          // unitless stays
+		{"%", 95, 95},         // percent stays
+		{"c", 7, 7},           // counter stays
+		{"s", 1.5, 1.5},       // seconds are the base
+		{"ms", 250, 0.25},     // check_http and check_ping report ms
+		{"us", 1500, 0.0015},  //
+		{"B", 512, 512},       // bytes are the base
+		{"KB", 2, 2048},       // powers of 1024, as monitoring-plugins compute
+		{"MB", 1, 1 << 20},    //
+		{"GB", 3, 3 << 30},    //
+		{"TB", 1, 1 << 40},    //
+		{"MiB", 5, 5},         // unknown units are kept as written
+		{"req/s", 12.5, 12.5}, //
+	}
+	for _, tc := range cases {
+		if got := (Perf{Value: tc.in, UOM: tc.uom}).BaseValue(); got != tc.want {
+			t.Errorf("%v%s in base unit = %v, want %v", tc.in, tc.uom, got, tc.want)
+		}
+	}
+}
+
+func TestStatusNames(t *testing.T) {
+	for s := OK; s <= Unknown; s++ {
+		got, err := ParseStatus(s.String())
+		if err != nil || got != s {
+			t.Errorf("ParseStatus(%q) = %v, %v", s.String(), got, err)
+		}
+	}
+	if Status(7).String() != "UNKNOWN" {
+		t.Errorf("an out-of-range status must read UNKNOWN, as the plugin API treats it")
+	}
+	if _, err := ParseStatus("FAIL"); err == nil {
+		t.Error("FAIL is a raw word, not a status")
+	}
+}
+
+func TestResultJSONShape(t *testing.T) {
+	b, err := json.Marshal(Result{Host: "www1", Check: "http", Observer: "eu-1", Status: Critical, Raw: RawTimeout,
+		ExitCode: -1, Duration: 1500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]any{"host": "www1", "check": "http", "observer": "eu-1", "status": "CRITICAL",
+		"raw": "TIMEOUT", "exit_code": -1.0, "duration_seconds": 1.5, "output": ""} {
+		if m[k] != want {
+			t.Errorf("%s = %v, want %v", k, m[k], want)
+		}
+	}
+	if p, ok := m["perfdata"].([]any); !ok || len(p) != 0 {
+		t.Errorf("perfdata = %v, want an empty list, never null", m["perfdata"])
+	}
+}
