@@ -371,3 +371,161 @@ func TestStateText(t *testing.T) {
 		t.Error(`UnmarshalText("FIRING") succeeded; names are lower case`)
 	}
 }
+
+// step is one evaluation in a scenario: its input and what must come out.
+type step struct {
+	at        time.Duration
+	in        Input
+	wantState State
+	wantNote  Status // "" when nothing may be notified
+	wantID    string // checked when not empty
+}
+
+// runSteps drives an instance through steps and checks every one.
+func runSteps(t *testing.T, p Params, steps []step) Instance {
+	t.Helper()
+	i := inst(OK, nil)
+	for k, s := range steps {
+		var tr *Transition
+		i, tr = i.Next(at(s.at), s.in, p)
+		if i.State != s.wantState {
+			t.Fatalf("step %d (t+%v): state %v, want %v", k, s.at, i.State, s.wantState)
+		}
+		var got Status
+		if tr != nil && tr.Notification != nil {
+			got = tr.Notification.Status
+			if s.wantID != "" && tr.Notification.ID != s.wantID {
+				t.Errorf("step %d: id %s, want %s", k, tr.Notification.ID, s.wantID)
+			}
+		}
+		if got != s.wantNote {
+			t.Fatalf("step %d (t+%v): notified %q, want %q", k, s.at, got, s.wantNote)
+		}
+	}
+	return i
+}
+
+func TestInstanceHolds(t *testing.T) {
+	active := Input{Active: true, Annotations: down}
+	inactive := Input{}
+	parentDown := Input{Active: true, Suppressed: `parent "www-ping" is firing`}
+	parentDownClear := Input{Suppressed: `parent "www-ping" is firing`}
+	parentUnknown := Input{Active: true, Suppressed: `parent "www-ping" is unknown`}
+	ownUnknownParentDown := Input{Unknown: true, Reason: "0 fresh observers", Suppressed: `parent "www-ping" is firing`}
+	silenced := Input{Active: true, Silenced: "maintenance-42"}
+
+	tests := []struct {
+		name  string
+		p     Params
+		steps []step
+	}{
+		{
+			// The Bosun/Icinga behaviour: the child fails while its parent
+			// fails; it is suppressed, and neither its failure nor its
+			// recovery is notified: nothing was said, nothing to take back.
+			name: "child failing under a failing parent sends nothing",
+			steps: []step{
+				{at: 0, in: parentDown, wantState: Suppressed},
+				{at: time.Minute, in: parentDown, wantState: Suppressed},
+				{at: 2 * time.Minute, in: parentDownClear, wantState: OK},
+			},
+		},
+		{
+			// The parent recovers while the child still fails: the child
+			// fires then, and its alert starts when it started failing.
+			name: "parent recovers, still-failing child fires",
+			steps: []step{
+				{at: 0, in: parentDown, wantState: Suppressed},
+				{at: time.Minute, in: active, wantState: Firing, wantNote: StatusFiring,
+					wantID: NotificationID("www-http", labels, StatusFiring, at(0))},
+			},
+		},
+		{
+			// A parent that is unknown holds the child back too.
+			name:  "child of an unknown parent is suppressed",
+			steps: []step{{at: 0, in: parentUnknown, wantState: Suppressed}},
+		},
+		{
+			// With its parent down, a child whose own data is missing is
+			// suppressed, not unknown: the cause is known.
+			name:  "own data unknown under a failing parent is suppressed",
+			steps: []step{{at: 0, in: ownUnknownParentDown, wantState: Suppressed}},
+		},
+		{
+			// A child already firing when its parent fails: held back, and
+			// its recovery is still owed because its firing was sent.
+			name: "firing child held back still resolves",
+			steps: []step{
+				{at: 0, in: active, wantState: Firing, wantNote: StatusFiring},
+				{at: time.Minute, in: parentDown, wantState: Suppressed},
+				{at: 2 * time.Minute, in: parentDownClear, wantState: OK, wantNote: StatusResolved},
+			},
+		},
+		{
+			// keep_firing_for: a check flapping faster than it holds stays
+			// one incident, with one firing and, at the end, one resolved.
+			name: "keep_firing_for holds a flapping instance firing",
+			p:    Params{KeepFiringFor: 5 * time.Minute},
+			steps: []step{
+				{at: 0, in: active, wantState: Firing, wantNote: StatusFiring},
+				{at: time.Minute, in: inactive, wantState: Firing},
+				{at: 2 * time.Minute, in: active, wantState: Firing},
+				{at: 3 * time.Minute, in: inactive, wantState: Firing},
+				{at: 7 * time.Minute, in: inactive, wantState: Firing},
+				{at: 8 * time.Minute, in: inactive, wantState: OK, wantNote: StatusResolved},
+			},
+		},
+		{
+			// A silence holds a new incident back; when it ends, the
+			// still-failing instance fires.
+			name: "silenced, then fires when the silence ends",
+			steps: []step{
+				{at: 0, in: silenced, wantState: Silenced},
+				{at: time.Minute, in: active, wantState: Firing, wantNote: StatusFiring},
+			},
+		},
+		{
+			// Repeats while firing, each with an id of its own.
+			name: "repeat interval re-notifies",
+			p:    Params{RepeatInterval: 10 * time.Minute},
+			steps: []step{
+				{at: 0, in: active, wantState: Firing, wantNote: StatusFiring},
+				{at: 9 * time.Minute, in: active, wantState: Firing},
+				{at: 10 * time.Minute, in: active, wantState: Firing, wantNote: StatusFiring,
+					wantID: NotificationID("www-http", labels, StatusFiring, at(0)) + ".1"},
+				{at: 15 * time.Minute, in: active, wantState: Firing},
+				{at: 20 * time.Minute, in: active, wantState: Firing, wantNote: StatusFiring,
+					wantID: NotificationID("www-http", labels, StatusFiring, at(0)) + ".2"},
+				{at: 21 * time.Minute, in: inactive, wantState: OK, wantNote: StatusResolved,
+					wantID: NotificationID("www-http", labels, StatusResolved, at(0))},
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { runSteps(t, tc.p, tc.steps) })
+	}
+}
+
+func TestAcknowledgeStopsRepeatsNotRecovery(t *testing.T) {
+	p := Params{RepeatInterval: 10 * time.Minute}
+	active := Input{Active: true, Annotations: down}
+	i := runSteps(t, p, []step{{at: 0, in: active, wantState: Firing, wantNote: StatusFiring}})
+	if _, ok := inst(OK, nil).Acknowledge("ann", "on it", at(time.Minute)); ok {
+		t.Fatal("acknowledged an instance with no open incident")
+	}
+	i, ok := i.Acknowledge("ann", "on it", at(time.Minute))
+	if !ok {
+		t.Fatal("could not acknowledge a firing instance")
+	}
+	i, tr := i.Next(at(30*time.Minute), active, p)
+	if i.State != Acknowledged || (tr != nil && tr.Notification != nil) {
+		t.Fatalf("after ack: state %v, transition %+v; want acknowledged and no repeat", i.State, tr)
+	}
+	i, tr = i.Next(at(31*time.Minute), Input{}, p)
+	if i.State != OK || tr == nil || tr.Notification == nil || tr.Notification.Status != StatusResolved {
+		t.Fatalf("recovery of an acknowledged incident: state %v, transition %+v; want resolved notified", i.State, tr)
+	}
+	if !i.AckedAt.IsZero() || i.AckedBy != "" {
+		t.Error("the acknowledgement outlived its incident")
+	}
+}

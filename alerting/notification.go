@@ -50,6 +50,10 @@ type Notification struct {
 	// EvaluatedAt is the evaluation time that made the transition, the time
 	// a message about it should carry however late it is delivered.
 	EvaluatedAt time.Time
+	// Repeat counts the reminders of a firing incident: 0 for the first
+	// firing notification and for resolved ones. A repeat's ID is the
+	// incident's firing ID with "."+Repeat appended.
+	Repeat int
 }
 
 // NotificationID returns the stable id of the notification with status about

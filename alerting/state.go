@@ -22,40 +22,48 @@ const (
 	Pending State = 1
 	// Firing: the condition has held for `for`; the alert is notified.
 	Firing State = 2
-	// Suppressed: the instance would fire, but a parent rule, a silence or
-	// an acknowledgement holds it back. Not produced by Next yet.
+	// Suppressed: the instance would fire (or is firing), but a parent in
+	// its rule's depends_on is firing or unknown: the cause is known, so
+	// nothing about this symptom is notified.
 	Suppressed State = 3
 	// Unknown: the condition could not be evaluated, e.g. fewer fresh
 	// observers than the quorum. Never read as OK.
 	Unknown State = 4
+	// Silenced: the instance would fire (or is firing), but an operator's
+	// silence matches it: nothing new is notified while it lasts. DESIGN.md
+	// lists values 0..4; 5 and 6 extend dmonitor.alert.state.
+	Silenced State = 5
+	// Acknowledged: the instance is firing and an operator has said they are
+	// on it: no repeat notifications until it resolves.
+	Acknowledged State = 6
 )
 
-var stateNames = [...]string{"ok", "pending", "firing", "suppressed", "unknown"}
+var stateNames = [...]string{"ok", "pending", "firing", "suppressed", "unknown", "silenced", "acknowledged"}
 
 // String returns the lower-case name of s, or "state(N)" for a value outside
 // the defined ones.
 func (s State) String() string {
-	if s < OK || s > Unknown {
+	if s < OK || s > Acknowledged {
 		return fmt.Sprintf("state(%d)", int(s))
 	}
 	return stateNames[s]
 }
 
 // ParseState returns the State named by s (ok, pending, firing, suppressed,
-// unknown).
+// unknown, silenced, acknowledged).
 func ParseState(s string) (State, error) {
 	for i, n := range stateNames {
 		if n == s {
 			return State(i), nil
 		}
 	}
-	return Unknown, fmt.Errorf("unknown alert state %q (want ok, pending, firing, suppressed or unknown)", s)
+	return Unknown, fmt.Errorf("unknown alert state %q (want ok, pending, firing, suppressed, unknown, silenced or acknowledged)", s)
 }
 
 // MarshalText encodes s by name, so persisted state and JSON read "firing",
 // not 2.
 func (s State) MarshalText() ([]byte, error) {
-	if s < OK || s > Unknown {
+	if s < OK || s > Acknowledged {
 		return nil, fmt.Errorf("invalid alert state %d", int(s))
 	}
 	return []byte(s.String()), nil
