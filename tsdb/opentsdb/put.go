@@ -49,6 +49,11 @@ type PutError struct {
 	Cause error
 }
 
+// Unstored returns the points that were not stored because OpenTSDB was
+// unavailable: a spool keeps these, and only these (the refused ones would
+// be refused again).
+func (e *PutError) Unstored() []tsdb.Point { return e.Unavailable }
+
 // Error counts the outcomes and names the first refused and undelivered points.
 func (e *PutError) Error() string {
 	var b strings.Builder
