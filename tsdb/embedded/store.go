@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	promtsdb "github.com/prometheus/prometheus/tsdb"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/dmonitor/dmonitor/tsdb"
 )
@@ -71,6 +72,7 @@ type Options struct {
 type Store struct {
 	dir       string
 	db        *promtsdb.DB
+	ann       *bolt.DB // annotations, see annotations.go
 	oooWindow time.Duration
 
 	// mu is held for reading by every call and for writing by Close, so
@@ -123,7 +125,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded tsdb %s: open: %w", dir, err)
 	}
-	s := &Store{dir: dir, db: db, oooWindow: opts.OutOfOrderWindow, cache: map[string]seriesEntry{}}
+	ann, err := openAnnotations(dir)
+	if err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
+	s := &Store{dir: dir, db: db, ann: ann, oooWindow: opts.OutOfOrderWindow, cache: map[string]seriesEntry{}}
 	s.scratch.New = func() any { return new(appendScratch) }
 	return s, nil
 }
@@ -137,10 +143,14 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	var errs []error
 	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("embedded tsdb %s: close: %w", s.dir, err)
+		errs = append(errs, fmt.Errorf("embedded tsdb %s: close: %w", s.dir, err))
 	}
-	return nil
+	if err := s.ann.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("embedded tsdb %s: close annotations: %w", s.dir, err))
+	}
+	return errors.Join(errs...)
 }
 
 // appendScratch holds the buffers of one Append call.
