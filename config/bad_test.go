@@ -220,6 +220,13 @@ var badCases = []struct {
 			"dmonitor.yaml:2:19: tsdb.retention: invalid duration \"1.5d\" (want e.g. 90s, 1h30m, 30d or 2w)",
 	},
 	{
+		// Sizes take a whole number and a byte unit; batches are counted.
+		name:  "bad spool size and batch size",
+		files: map[string]string{FileName: "tsdb:\n  spool_size: 1.5GiB\n  batch_size: 0\n"},
+		want: "dmonitor.yaml:2:15: tsdb.spool_size: invalid size \"1.5GiB\" (want e.g. 256MiB, 1GB or 4096)\n" +
+			"dmonitor.yaml:3:15: tsdb.batch_size: must be positive, got 0",
+	},
+	{
 		// Zero and negative values.
 		name:  "non-positive values",
 		files: map[string]string{FileName: "interval: 0s\ntimeout: -5s\nworkers: 0\nquorum: -1\n"},

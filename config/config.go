@@ -16,6 +16,8 @@ const (
 	DefaultWorkers       = 64
 	DefaultRetention     = 30 * 24 * time.Hour
 	DefaultOutOfOrder    = 7 * 24 * time.Hour
+	DefaultBatchSize     = 50        // points per /api/put
+	DefaultSpoolSize     = 256 << 20 // bytes
 	DefaultTSDBListen    = "127.0.0.1:4242"
 	DefaultControlListen = "127.0.0.1:2929"
 	DefaultSMTPAddr      = "127.0.0.1:25"
@@ -83,6 +85,8 @@ type TSDB struct {
 	Listen     string        // embedded store's OpenTSDB API address; "" turns it off
 	Retention  time.Duration // embedded store
 	OutOfOrder time.Duration // how old a late write may be and still be accepted
+	BatchSize  int           // opentsdb backend: points per /api/put request
+	SpoolSize  int64         // opentsdb backend: bytes the spool may hold while OpenTSDB is down
 }
 
 // Control configures the control HTTP server.

@@ -174,6 +174,8 @@ func (l *loader) load() *Config {
 			Listen:     DefaultTSDBListen,
 			Retention:  DefaultRetention,
 			OutOfOrder: DefaultOutOfOrder,
+			BatchSize:  DefaultBatchSize,
+			SpoolSize:  DefaultSpoolSize,
 		},
 		Control:   Control{Listen: DefaultControlListen},
 		SMTP:      SMTP{Addr: DefaultSMTPAddr, TLS: TLSStartTLS},
@@ -358,6 +360,8 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 				"listen":       func(p string, n *yaml.Node) { d.listenAddr(p, n, &cfg.TSDB.Listen) },
 				"retention":    func(p string, n *yaml.Node) { d.positiveDuration(p, n, &cfg.TSDB.Retention) },
 				"out_of_order": func(p string, n *yaml.Node) { d.positiveDuration(p, n, &cfg.TSDB.OutOfOrder) },
+				"batch_size":   func(p string, n *yaml.Node) { d.positive(p, n, &cfg.TSDB.BatchSize) },
+				"spool_size":   func(p string, n *yaml.Node) { d.size(p, n, &cfg.TSDB.SpoolSize) },
 			})
 			if backend != nil && cfg.TSDB.Backend == BackendOpenTSDB && cfg.TSDB.URL == "" {
 				d.errorf(backend, p, "backend %s needs a url", BackendOpenTSDB)

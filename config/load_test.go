@@ -120,7 +120,7 @@ func TestLoadGood(t *testing.T) {
 	}
 
 	equal(t, "TSDB", c.TSDB, TSDB{Backend: BackendOpenTSDB, URL: "http://opentsdb:4242", Listen: "",
-		Retention: 14 * 24 * time.Hour, OutOfOrder: 3 * 24 * time.Hour})
+		Retention: 14 * 24 * time.Hour, OutOfOrder: 3 * 24 * time.Hour, BatchSize: 100, SpoolSize: 64 << 20})
 	equal(t, "Redis", c.Redis, Redis{URL: "redis://127.0.0.1:6379/0", LeaseTTL: 8 * time.Second})
 	equal(t, "Control", c.Control, Control{Listen: "127.0.0.1:2930", TokenFile: filepath.Join(dir, "token")})
 	equal(t, "SMTP", c.SMTP, SMTP{Addr: "mail.example.org:587", From: "dmonitor@example.org",
@@ -144,7 +144,7 @@ func TestLoadDesignExample(t *testing.T) {
 	equal(t, "Observer", c.Observer, "eu-1")
 	equal(t, "Quorum", c.Quorum, 2)
 	equal(t, "TSDB", c.TSDB, TSDB{Backend: BackendEmbedded, URL: "http://opentsdb:4242", Listen: "127.0.0.1:4242",
-		Retention: 30 * 24 * time.Hour, OutOfOrder: DefaultOutOfOrder})
+		Retention: 30 * 24 * time.Hour, OutOfOrder: DefaultOutOfOrder, BatchSize: DefaultBatchSize, SpoolSize: DefaultSpoolSize})
 	equal(t, "Redis", c.Redis, Redis{URL: "redis://127.0.0.1:6379/0", LeaseTTL: 6 * time.Second})
 	equal(t, "Control", c.Control, Control{Listen: "127.0.0.1:2929", TokenFile: filepath.Join(dir, "token")})
 	equal(t, "SMTP", c.SMTP, SMTP{Addr: "127.0.0.1:25", From: "dmonitor@example.org", TLS: TLSStartTLS})
@@ -214,7 +214,7 @@ func TestLoadEmpty(t *testing.T) {
 		PluginPath: []string{filepath.Join(dir, "plugins"), "/usr/lib/nagios/plugins"},
 		Checks:     map[string]*Check{},
 		TSDB: TSDB{Backend: "embedded", Listen: "127.0.0.1:4242",
-			Retention: 30 * 24 * time.Hour, OutOfOrder: 7 * 24 * time.Hour},
+			Retention: 30 * 24 * time.Hour, OutOfOrder: 7 * 24 * time.Hour, BatchSize: 50, SpoolSize: 256 << 20},
 		Control:   Control{Listen: "127.0.0.1:2929"},
 		SMTP:      SMTP{Addr: "127.0.0.1:25", From: "dmonitor@" + h, TLS: "starttls"},
 		Receivers: map[string]*Receiver{},

@@ -182,6 +182,20 @@ func (d *decoder) positive(path string, n *yaml.Node, dst *int) bool {
 	return true
 }
 
+func (d *decoder) size(path string, n *yaml.Node, dst *int64) bool {
+	if n.Kind != yaml.ScalarNode {
+		d.errorf(n, path, "want a size, got %s", describe(n))
+		return false
+	}
+	v, err := ParseSize(n.Value)
+	if err != nil {
+		d.errorf(n, path, "%v", err)
+		return false
+	}
+	*dst = v
+	return true
+}
+
 func (d *decoder) duration(path string, n *yaml.Node, dst *time.Duration) bool {
 	if n.Kind != yaml.ScalarNode {
 		d.errorf(n, path, "want a duration, got %s", describe(n))

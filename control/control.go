@@ -4,15 +4,11 @@
 package control
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,19 +17,9 @@ import (
 // StatusFunc returns the node's status as a JSON-encodable value.
 type StatusFunc func() any
 
-// Server is the control HTTP server.
-type Server struct {
-	ln  net.Listener
-	srv *http.Server
-}
-
-// Listen binds addr so that a bad address is reported at start-up, before
-// any check runs.
-func Listen(addr string, gatherer prometheus.Gatherer, status StatusFunc, log *slog.Logger) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("control: listen on %s: %w", addr, err)
-	}
+// Handler returns the control API: /healthz, /metrics from gatherer,
+// /status from status, and /debug/pprof/.
+func Handler(gatherer prometheus.Gatherer, status StatusFunc, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -55,30 +41,5 @@ func Listen(addr string, gatherer prometheus.Gatherer, status StatusFunc, log *s
 			log.Warn("control: write status", "err", err)
 		}
 	})
-	return &Server{ln: ln, srv: &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}}, nil
-}
-
-// Addr returns the address the server listens on.
-func (s *Server) Addr() net.Addr { return s.ln.Addr() }
-
-// Serve serves until ctx is done, then shuts down gracefully.
-func (s *Server) Serve(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("control: serve on %s: %w", s.ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := s.srv.Shutdown(sctx)
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
-		err = serr
-	}
-	return err
+	return mux
 }

@@ -57,6 +57,9 @@ type Options struct {
 	Store  Store
 	// Lease defaults to lock.Local: a single node is its own leader.
 	Lease Lease
+	// Annotator, when set, gets every alert transition as a global
+	// annotation, so Grafana and the OpenTSDB UI can overlay them.
+	Annotator Annotator
 	// Sender receives notifications; nil only logs them.
 	Sender Sender
 	// Receivers are the receiver names Sender knows; a rule's notification
@@ -136,7 +139,7 @@ func New(o Options) *Evaluator {
 		e.evalEvery = 5 * time.Second
 	}
 	e.metrics = newMetrics(o.Registerer)
-	e.writer = newWriter(o.Store, e.log, e.metrics)
+	e.writer = newWriter(o.Store, o.Annotator, e.log, e.metrics)
 	return e
 }
 
@@ -367,6 +370,17 @@ func (e *Evaluator) transition(inst alerting.Instance, tr *alerting.Transition) 
 		}
 	}
 	e.writer.write([]tsdb.Point{{Metric: MetricAlertState, Tags: tags, Time: tr.At, Value: float64(tr.To)}})
+	custom := map[string]string{"rule": inst.Rule, "from": tr.From.String(), "to": tr.To.String()}
+	for k, v := range inst.Labels {
+		custom[k] = v
+	}
+	e.writer.annotate(tsdb.Annotation{
+		Start: tr.At,
+		Description: fmt.Sprintf("%s on %s (%s): %s → %s", inst.Rule, inst.Labels[alerting.LabelHost],
+			inst.Labels[alerting.LabelCheck], tr.From, tr.To),
+		Notes:  inst.Annotations[alerting.AnnotationSummary],
+		Custom: custom,
+	})
 	n := tr.Notification
 	if n == nil {
 		return

@@ -154,7 +154,8 @@ func (d *daemon) kill(t *testing.T) {
 	_ = d.wait()
 }
 
-// metric returns the value of an unlabelled metric from /metrics.
+// metric returns the value of a metric from /metrics, summed over its
+// labels.
 func (d *daemon) metric(t *testing.T, name string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + d.control + "/metrics")
@@ -162,17 +163,20 @@ func (d *daemon) metric(t *testing.T, name string) float64 {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	sum := 0.0
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return f
+		line, ok := strings.CutPrefix(sc.Text(), name)
+		if !ok || line == "" || line[0] != ' ' && line[0] != '{' {
+			continue
 		}
+		f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += f
 	}
-	return 0
+	return sum
 }
 
 // state returns the alert state of host/check from /status.

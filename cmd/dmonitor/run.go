@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,14 +15,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/alerting/smtp"
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/control"
 	"github.com/dmonitor/dmonitor/evaluator"
+	"github.com/dmonitor/dmonitor/internal/httpserve"
 	"github.com/dmonitor/dmonitor/plugin"
+	"github.com/dmonitor/dmonitor/tsdb"
 	"github.com/dmonitor/dmonitor/tsdb/embedded"
+	"github.com/dmonitor/dmonitor/tsdb/httpapi"
+	"github.com/dmonitor/dmonitor/tsdb/opentsdb"
+	"github.com/dmonitor/dmonitor/tsdb/spool"
 )
 
 type runFlags struct {
@@ -80,25 +87,18 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 }
 
 // runDaemon builds the services cfg describes and runs them until ctx is
-// done. Everything that can be refused (the store, a receiver, the control
-// address) is set up before the first check runs.
+// done. Everything that can be refused (the store, a receiver, an address)
+// is set up before the first check runs.
 func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	// Whatever ends first, a signal or the evaluator failing, ends the rest.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if cfg.TSDB.Backend != "embedded" {
-		return fmt.Errorf("tsdb backend %q is not available yet; use \"embedded\"", cfg.TSDB.Backend)
-	}
-	storeDir := filepath.Join(cfg.DataDir, "tsdb")
-	store, err := embedded.Open(storeDir, embedded.Options{
-		Retention: cfg.TSDB.Retention, OutOfOrderWindow: cfg.TSDB.OutOfOrder, Logger: log.With("component", "tsdb"),
-	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	be, err := openBackend(cfg, reg, log)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if err := store.Close(); err != nil {
-			log.Error("close tsdb", "dir", storeDir, "err", err)
+		if err := be.close(); err != nil {
+			log.Error("close tsdb", "err", err)
 		}
 	}()
 
@@ -107,44 +107,126 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		return err
 	}
 	dispatcher := alerting.NewDispatcher(notifiers, log.With("component", "notify"), alerting.DispatcherOptions{})
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ev := evaluator.New(evaluator.Options{
 		Config:     cfg,
 		Runner:     plugin.NewRunner(cfg.Workers, plugin.Options{}),
-		Store:      store,
+		Store:      be.store,
+		Annotator:  be.annotator,
 		Sender:     dispatcher,
 		Receivers:  slices.Sorted(maps.Keys(notifiers)),
 		Logger:     log,
 		Registerer: reg,
 	})
 
-	var ctl *control.Server
+	var servers []*httpserve.Server
 	if cfg.Control.Listen != "" {
-		if ctl, err = control.Listen(cfg.Control.Listen, reg, func() any { return ev.Status() }, log.With("component", "control")); err != nil {
+		srv, err := httpserve.Listen("control", cfg.Control.Listen, control.Handler(reg, func() any { return ev.Status() }, log), log)
+		if err != nil {
 			return err
 		}
-		log.Info("control API listening", "addr", ctl.Addr().String())
+		log.Info("control API listening", "addr", srv.Addr().String())
+		servers = append(servers, srv)
+	}
+	if be.api != nil {
+		srv, err := httpserve.Listen("tsdb api", cfg.TSDB.Listen, be.api, log)
+		if err != nil {
+			return err
+		}
+		log.Info("OpenTSDB API of the embedded store listening", "addr", srv.Addr().String())
+		servers = append(servers, srv)
 	}
 
 	// The dispatcher outlives the evaluator, so the transitions of its last
-	// evaluations are still handed over; then it stops too.
+	// evaluations are still handed over; everything else stops together,
+	// when ctx ends or as soon as one of them fails.
 	dispCtx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
 	dispDone := make(chan error, 1)
 	go func() { dispDone <- dispatcher.Run(dispCtx) }()
-	ctlDone := make(chan error, 1)
-	if ctl != nil {
-		go func() { ctlDone <- ctl.Serve(ctx) }()
-	} else {
-		ctlDone <- nil
+	g, gctx := errgroup.WithContext(ctx)
+	for _, srv := range servers {
+		g.Go(func() error { return srv.Serve(gctx) })
 	}
-
-	err = ev.Run(ctx)
-	cancel()
+	if be.run != nil {
+		g.Go(func() error { return be.run(gctx) })
+	}
+	g.Go(func() error { return ev.Run(gctx) })
+	err = g.Wait()
 	stopDispatch()
-	err = errors.Join(err, <-dispDone, <-ctlDone)
-	return err
+	return errors.Join(err, <-dispDone)
+}
+
+// backend is the TSDB as the daemon uses it, and what runs beside it.
+type backend struct {
+	store     evaluator.Store
+	annotator evaluator.Annotator
+	api       http.Handler                // the embedded store's OpenTSDB API; nil when not served
+	run       func(context.Context) error // the spool's replay; nil without a spool
+	close     func() error
+}
+
+// The OpenTSDB client's partial failures tell the spool which points to keep.
+var _ spool.Partial = (*opentsdb.PutError)(nil)
+
+func openBackend(cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (*backend, error) {
+	switch cfg.TSDB.Backend {
+	case config.BackendOpenTSDB:
+		client, err := opentsdb.New(opentsdb.Options{URL: cfg.TSDB.URL, BatchSize: cfg.TSDB.BatchSize, Logger: log.With("component", "opentsdb")})
+		if err != nil {
+			return nil, err
+		}
+		sp, err := spool.Open(filepath.Join(cfg.DataDir, "spool"), client, spool.Options{
+			MaxBytes: cfg.TSDB.SpoolSize, Logger: log.With("component", "spool"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		registerSpoolMetrics(reg, sp)
+		return &backend{store: spooledStore{sp, client}, annotator: client, run: sp.Run, close: sp.Close}, nil
+	default:
+		dir := filepath.Join(cfg.DataDir, "tsdb")
+		store, err := embedded.Open(dir, embedded.Options{
+			Retention: cfg.TSDB.Retention, OutOfOrderWindow: cfg.TSDB.OutOfOrder, Logger: log.With("component", "tsdb"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		be := &backend{store: store, annotator: store, close: store.Close}
+		if cfg.TSDB.Listen != "" {
+			be.api = httpapi.NewHandler(store, httpapi.Options{Logger: log.With("component", "tsdb api")})
+		}
+		return be, nil
+	}
+}
+
+// spooledStore writes through the spool, so points wait on disk while
+// OpenTSDB is down, and reads from OpenTSDB directly.
+type spooledStore struct {
+	spool  *spool.Spool
+	client *opentsdb.Client
+}
+
+func (s spooledStore) Append(ctx context.Context, pts []tsdb.Point) error {
+	return s.spool.Append(ctx, pts)
+}
+
+func (s spooledStore) Last(ctx context.Context, metric string, filters []tsdb.Filter) ([]tsdb.Series, error) {
+	return s.client.Last(ctx, metric, filters)
+}
+
+func registerSpoolMetrics(reg prometheus.Registerer, sp *spool.Spool) {
+	gauge := func(name, help string, f func(spool.Stats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(sp.Stats()) })
+	}
+	counter := func(name, help string, f func(spool.Stats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(sp.Stats()) })
+	}
+	reg.MustRegister(
+		gauge("dmonitor_spool_points", "Datapoints waiting in the spool for OpenTSDB.", func(s spool.Stats) float64 { return float64(s.Points) }),
+		gauge("dmonitor_spool_bytes", "Bytes the spool holds on disk.", func(s spool.Stats) float64 { return float64(s.Bytes) }),
+		counter("dmonitor_spool_replayed_total", "Spooled datapoints delivered to OpenTSDB.", func(s spool.Stats) float64 { return float64(s.Replayed) }),
+		counter("dmonitor_spool_dropped_total", "Spooled datapoints dropped because the spool was full.", func(s spool.Stats) float64 { return float64(s.Dropped) }),
+		counter("dmonitor_spool_rejected_total", "Spooled datapoints OpenTSDB refused on replay.", func(s spool.Stats) float64 { return float64(s.Rejected) }),
+	)
 }
 
 // buildReceivers returns a notifier for every receiver with a destination.

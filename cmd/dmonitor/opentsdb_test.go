@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dmonitor/dmonitor/internal/smtptest"
+	"github.com/dmonitor/dmonitor/tsdb"
+	"github.com/dmonitor/dmonitor/tsdb/embedded"
+	"github.com/dmonitor/dmonitor/tsdb/httpapi"
+)
+
+// fakeOpenTSDB is a real OpenTSDB API (dmonitor's own, over an embedded
+// store in this process) that the test can take down and bring back on the
+// same address.
+type fakeOpenTSDB struct {
+	addr  string
+	store *embedded.Store
+	srv   *http.Server
+	done  chan struct{}
+}
+
+func startOpenTSDB(t *testing.T, addr string, store *embedded.Store) *fakeOpenTSDB {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &fakeOpenTSDB{addr: l.Addr().String(), store: store, done: make(chan struct{}),
+		srv: &http.Server{Handler: httpapi.NewHandler(store, httpapi.Options{})}}
+	go func() { defer close(o.done); _ = o.srv.Serve(l) }()
+	t.Cleanup(o.stop)
+	return o
+}
+
+func (o *fakeOpenTSDB) stop() {
+	_ = o.srv.Close()
+	<-o.done
+}
+
+// TestOpenTSDBOutageSpoolsAndReplays takes the OpenTSDB endpoint away for
+// a while: checks keep running, an outage during it is still alerted, and
+// once OpenTSDB is back every result is there, once.
+func TestOpenTSDBOutageSpoolsAndReplays(t *testing.T) {
+	requirePlugins(t)
+	store, err := embedded.Open(t.TempDir(), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	otsdb := startOpenTSDB(t, "127.0.0.1:0", store)
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	svc := startService(t, "127.0.0.1:0")
+	control := freePort(t)
+	dir := t.TempDir()
+	runs := t.TempDir()
+	// The plugin counts its own runs, so the test knows exactly how many
+	// results the daemon produced.
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml": fmt.Sprintf(`observer: e2e
+interval: 1s
+control: {listen: %q}
+tsdb: {backend: opentsdb, url: "http://%s", batch_size: 10}
+smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+checks:
+  counted:
+    command: [plugins/check_counted, %q, "{{host}}"]
+  svc:
+    command: [check_tcp, -H, "{{host}}", -p, %q]
+`, control, otsdb.addr, mail.Addr, runs, svc.port()),
+		"hosts.d/h1/counted":         "",
+		"hosts.d/h2/counted":         "",
+		"hosts.d/127.0.0.1/svc":      "",
+		"alert.d/oncall@example.org": "",
+	})
+	plugin := filepath.Join(dir, "plugins", "check_counted")
+	if err := os.MkdirAll(filepath.Dir(plugin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(plugin, []byte("#!/bin/sh\necho run >> \"$1/$2\"\necho \"OK - run counted\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	d := startDaemon(t, dir, control)
+	waitFor(t, "results in OpenTSDB", func() bool { return countSamples(t, store, "dmonitor.check.status", "h1") >= 2 })
+
+	otsdb.stop()
+	checksBefore := d.metric(t, "dmonitor_checks_total")
+	waitFor(t, "results to be spooled", func() bool { return d.metric(t, "dmonitor_spool_points") >= 20 })
+	// Checks and alerting go on while OpenTSDB is away.
+	svc.l.Close()
+	if got := mail.Next(t).Msg.Header.Get("Subject"); !strings.Contains(got, "FIRING") {
+		t.Fatalf("mail during the OpenTSDB outage: %q, want a firing alert", got)
+	}
+	if d.metric(t, "dmonitor_checks_total") <= checksBefore {
+		t.Fatal("no check ran while OpenTSDB was down")
+	}
+
+	startOpenTSDB(t, otsdb.addr, store)
+	waitFor(t, "the spool to drain", func() bool {
+		return d.metric(t, "dmonitor_spool_points") == 0 && d.metric(t, "dmonitor_spool_replayed_total") > 0
+	})
+	if n := d.metric(t, "dmonitor_spool_dropped_total"); n != 0 {
+		t.Fatalf("%v points dropped", n)
+	}
+	d.stop(t)
+
+	for _, host := range []string{"h1", "h2"} {
+		b, err := os.ReadFile(filepath.Join(runs, host))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ran := bytes.Count(b, []byte("run\n"))
+		series, err := store.Query(context.Background(), tsdb.Query{Metric: "dmonitor.check.status",
+			Filters: []tsdb.Filter{{Type: tsdb.LiteralOr, Tag: "host", Expr: host}},
+			Start:   time.Now().Add(-time.Hour), End: time.Now().Add(time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(series) != 1 || len(series[0].Samples) != ran {
+			got := 0
+			if len(series) == 1 {
+				got = len(series[0].Samples)
+			}
+			t.Fatalf("%s: the plugin ran %d times, OpenTSDB holds %d status samples (%d series)", host, ran, got, len(series))
+		}
+	}
+}
+
+func countSamples(t *testing.T, s *embedded.Store, metric, host string) int {
+	t.Helper()
+	series, err := s.Query(context.Background(), tsdb.Query{Metric: metric,
+		Filters: []tsdb.Filter{{Type: tsdb.LiteralOr, Tag: "host", Expr: host}},
+		Start:   time.Now().Add(-time.Hour), End: time.Now().Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, sr := range series {
+		n += len(sr.Samples)
+	}
+	return n
+}
