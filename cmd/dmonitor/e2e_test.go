@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,19 +21,33 @@ import (
 func TestOutageMailsAndRecovery(t *testing.T) {
 	requirePlugins(t)
 	mail := smtptest.Start(t, "127.0.0.1:0")
+	hooks := make(chan map[string]any, 10)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var msg map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&msg); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		hooks <- msg
+	}))
+	t.Cleanup(hook.Close)
 	svc := startService(t, "127.0.0.1:0")
 	control := freePort(t)
 	dir := t.TempDir()
+	// alert.d/ and the webhook both feed the receiver "default": one
+	// incident, two destinations, each told once per transition.
 	writeTree(t, dir, map[string]string{
 		"dmonitor.yaml": fmt.Sprintf(`observer: e2e
 interval: 1s
 control: {listen: %q}
 tsdb: {listen: ""}
 smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+receivers:
+  default:
+    webhook: {url: %q}
 checks:
   svc:
     command: [check_tcp, -H, "{{host}}", -p, %q]
-`, control, mail.Addr, svc.port()),
+`, control, mail.Addr, hook.URL, svc.port()),
 		"hosts.d/127.0.0.1/svc":      "",
 		"alert.d/oncall@example.org": "",
 	})
@@ -58,10 +75,24 @@ checks:
 	if fid == "" || rid == "" || fid == rid {
 		t.Errorf("notification ids %q and %q: want two distinct ids", fid, rid)
 	}
+	for _, want := range []struct{ status, id string }{{"firing", fid}, {"resolved", rid}} {
+		var msg map[string]any
+		select {
+		case msg = <-hooks:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("no %s webhook", want.status)
+		}
+		alerts, _ := msg["alerts"].([]any)
+		if msg["status"] != want.status || len(alerts) != 1 || alerts[0].(map[string]any)["id"] != want.id {
+			t.Errorf("webhook = %v, want %s with the mail's id %s", msg, want.status, want.id)
+		}
+	}
 	d.stop(t)
 	select {
 	case m := <-mail.Received:
 		t.Errorf("one mail too many: %s", m.Msg.Header.Get("Subject"))
+	case m := <-hooks:
+		t.Errorf("one webhook too many: %v", m)
 	default:
 	}
 }

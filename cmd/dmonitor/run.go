@@ -18,7 +18,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dmonitor/dmonitor/alerting"
+	"github.com/dmonitor/dmonitor/alerting/alertmanager"
+	"github.com/dmonitor/dmonitor/alerting/exec"
 	"github.com/dmonitor/dmonitor/alerting/smtp"
+	"github.com/dmonitor/dmonitor/alerting/webhook"
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/control"
 	"github.com/dmonitor/dmonitor/evaluator"
@@ -102,18 +105,28 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		}
 	}()
 
-	notifiers, err := buildReceivers(cfg, log)
+	rs, err := buildReceivers(cfg, log)
 	if err != nil {
 		return err
 	}
-	dispatcher := alerting.NewDispatcher(notifiers, log.With("component", "notify"), alerting.DispatcherOptions{})
+	// Queued notifications wait on disk, so a restart loses none.
+	dispatcher, err := alerting.OpenDispatcher(rs.queues, log.With("component", "notify"),
+		alerting.DispatcherOptions{Dir: filepath.Join(cfg.DataDir, "notify")})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := dispatcher.Close(); err != nil {
+			log.Error("close notification queues", "err", err)
+		}
+	}()
 	ev := evaluator.New(evaluator.Options{
 		Config:     cfg,
 		Runner:     plugin.NewRunner(cfg.Workers, plugin.Options{}),
 		Store:      be.store,
 		Annotator:  be.annotator,
-		Sender:     dispatcher,
-		Receivers:  slices.Sorted(maps.Keys(notifiers)),
+		Sender:     router{dispatcher, rs.routes},
+		Receivers:  slices.Sorted(maps.Keys(rs.routes)),
 		Logger:     log,
 		Registerer: reg,
 	})
@@ -229,28 +242,74 @@ func registerSpoolMetrics(reg prometheus.Registerer, sp *spool.Spool) {
 	)
 }
 
-// buildReceivers returns a notifier for every receiver with a destination.
-func buildReceivers(cfg *config.Config, log *slog.Logger) (map[string]alerting.Notifier, error) {
-	out := make(map[string]alerting.Notifier)
-	var errs []error
-	for name, r := range cfg.Receivers {
-		if r.Webhook != nil || r.Alertmanager != nil || r.Exec != nil {
-			log.Warn("receiver has webhook, alertmanager or exec destinations, which this version does not send to; only its email is used",
-				"receiver", name)
-		}
-		if len(r.Email) == 0 {
-			continue
-		}
-		n, err := smtp.New(smtp.Config{
-			Addr: cfg.SMTP.Addr, From: cfg.SMTP.From, To: r.Email,
-			Username: cfg.SMTP.Username, Password: cfg.SMTP.Password, TLS: cfg.SMTP.TLS,
-		})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("receiver %q: %w", name, err))
-			continue
-		}
-		out[name] = n
-		log.Info("receiver ready", "receiver", name, "email", strings.Join(r.Email, ","), "smtp", cfg.SMTP.Addr)
+// receivers are the notification destinations of the configuration: one
+// delivery queue per destination, so a webhook that is down never makes a
+// mail of the same receiver go out twice.
+type receivers struct {
+	queues map[string]alerting.Notifier // "ops/email" → its notifier
+	routes map[string][]string          // "ops" → its queues
+}
+
+// buildReceivers builds a notifier for every destination of every receiver,
+// or reports every one that is wrong.
+func buildReceivers(cfg *config.Config, log *slog.Logger) (receivers, error) {
+	rs := receivers{queues: make(map[string]alerting.Notifier), routes: make(map[string][]string)}
+	externalURL := ""
+	if cfg.Control.Listen != "" {
+		externalURL = "http://" + cfg.Control.Listen
 	}
-	return out, errors.Join(errs...)
+	var errs []error
+	add := func(name, kind string, n alerting.Notifier, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("receiver %q %s: %w", name, kind, err))
+			return
+		}
+		q := name + "/" + kind
+		rs.queues[q] = n
+		rs.routes[name] = append(rs.routes[name], q)
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Receivers)) {
+		r := cfg.Receivers[name]
+		if len(r.Email) > 0 {
+			n, err := smtp.New(smtp.Config{
+				Addr: cfg.SMTP.Addr, From: cfg.SMTP.From, To: r.Email,
+				Username: cfg.SMTP.Username, Password: cfg.SMTP.Password, TLS: cfg.SMTP.TLS,
+			})
+			add(name, "email", n, err)
+		}
+		if r.Webhook != nil {
+			n, err := webhook.New(webhook.Config{URL: r.Webhook.URL, Receiver: name, ExternalURL: externalURL})
+			add(name, "webhook", n, err)
+		}
+		if r.Alertmanager != nil {
+			n, err := alertmanager.New(alertmanager.Config{URL: r.Alertmanager.URL, GeneratorURL: externalURL + "/status"})
+			add(name, "alertmanager", n, err)
+		}
+		if r.Exec != nil {
+			n, err := exec.New(exec.Config{Command: r.Exec.Command, Receiver: name, ExternalURL: externalURL})
+			add(name, "exec", n, err)
+		}
+		if qs := rs.routes[name]; len(qs) > 0 {
+			log.Info("receiver ready", "receiver", name, "destinations", strings.Join(qs, ","))
+		}
+	}
+	return rs, errors.Join(errs...)
+}
+
+// router hands a receiver's notification to each of its queues.
+type router struct {
+	d      *alerting.Dispatcher
+	routes map[string][]string
+}
+
+func (r router) Send(receiver string, n alerting.Notification) error {
+	qs, ok := r.routes[receiver]
+	if !ok {
+		return fmt.Errorf("send notification %s: %w %q", n.ID, alerting.ErrUnknownReceiver, receiver)
+	}
+	var errs []error
+	for _, q := range qs {
+		errs = append(errs, r.d.Send(q, n))
+	}
+	return errors.Join(errs...)
 }
