@@ -46,7 +46,7 @@ type queryFilter struct {
 type queryResult struct {
 	Metric            string            `json:"metric"`
 	Tags              map[string]string `json:"tags"`
-	AggregatedTags    []string          `json:"aggregatedTags"`
+	AggregatedTags    []string          `json:"aggregateTags"`
 	DPS               json.RawMessage   `json:"dps"`
 	Annotations       []annotationJSON  `json:"annotations"`
 	GlobalAnnotations []annotationJSON  `json:"globalAnnotations"`

@@ -138,9 +138,9 @@ func TestQueryParsesDocumentedAnswers(t *testing.T) {
 		}},
 		// msResolution answer, keys out of order, filled buckets: a bare
 		// NaN (Jackson's output), a quoted one, and null.
-		{"ms with fills", `[{"metric":"m","tags":{"host":"b"},"aggregatedTags":[],"dps":{
+		{"ms with fills", `[{"metric":"m","tags":{"host":"b"},"aggregateTags":[],"dps":{
 			"1700000020000":NaN,"1700000000500":1.5,"1700000010000":null,"1700000030000":"NaN","1700000040000":-2}},
-			{"metric":"m","tags":{"host":"a"},"aggregatedTags":[],"dps":{}}]`, []tsdb.Series{
+			{"metric":"m","tags":{"host":"a"},"aggregateTags":[],"dps":{}}]`, []tsdb.Series{
 			{Metric: "m", Tags: map[string]string{"host": "a"}, Samples: []tsdb.Sample{}},
 			{Metric: "m", Tags: map[string]string{"host": "b"}, Samples: []tsdb.Sample{
 				{Time: time.UnixMilli(1700000000500), Value: 1.5}, {Time: time.UnixMilli(1700000010000), Value: math.NaN()},

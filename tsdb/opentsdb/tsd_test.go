@@ -364,7 +364,7 @@ func (f *fakeTSD) annotationQuery(w http.ResponseWriter, q queryRequest) {
 	}
 	f.mu.Unlock()
 	sort.Slice(local, func(i, j int) bool { return local[i].StartTime < local[j].StartTime })
-	res := map[string]any{"metric": "sys.cpu.nice", "tags": map[string]string{"host": "web01"}, "aggregatedTags": []string{},
+	res := map[string]any{"metric": "sys.cpu.nice", "tags": map[string]string{"host": "web01"}, "aggregateTags": []string{},
 		"dps": map[string]int{strconv.FormatInt(q.Start, 10): 1}, "annotations": local}
 	if q.GlobalAnnotations {
 		res["globalAnnotations"] = global
