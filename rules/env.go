@@ -1,6 +1,8 @@
-// Package rules turns check results into alert decisions: the evaluation
-// environment a rule's expr condition sees, rules compiled once at load, and
-// the default rule that every check without a rule of its own gets.
+// Package rules turns check results into alert decisions: rule files
+// (rules.d/*.yaml) loaded and compiled once, the evaluation environment a
+// rule's expr condition sees, the TSDB series that conditions query,
+// fetched once per tick for all rules, and the default rule that every
+// check without a rule of its own gets.
 package rules
 
 import (
@@ -8,6 +10,10 @@ import (
 
 	"github.com/dmonitor/dmonitor/check"
 )
+
+// MaxHistory is how many earlier statuses per observer streak can see: the
+// evaluator need keep no more than this many in Observer.History.
+const MaxHistory = 16
 
 // Observer is one observer's latest result for a rule instance, as the
 // condition sees it in the observers list.
@@ -17,6 +23,16 @@ type Observer struct {
 	OK     bool          `expr:"ok"`
 	Output string        `expr:"output"`
 	Age    time.Duration `expr:"age"`
+	// Fresh reports whether the result is younger than 2× the check
+	// interval; only fresh results count in failing, passing and total.
+	Fresh bool `expr:"fresh"`
+	// History holds the statuses of this observer's runs before this
+	// result, newest first; streak reads it. NewEnv leaves it empty: the
+	// caller, which keeps the results, fills it in (at most MaxHistory are
+	// used).
+	History []check.Status `expr:"-"`
+
+	status check.Status
 }
 
 // Env is the environment of one rule instance (one host×check). Only fresh
@@ -29,26 +45,31 @@ type Env struct {
 	Passing   int        `expr:"passing"`
 	Total     int        `expr:"total"`
 	Quorum    int        `expr:"quorum"`
+	// Data is this tick's prefetched TSDB series (Set.Prefetch), read by
+	// avg, min, max, sum, last, count, rate and nodata. A rule that calls
+	// one of them with Data nil evaluates to an error.
+	Data *Data `expr:"-"`
 }
 
 // NewEnv builds the environment of the instance host×check at now from the
-// latest result of each observer. A result is fresh while younger than
-// 2×interval; stale results count neither as failing nor as passing. The
-// returned bool is false when fewer observers are fresh than the quorum:
-// the instance is then unknown, never OK.
+// latest result of each observer, in the order of latest. A result is fresh
+// while younger than 2×interval; stale results count neither as failing
+// nor as passing. The returned bool is false when fewer observers are fresh
+// than the quorum: the instance is then unknown, never OK.
 func NewEnv(host, checkName string, latest []check.Result, now time.Time, interval time.Duration, quorum int) (Env, bool) {
 	env := Env{Host: host, Check: checkName, Quorum: quorum}
-	env.Observers = make([]Observer, 0, len(latest))
-	for _, r := range latest {
+	env.Observers = make([]Observer, len(latest))
+	for i, r := range latest {
 		age := now.Sub(r.Start.Add(r.Duration))
 		if age < 0 {
 			age = 0
 		}
-		env.Observers = append(env.Observers, Observer{
+		fresh := age < 2*interval
+		env.Observers[i] = Observer{
 			Name: r.Observer, Status: r.Status.String(), OK: r.Status == check.OK,
-			Output: r.Output, Age: age,
-		})
-		if age >= 2*interval {
+			Output: r.Output, Age: age, Fresh: fresh, status: r.Status,
+		}
+		if !fresh {
 			continue
 		}
 		env.Total++
@@ -59,4 +80,60 @@ func NewEnv(host, checkName string, latest []check.Result, now time.Time, interv
 		}
 	}
 	return env, env.Total >= quorum
+}
+
+// streak returns the largest n such that at least quorum fresh observers
+// each returned status on their last n runs (0 when fewer than quorum
+// fresh observers did so even once). It reads Observer.History, so it is
+// at most MaxHistory+1.
+func (env *Env) streak(status check.Status) int {
+	// Small fixed buffer: three observers is the common case and this runs
+	// once per instance per tick.
+	var buf [8]int
+	runs := buf[:0]
+	for i := range env.Observers {
+		o := &env.Observers[i]
+		if !o.Fresh {
+			continue
+		}
+		runs = append(runs, o.streak(status))
+	}
+	q := max(env.Quorum, 1)
+	if len(runs) < q {
+		return 0
+	}
+	// The q-th largest run: at least q observers have a run that long.
+	for i := 1; i < len(runs); i++ {
+		for j := i; j > 0 && runs[j] > runs[j-1]; j-- {
+			runs[j], runs[j-1] = runs[j-1], runs[j]
+		}
+	}
+	return runs[q-1]
+}
+
+func (o *Observer) streak(status check.Status) int {
+	if o.statusValue() != status {
+		return 0
+	}
+	n := 1
+	for i, s := range o.History {
+		if i == MaxHistory || s != status {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// statusValue returns the status of o, also for an Observer built by hand
+// (tests, docs) with only Status set.
+func (o *Observer) statusValue() check.Status {
+	if o.status == check.OK && o.Status != "" && o.Status != "OK" {
+		s, err := check.ParseStatus(o.Status)
+		if err != nil {
+			return check.Unknown
+		}
+		return s
+	}
+	return o.status
 }
