@@ -16,8 +16,9 @@ const (
 	DefaultWorkers       = 64
 	DefaultRetention     = 30 * 24 * time.Hour
 	DefaultOutOfOrder    = 7 * 24 * time.Hour
-	DefaultBatchSize     = 50        // points per /api/put
-	DefaultSpoolSize     = 256 << 20 // bytes
+	DefaultRepeat        = 4 * time.Hour // re-notify a firing alert, as Alertmanager's repeat_interval
+	DefaultBatchSize     = 50            // points per /api/put
+	DefaultSpoolSize     = 256 << 20     // bytes
 	DefaultTSDBListen    = "127.0.0.1:4242"
 	DefaultControlListen = "127.0.0.1:2929"
 	DefaultSMTPAddr      = "127.0.0.1:25"
@@ -28,15 +29,16 @@ const (
 
 // Config is a loaded, validated configuration. Every path in it is absolute.
 type Config struct {
-	Dir       string        // the config directory
-	Observer  string        // this node's name
-	Nodes     []string      // peers from nodes.txt, in file order
-	Interval  time.Duration // default check interval
-	Timeout   time.Duration // default plugin timeout
-	Quorum    int           // default quorum
-	Workers   int           // concurrent plugin runs
-	PluginDir string
-	DataDir   string
+	Dir            string        // the config directory
+	Observer       string        // this node's name
+	Nodes          []string      // peers from nodes.txt, in file order
+	Interval       time.Duration // default check interval
+	Timeout        time.Duration // default plugin timeout
+	Quorum         int           // default quorum
+	Workers        int           // concurrent plugin runs
+	RepeatInterval time.Duration // re-notify a firing, unacknowledged alert this often; 0 never
+	PluginDir      string
+	DataDir        string
 	// PluginPath is where a check command without a slash is looked up, in
 	// order: PluginDir, then dmonitor.yaml's plugin_path (by default
 	// SystemPluginDir).

@@ -162,13 +162,14 @@ func (l *loader) load() *Config {
 		return nil
 	}
 	cfg := &Config{
-		Dir:       l.dir,
-		Interval:  DefaultInterval,
-		Timeout:   DefaultTimeout,
-		Workers:   DefaultWorkers,
-		PluginDir: filepath.Join(l.dir, DefaultPluginDir),
-		DataDir:   filepath.Join(l.dir, DefaultDataDir),
-		Checks:    make(map[string]*Check),
+		Dir:            l.dir,
+		Interval:       DefaultInterval,
+		Timeout:        DefaultTimeout,
+		Workers:        DefaultWorkers,
+		RepeatInterval: DefaultRepeat,
+		PluginDir:      filepath.Join(l.dir, DefaultPluginDir),
+		DataDir:        filepath.Join(l.dir, DefaultDataDir),
+		Checks:         make(map[string]*Check),
 		TSDB: TSDB{
 			Backend:    BackendEmbedded,
 			Listen:     DefaultTSDBListen,
@@ -309,7 +310,8 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 			st.quorum = n
 			quorum(p, n, &cfg.Quorum)
 		},
-		"workers": func(p string, n *yaml.Node) { d.positive(p, n, &cfg.Workers) },
+		"workers":         func(p string, n *yaml.Node) { d.positive(p, n, &cfg.Workers) },
+		"repeat_interval": func(p string, n *yaml.Node) { d.duration(p, n, &cfg.RepeatInterval) },
 		"plugin_dir": func(p string, n *yaml.Node) {
 			if l.path(d, p, n, &cfg.PluginDir) {
 				st.pluginDir = n

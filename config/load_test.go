@@ -76,6 +76,7 @@ func TestLoadGood(t *testing.T) {
 	equal(t, "Timeout", c.Timeout, 5*time.Second)
 	equal(t, "Quorum", c.Quorum, 2)
 	equal(t, "Workers", c.Workers, 8)
+	equal(t, "RepeatInterval", c.RepeatInterval, time.Hour)
 	equal(t, "PluginDir", c.PluginDir, plugins)
 	equal(t, "DataDir", c.DataDir, filepath.Join(dir, "state"))
 	equal(t, "PluginPath", c.PluginPath, []string{plugins, sys})
@@ -203,12 +204,12 @@ func TestLoadEmpty(t *testing.T) {
 	c := load(t, dir)
 	h := hostname(t)
 	want := &Config{
-		Dir:        dir,
-		Observer:   h,
-		Interval:   60 * time.Second,
-		Timeout:    10 * time.Second,
-		Quorum:     1,
-		Workers:    64,
+		Dir:      dir,
+		Observer: h,
+		Interval: 60 * time.Second,
+		Timeout:  10 * time.Second,
+		Quorum:   1,
+		Workers:  64, RepeatInterval: 4 * time.Hour,
 		PluginDir:  filepath.Join(dir, "plugins"),
 		DataDir:    filepath.Join(dir, "data"),
 		PluginPath: []string{filepath.Join(dir, "plugins"), "/usr/lib/nagios/plugins"},

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,6 +35,7 @@ type Runner interface {
 // in, and the last alert states come back out when leadership is taken.
 type Store interface {
 	Appender
+	rules.Querier
 	Last(ctx context.Context, metric string, filters []tsdb.Filter) ([]tsdb.Series, error)
 }
 
@@ -57,6 +60,12 @@ type Options struct {
 	Store  Store
 	// Lease defaults to lock.Local: a single node is its own leader.
 	Lease Lease
+	// Rules are the rules of rules.d; nil gives every check the default
+	// rule.
+	Rules *rules.Set
+	// RepeatInterval re-notifies a firing alert that nobody acknowledged;
+	// 0 never repeats.
+	RepeatInterval time.Duration
 	// Annotator, when set, gets every alert transition as a global
 	// annotation, so Grafana and the OpenTSDB UI can overlay them.
 	Annotator Annotator
@@ -91,7 +100,6 @@ type Evaluator struct {
 	now       func() time.Time
 	grace     time.Duration
 	evalEvery time.Duration
-	rule      *rules.Rule
 	started   time.Time // when Run started; before 2 intervals, no result is not yet unknown
 
 	writer *writer
@@ -103,9 +111,16 @@ type Evaluator struct {
 	dirty   map[instanceKey]struct{}
 	wake    chan struct{}
 
-	mu        sync.Mutex                        // guards what Status reads
-	epoch     int64                             // the leader term's epoch; 0 while not leading
-	instances map[instanceKey]alerting.Instance // all but the healthy ones: absent means OK
+	// jobs are the scheduled targets, for re-checks; filled by schedule
+	// before leading starts.
+	jobs     map[instanceKey]*job
+	checkCtx context.Context
+	rechecks sync.WaitGroup // re-checks in flight
+
+	mu     sync.Mutex // guards the engine, its data and epoch
+	epoch  int64      // the leader term's epoch; 0 while not leading
+	engine *engine
+	data   *rules.Data // the last tick's TSDB data
 }
 
 // New returns an Evaluator for o.
@@ -114,11 +129,11 @@ func New(o Options) *Evaluator {
 		cfg: o.Config, runner: o.Runner, store: o.Store, lease: o.Lease, sender: o.Sender,
 		receivers: make(map[string]bool, len(o.Receivers)),
 		log:       o.Logger, now: o.Now, grace: o.ShutdownGrace, evalEvery: o.EvalInterval,
-		rule:      rules.Default(),
-		live:      newLive(),
-		dirty:     make(map[instanceKey]struct{}),
-		wake:      make(chan struct{}, 1),
-		instances: make(map[instanceKey]alerting.Instance),
+		live:   newLive(),
+		dirty:  make(map[instanceKey]struct{}),
+		wake:   make(chan struct{}, 1),
+		engine: newEngine(o.Config, o.Rules, o.RepeatInterval),
+		jobs:   make(map[instanceKey]*job, len(o.Config.Targets)),
 	}
 	for _, r := range o.Receivers {
 		e.receivers[r] = true
@@ -153,15 +168,16 @@ func (e *Evaluator) Run(ctx context.Context) error {
 	checkCtx, killChecks := context.WithCancel(context.WithoutCancel(ctx))
 	defer killChecks()
 	e.started = e.now()
+	e.checkCtx = checkCtx
 
 	writerDone := make(chan struct{})
 	go func() { defer close(writerDone); e.writer.run() }()
 	leadCtx, stopLeading := context.WithCancel(ctx)
 	leadDone := make(chan struct{})
-	go func() { defer close(leadDone); e.leadership(leadCtx) }()
 	stopBackground := func() {
 		stopLeading()
 		<-leadDone
+		e.rechecks.Wait()
 		close(e.writer.in)
 		<-writerDone
 	}
@@ -172,14 +188,18 @@ func (e *Evaluator) Run(ctx context.Context) error {
 		gocron.WithStopTimeout(e.grace+30*time.Second),
 	)
 	if err != nil {
+		close(leadDone)
 		stopBackground()
 		return fmt.Errorf("create scheduler: %w", err)
 	}
 	if err := e.schedule(checkCtx, s, e.now()); err != nil {
 		_ = s.Shutdown()
+		close(leadDone)
 		stopBackground()
 		return err
 	}
+	// Lead once the jobs are known: re-checks run them.
+	go func() { defer close(leadDone); e.leadership(leadCtx) }()
 	s.Start()
 	e.log.Info("evaluator started", "observer", e.cfg.Observer, "checks", len(e.cfg.Targets), "workers", e.cfg.Workers)
 
@@ -276,11 +296,12 @@ func (e *Evaluator) setEpoch(epoch int64) {
 }
 
 // lead is the leader's evaluation loop: an instance is evaluated as soon as
-// a result changes its inputs, and every instance each EvalInterval, which
-// is what notices results going stale.
+// a result changes its inputs, and every instance each EvalInterval, with
+// fresh TSDB data for the rules' query functions; that pass is also what
+// notices results going stale.
 func (e *Evaluator) lead(ctx context.Context) {
 	e.restore(ctx)
-	e.evaluateAll()
+	e.tick(ctx)
 	tick := time.NewTicker(e.evalEvery)
 	defer tick.Stop()
 	for {
@@ -288,104 +309,109 @@ func (e *Evaluator) lead(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			e.evaluateAll()
+			e.tick(ctx)
 		case <-e.wake:
 			e.dirtyMu.Lock()
-			dirty := e.dirty
-			e.dirty = make(map[instanceKey]struct{}, len(dirty))
+			dirty := slices.Collect(maps.Keys(e.dirty))
+			clear(e.dirty)
 			e.dirtyMu.Unlock()
-			now := e.now()
-			for k := range dirty {
-				e.evaluate(k, now)
+			e.mu.Lock()
+			data := e.data
+			e.mu.Unlock()
+			e.evaluate(e.now(), dirty, data)
+		}
+	}
+}
+
+// tick fetches the TSDB data every rule reads, one query per metric and
+// window, and evaluates every target.
+func (e *Evaluator) tick(ctx context.Context) {
+	now := e.now()
+	var data *rules.Data
+	e.mu.Lock()
+	set := e.engine.set
+	e.mu.Unlock()
+	if set != nil && len(set.Queries()) > 0 {
+		qctx, cancel := context.WithTimeout(ctx, e.evalEvery)
+		data = set.Prefetch(qctx, e.store, now)
+		cancel()
+	}
+	e.mu.Lock()
+	e.data = data
+	e.mu.Unlock()
+	targets := make([]instanceKey, len(e.cfg.Targets))
+	for i, t := range e.cfg.Targets {
+		targets[i] = instanceKey{t.Host, t.Check.Name}
+	}
+	e.evaluate(now, targets, data)
+}
+
+// evaluate decides the instances of targets at now and acts on what
+// changed.
+func (e *Evaluator) evaluate(now time.Time, targets []instanceKey, data *rules.Data) {
+	// Before the first results are due, a target without any is not
+	// unknown, just not evaluated yet.
+	var due []instanceKey
+	for _, k := range targets {
+		if c, ok := e.cfg.Checks[k.check]; ok {
+			if rs, _ := e.live.latest(k); len(rs) > 0 || now.Sub(e.started) >= 2*c.Interval {
+				due = append(due, k)
 			}
 		}
 	}
-}
-
-func (e *Evaluator) evaluateAll() {
-	now := e.now()
-	for _, t := range e.cfg.Targets {
-		e.evaluate(instanceKey{t.Host, t.Check.Name}, now)
-	}
-}
-
-// evaluate runs the rule of instance k at now and acts on a transition.
-func (e *Evaluator) evaluate(k instanceKey, now time.Time) {
-	c, ok := e.cfg.Checks[k.check]
-	if !ok {
+	if len(due) == 0 {
 		return
 	}
-	latest := e.live.latest(k)
-	if len(latest) == 0 && now.Sub(e.started) < 2*c.Interval {
-		return // the first results are not due yet: not unknown, just not evaluated
-	}
-	env, known := rules.NewEnv(k.host, k.check, latest, now, c.Interval, c.Quorum)
-	in := alerting.Input{Annotations: annotations(env)}
-	if !known {
-		in.Unknown = true
-		in.Reason = fmt.Sprintf("%d fresh observers, quorum is %d", env.Total, env.Quorum)
-	} else if in.Active, ok = e.eval(env); !ok {
-		in.Unknown, in.Reason = true, "rule evaluation failed"
-	}
-
 	e.mu.Lock()
-	inst, seen := e.instances[k]
-	if !seen {
-		inst = alerting.Instance{Rule: e.rule.Name, Labels: map[string]string{
-			alerting.LabelHost: k.host, alerting.LabelCheck: k.check, alerting.LabelSeverity: e.rule.Severity,
-		}}
-	}
-	next, tr := inst.Next(now, in, alerting.Params{For: e.rule.For})
-	if next.State == alerting.OK && next.ActiveAt.IsZero() && next.FiredAt.IsZero() {
-		// Nothing to remember that a new instance would not know: at ten
-		// thousand checks, keeping every healthy one costs megabytes.
-		delete(e.instances, k)
-	} else {
-		e.instances[k] = next
-	}
+	decisions, rechecks := e.engine.evaluate(now, due, inputs{results: e.live.latest, data: data})
 	e.mu.Unlock()
-	if tr != nil {
-		e.transition(next, tr)
+	for _, d := range decisions {
+		e.transition(d)
+	}
+	for _, rc := range rechecks {
+		e.recheck(rc)
 	}
 }
 
-func (e *Evaluator) eval(env rules.Env) (bool, bool) {
-	active, err := e.rule.Eval(env)
-	if err != nil {
-		e.log.Error("rule evaluation failed", "rule", e.rule.Name, "host", env.Host, "check", env.Check, "err", err)
-		return false, false
-	}
-	return active, true
-}
-
-// transition records tr in the TSDB and notifies the rule's receivers.
-func (e *Evaluator) transition(inst alerting.Instance, tr *alerting.Transition) {
-	e.metrics.transitions.Inc()
-	e.log.Info("alert state changed", "rule", inst.Rule, "host", inst.Labels[alerting.LabelHost],
-		"check", inst.Labels[alerting.LabelCheck], "from", tr.From, "to", tr.To, "reason", tr.Reason)
-	tags := map[string]string{"rule": tsdb.SanitizeTag(inst.Rule)}
-	for k, v := range inst.Labels {
-		if k != alerting.LabelSeverity {
-			tags[k] = tsdb.SanitizeTag(v)
+// recheck runs a child's parent checks now, so its decision waits on fresh
+// parent results rather than on their next interval.
+func (e *Evaluator) recheck(rc recheck) {
+	for _, t := range rc.targets {
+		j, ok := e.jobs[t]
+		if !ok {
+			continue
 		}
+		e.log.Info("re-checking parent before deciding", "rule", rc.child.rule, "host", rc.child.host,
+			"check", rc.child.check, "parent_check", t.check)
+		e.rechecks.Go(func() { e.runJob(e.checkCtx, j) })
 	}
-	e.writer.write([]tsdb.Point{{Metric: MetricAlertState, Tags: tags, Time: tr.At, Value: float64(tr.To)}})
-	custom := map[string]string{"rule": inst.Rule, "from": tr.From.String(), "to": tr.To.String()}
-	for k, v := range inst.Labels {
-		custom[k] = v
+}
+
+// transition records a decision in the TSDB and notifies its receivers.
+func (e *Evaluator) transition(d decision) {
+	inst, tr := d.inst, d.tr
+	if tr.From != tr.To {
+		e.metrics.transitions.Inc()
+		e.log.Info("alert state changed", "rule", inst.Rule, "host", inst.Labels[alerting.LabelHost],
+			"check", inst.Labels[alerting.LabelCheck], "from", tr.From, "to", tr.To, "reason", tr.Reason)
+		tags := map[string]string{"rule": tsdb.SanitizeTag(inst.Rule),
+			"host": tsdb.SanitizeTag(inst.Labels[alerting.LabelHost]), "check": tsdb.SanitizeTag(inst.Labels[alerting.LabelCheck])}
+		e.writer.write([]tsdb.Point{{Metric: MetricAlertState, Tags: tags, Time: tr.At, Value: float64(tr.To)}})
+		custom := maps.Clone(inst.Labels)
+		custom["rule"], custom["from"], custom["to"] = inst.Rule, tr.From.String(), tr.To.String()
+		e.writer.annotate(tsdb.Annotation{
+			Start: tr.At,
+			Description: fmt.Sprintf("%s on %s (%s): %s → %s", inst.Rule, inst.Labels[alerting.LabelHost],
+				inst.Labels[alerting.LabelCheck], tr.From, tr.To),
+			Notes:  inst.Annotations[alerting.AnnotationSummary],
+			Custom: custom,
+		})
 	}
-	e.writer.annotate(tsdb.Annotation{
-		Start: tr.At,
-		Description: fmt.Sprintf("%s on %s (%s): %s → %s", inst.Rule, inst.Labels[alerting.LabelHost],
-			inst.Labels[alerting.LabelCheck], tr.From, tr.To),
-		Notes:  inst.Annotations[alerting.AnnotationSummary],
-		Custom: custom,
-	})
 	n := tr.Notification
 	if n == nil {
 		return
 	}
-	for _, r := range e.rule.Notify {
+	for _, r := range receiversOf(d.rule) {
 		if e.sender == nil || !e.receivers[r] {
 			e.log.Warn("no receiver configured, notification not sent", "receiver", r, "id", n.ID, "status", n.Status,
 				"summary", n.Annotations[alerting.AnnotationSummary])
@@ -397,16 +423,18 @@ func (e *Evaluator) transition(inst alerting.Instance, tr *alerting.Transition) 
 	}
 }
 
-// annotations renders the default rule's summary and the observers' outputs.
-func annotations(env rules.Env) map[string]string {
-	var outputs []byte
-	for _, o := range env.Observers {
-		outputs = fmt.Appendf(outputs, "%s: %s %s\n", o.Name, o.Status, o.Output)
-	}
-	return map[string]string{
-		alerting.AnnotationSummary: fmt.Sprintf("%s %s down from %d of %d observers",
-			env.Host, env.Check, env.Failing, env.Total),
-		alerting.AnnotationOutputs: string(outputs),
+// SetRules replaces the rules, as a reload does. Instances of rules that
+// keep their name keep their state, so a reload neither re-notifies a
+// firing alert nor forgets its recovery; those of removed rules are dropped.
+func (e *Evaluator) SetRules(set *rules.Set) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old := e.engine
+	e.engine = newEngine(e.cfg, set, old.repeatInterval)
+	for ik, inst := range old.instances {
+		if ik.rule == old.def.Name || set != nil && set.Rule(ik.rule) != nil {
+			e.engine.instances[ik] = inst
+		}
 	}
 }
 
@@ -414,7 +442,7 @@ func annotations(env rules.Env) map[string]string {
 // a restart) left in the TSDB, so a firing alert is neither notified again
 // nor forgotten: its recovery will still be sent.
 func (e *Evaluator) restore(ctx context.Context) {
-	series, err := e.store.Last(ctx, MetricAlertState, []tsdb.Filter{{Type: tsdb.LiteralOr, Tag: "rule", Expr: tsdb.SanitizeTag(e.rule.Name)}})
+	series, err := e.store.Last(ctx, MetricAlertState, nil)
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
 			e.log.Error("restore alert states from the TSDB; starting from scratch", "err", err)
@@ -423,34 +451,8 @@ func (e *Evaluator) restore(ctx context.Context) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	restored := 0
-	for _, s := range series {
-		if len(s.Samples) == 0 {
-			continue
-		}
-		k := instanceKey{s.Tags["host"], s.Tags["check"]}
-		if _, ok := e.cfg.Checks[k.check]; !ok {
-			continue
-		}
-		last := s.Samples[len(s.Samples)-1]
-		inst := alerting.Instance{Rule: e.rule.Name, State: alerting.State(last.Value), Labels: map[string]string{
-			alerting.LabelHost: k.host, alerting.LabelCheck: k.check, alerting.LabelSeverity: e.rule.Severity,
-		}}
-		switch inst.State {
-		case alerting.Firing:
-			// The default rule fires as soon as it holds, so the incident
-			// started when it fired; its notifications keep their ids.
-			inst.ActiveAt, inst.FiredAt = last.Time, last.Time
-		case alerting.Pending:
-			inst.ActiveAt = last.Time
-		default:
-			continue
-		}
-		e.instances[k] = inst
-		restored++
-	}
-	if restored > 0 {
-		e.log.Info("restored alert states", "instances", restored)
+	if n := e.engine.restore(series); n > 0 {
+		e.log.Info("restored alert states", "instances", n)
 	}
 }
 
@@ -486,24 +488,33 @@ type Status struct {
 // Status returns a snapshot of this node: who it is, whether it leads, and
 // every rule instance with the latest result of each observer.
 func (e *Evaluator) Status() Status {
+	type row struct {
+		rule string
+		k    instanceKey
+		inst alerting.Instance
+		ok   bool
+	}
 	e.mu.Lock()
 	st := Status{Observer: e.cfg.Observer, Leader: e.epoch > 0, Epoch: e.epoch, Checks: len(e.cfg.Targets)}
-	insts := make(map[instanceKey]alerting.Instance, len(e.instances))
-	for k, v := range e.instances {
-		insts[k] = v
-	}
-	e.mu.Unlock()
+	var rows []row
 	for _, t := range e.cfg.Targets {
 		k := instanceKey{t.Host, t.Check.Name}
-		latest := e.live.latest(k)
-		is := InstanceStatus{Rule: e.rule.Name, Host: k.host, Check: k.check, State: alerting.OK}
-		if inst, ok := insts[k]; ok {
-			is.State, is.Reason, is.Since = inst.State, inst.Reason, inst.ActiveAt
+		for _, r := range e.engine.rulesFor(k) {
+			inst, ok := e.engine.instances[instKey{r.Name, k.host, k.check}]
+			rows = append(rows, row{r.Name, k, inst, ok})
+		}
+	}
+	e.mu.Unlock()
+	for _, r := range rows {
+		latest, _ := e.live.latest(r.k)
+		is := InstanceStatus{Rule: r.rule, Host: r.k.host, Check: r.k.check, State: alerting.OK}
+		if r.ok {
+			is.State, is.Reason, is.Since = r.inst.State, r.inst.Reason, r.inst.ActiveAt
 		} else if len(latest) == 0 {
 			is.State, is.Reason = alerting.Unknown, "no result yet"
 		}
-		for _, r := range latest {
-			is.Observers = append(is.Observers, ObserverResult{Observer: r.Observer, Status: r.Status, Raw: r.Raw, Output: r.Output, At: r.Start})
+		for _, res := range latest {
+			is.Observers = append(is.Observers, ObserverResult{Observer: res.Observer, Status: res.Status, Raw: res.Raw, Output: res.Output, At: res.Start})
 		}
 		st.Instances = append(st.Instances, is)
 	}

@@ -78,6 +78,8 @@ func (m *memStore) Last(_ context.Context, metric string, _ []tsdb.Filter) ([]ts
 	return out, nil
 }
 
+func (m *memStore) Query(context.Context, tsdb.Query) ([]tsdb.Series, error) { return nil, nil }
+
 func (m *memStore) find(metric string, tags map[string]string) []tsdb.Point {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -59,6 +59,7 @@ func (e *Evaluator) schedule(ctx context.Context, s gocron.Scheduler, now time.T
 	var order []slotKey
 	for _, t := range e.cfg.Targets {
 		j := &job{target: t, cmd: plugin.Command{Argv: t.Check.Argv(t.Host), Timeout: t.Check.Timeout}}
+		e.jobs[instanceKey{t.Host, t.Check.Name}] = j
 		k := slotKey{t.Check.Interval, splay(t, e.cfg.Observer, e.cfg.Nodes).Truncate(slotWidth)}
 		if _, ok := slots[k]; !ok {
 			order = append(order, k)

@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,6 +30,7 @@ import (
 	"github.com/dmonitor/dmonitor/evaluator"
 	"github.com/dmonitor/dmonitor/internal/httpserve"
 	"github.com/dmonitor/dmonitor/plugin"
+	"github.com/dmonitor/dmonitor/rules"
 	"github.com/dmonitor/dmonitor/tsdb"
 	"github.com/dmonitor/dmonitor/tsdb/embedded"
 	"github.com/dmonitor/dmonitor/tsdb/httpapi"
@@ -64,7 +68,12 @@ then killed, and every result is written before the process exits.`,
 			if f.observer != "" {
 				cfg.Observer = f.observer
 			}
-			return runDaemon(cmd.Context(), cfg, log)
+			set, err := loadRules(cfg)
+			if err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "dmonitor: rules refused, nothing started:\n%v\n", err)
+				return exitError{1}
+			}
+			return runDaemon(cmd.Context(), cfg, set, log)
 		},
 	}
 	cmd.Flags().StringVar(&f.dir, "config", "/etc/dmonitor", "configuration directory")
@@ -92,7 +101,7 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 // runDaemon builds the services cfg describes and runs them until ctx is
 // done. Everything that can be refused (the store, a receiver, an address)
 // is set up before the first check runs.
-func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	be, err := openBackend(cfg, reg, log)
@@ -121,14 +130,16 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		}
 	}()
 	ev := evaluator.New(evaluator.Options{
-		Config:     cfg,
-		Runner:     plugin.NewRunner(cfg.Workers, plugin.Options{}),
-		Store:      be.store,
-		Annotator:  be.annotator,
-		Sender:     router{dispatcher, rs.routes},
-		Receivers:  slices.Sorted(maps.Keys(rs.routes)),
-		Logger:     log,
-		Registerer: reg,
+		Config:         cfg,
+		Rules:          set,
+		RepeatInterval: cfg.RepeatInterval,
+		Runner:         plugin.NewRunner(cfg.Workers, plugin.Options{}),
+		Store:          be.store,
+		Annotator:      be.annotator,
+		Sender:         router{dispatcher, rs.routes},
+		Receivers:      slices.Sorted(maps.Keys(rs.routes)),
+		Logger:         log,
+		Registerer:     reg,
 	})
 
 	var servers []*httpserve.Server
@@ -163,6 +174,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		g.Go(func() error { return be.run(gctx) })
 	}
 	g.Go(func() error { return ev.Run(gctx) })
+	g.Go(func() error { reloadRulesOnHUP(gctx, cfg, ev, log); return nil })
 	err = g.Wait()
 	stopDispatch()
 	return errors.Join(err, <-dispDone)
@@ -220,6 +232,10 @@ type spooledStore struct {
 
 func (s spooledStore) Append(ctx context.Context, pts []tsdb.Point) error {
 	return s.spool.Append(ctx, pts)
+}
+
+func (s spooledStore) Query(ctx context.Context, q tsdb.Query) ([]tsdb.Series, error) {
+	return s.client.Query(ctx, q)
 }
 
 func (s spooledStore) Last(ctx context.Context, metric string, filters []tsdb.Filter) ([]tsdb.Series, error) {
@@ -312,4 +328,34 @@ func (r router) Send(receiver string, n alerting.Notification) error {
 		errs = append(errs, r.d.Send(q, n))
 	}
 	return errors.Join(errs...)
+}
+
+// loadRules loads <config dir>/rules.d; notify may name the configured
+// receivers and "default".
+func loadRules(cfg *config.Config) (*rules.Set, error) {
+	names := append(slices.Collect(maps.Keys(cfg.Receivers)), config.DefaultReceiver)
+	return rules.Load(filepath.Join(cfg.Dir, "rules.d"), rules.Options{Receivers: names})
+}
+
+// reloadRulesOnHUP reloads rules.d on every SIGHUP until ctx is done. A set
+// that does not load is refused with every error logged, and the rules in
+// force stay.
+func reloadRulesOnHUP(ctx context.Context, cfg *config.Config, ev *evaluator.Evaluator, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		set, err := loadRules(cfg)
+		if err != nil {
+			log.Error("rules reload refused; the previous rules stay in force", "err", err)
+			continue
+		}
+		ev.SetRules(set)
+		log.Info("rules reloaded", "rules", len(set.Rules()))
+	}
 }

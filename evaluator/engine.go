@@ -1,0 +1,384 @@
+package evaluator
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dmonitor/dmonitor/alerting"
+	"github.com/dmonitor/dmonitor/check"
+	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/rules"
+	"github.com/dmonitor/dmonitor/tsdb"
+)
+
+// instKey names one rule instance: a rule over one host×check.
+type instKey struct{ rule, host, check string }
+
+// decision is what one evaluation of one instance decided.
+type decision struct {
+	rule *rules.Rule
+	inst alerting.Instance
+	tr   *alerting.Transition
+}
+
+// hold keeps a child's decision back while its parents are re-checked.
+type hold struct {
+	since, until time.Time
+	parents      []instanceKey // the parents' targets on the child's host
+}
+
+// engine decides alerts from results: which rules apply to which target,
+// what each instance's condition says, which parents hold a child back,
+// and the state every instance is in. It runs no goroutine and reads no
+// clock: the daemon drives it with results as they come and the time, and
+// `dmonitor rules test` drives it over history. Not safe for concurrent use.
+type engine struct {
+	cfg            *config.Config
+	set            *rules.Set
+	def            *rules.Rule
+	repeatInterval time.Duration
+
+	byHost    map[string][]instanceKey // host → its targets
+	children  map[string][]*rules.Rule // rule → rules that depend on it
+	instances map[instKey]alerting.Instance
+	holds     map[instKey]hold
+}
+
+func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration) *engine {
+	g := &engine{cfg: cfg, set: set, def: rules.Default(), repeatInterval: repeat,
+		byHost: make(map[string][]instanceKey), children: make(map[string][]*rules.Rule),
+		instances: make(map[instKey]alerting.Instance), holds: make(map[instKey]hold)}
+	for _, t := range cfg.Targets {
+		g.byHost[t.Host] = append(g.byHost[t.Host], instanceKey{t.Host, t.Check.Name})
+	}
+	if set != nil {
+		for _, r := range set.Rules() {
+			for _, p := range r.DependsOn {
+				g.children[p] = append(g.children[p], r)
+			}
+		}
+	}
+	return g
+}
+
+// rulesFor returns the rules of target k: those whose select matches, or
+// the default rule when none does.
+func (g *engine) rulesFor(k instanceKey) []*rules.Rule {
+	if g.set != nil {
+		if rs := g.set.Match(k.host, k.check, nil); len(rs) > 0 {
+			return rs
+		}
+	}
+	return []*rules.Rule{g.def}
+}
+
+// inputs are what an evaluation reads: the latest result of each observer
+// of a target with their earlier statuses, and this tick's TSDB data.
+type inputs struct {
+	results func(instanceKey) ([]check.Result, [][]check.Status)
+	data    *rules.Data
+}
+
+// recheck asks for targets to be run now, on behalf of a child rule
+// instance whose parents must be looked at again before it may fire.
+type recheck struct {
+	child   instKey
+	targets []instanceKey
+}
+
+// evaluate evaluates the instances of targets, and of every rule instance
+// on the same hosts that depends on them, at now: parents before children,
+// so a child sees its parents' new state. It returns the decisions that
+// made a transition, and the targets to re-check at once.
+func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]decision, []recheck) {
+	type todo struct {
+		r *rules.Rule
+		k instanceKey
+	}
+	seen := make(map[instKey]bool)
+	var work []todo
+	var add func(r *rules.Rule, k instanceKey)
+	add = func(r *rules.Rule, k instanceKey) {
+		ik := instKey{r.Name, k.host, k.check}
+		if seen[ik] {
+			return
+		}
+		seen[ik] = true
+		work = append(work, todo{r, k})
+		// A child's suppression follows its parents: re-evaluate the
+		// children of r on the same host.
+		for _, c := range g.children[r.Name] {
+			for _, t := range g.byHost[k.host] {
+				if c.Matches(t.host, t.check, nil) {
+					add(c, t)
+				}
+			}
+		}
+	}
+	for _, k := range targets {
+		for _, r := range g.rulesFor(k) {
+			add(r, k)
+		}
+	}
+	// Parents first: the rule order of the set, the default rule (which
+	// nothing depends on) last.
+	rank := make(map[string]int)
+	if g.set != nil {
+		for i, r := range g.set.Rules() {
+			rank[r.Name] = i
+		}
+	}
+	rank[g.def.Name] = len(rank)
+	slices.SortStableFunc(work, func(a, b todo) int { return rank[a.r.Name] - rank[b.r.Name] })
+
+	var out []decision
+	var rechecks []recheck
+	for _, w := range work {
+		d, rc := g.evaluateOne(now, w.r, w.k, in)
+		if d.tr != nil {
+			out = append(out, d)
+		}
+		if rc != nil {
+			rechecks = append(rechecks, *rc)
+		}
+	}
+	return out, rechecks
+}
+
+// evaluateOne runs rule r on target k at now.
+func (g *engine) evaluateOne(now time.Time, r *rules.Rule, k instanceKey, in inputs) (decision, *recheck) {
+	ik := instKey{r.Name, k.host, k.check}
+	c := g.cfg.Checks[k.check]
+	results, history := in.results(k)
+	env, known := rules.NewEnv(k.host, k.check, results, now, c.Interval, c.Quorum)
+	for i := range env.Observers {
+		env.Observers[i].History = history[i]
+	}
+	env.Data = in.data
+
+	var input alerting.Input
+	switch active, err := r.Eval(env); {
+	case !known:
+		input.Unknown = true
+		input.Reason = fmt.Sprintf("%d fresh observers, quorum is %d", env.Total, env.Quorum)
+	case err != nil:
+		input.Unknown, input.Reason = true, err.Error()
+	default:
+		input.Active = active
+	}
+	input.Annotations = g.annotations(r, env)
+
+	inst, ok := g.instances[ik]
+	if !ok {
+		inst = alerting.Instance{Rule: r.Name, Labels: g.labels(r, k)}
+	}
+	var rc *recheck
+	if input.Active || input.Unknown {
+		input.Suppressed = g.parentDown(r, k)
+		if input.Suppressed == "" && input.Active {
+			input.Suppressed, rc = g.holdForParents(now, r, k, ik, inst, in)
+		}
+	} else {
+		delete(g.holds, ik)
+	}
+
+	next, tr := inst.Next(now, input, alerting.Params{For: r.For, KeepFiringFor: r.KeepFiringFor, RepeatInterval: g.repeatInterval})
+	if next.State == alerting.OK && next.ActiveAt.IsZero() && next.FiredAt.IsZero() {
+		// Nothing to remember that a new instance would not know: at ten
+		// thousand checks, keeping every healthy one costs megabytes.
+		delete(g.instances, ik)
+	} else {
+		g.instances[ik] = next
+	}
+	return decision{rule: r, inst: next, tr: tr}, rc
+}
+
+// down reports whether a parent instance in state s holds its children
+// back: firing in any form, or not known to be fine.
+func down(s alerting.State) bool {
+	switch s {
+	case alerting.Firing, alerting.Acknowledged, alerting.Silenced, alerting.Unknown, alerting.Suppressed:
+		return true
+	}
+	return false
+}
+
+// parentDown returns why a parent of r holds target k back, or "". A parent
+// rule's instances on the same host count; a parent with none on this host
+// (a rule about a shared router, say) counts through any of its instances.
+func (g *engine) parentDown(r *rules.Rule, k instanceKey) string {
+	for _, p := range r.DependsOn {
+		var onHost, anywhere string
+		for ik, inst := range g.instances {
+			if ik.rule != p || !down(inst.State) {
+				continue
+			}
+			why := fmt.Sprintf("parent %q is %s on %s (%s)", p, inst.State, ik.host, ik.check)
+			if ik.host == k.host {
+				onHost = why
+				break
+			}
+			anywhere = why
+		}
+		if onHost != "" {
+			return onHost
+		}
+		if anywhere != "" && !g.hasTargetOn(p, k.host) {
+			return anywhere
+		}
+	}
+	return ""
+}
+
+// hasTargetOn reports whether rule name applies to a target on host.
+func (g *engine) hasTargetOn(name, host string) bool {
+	r := g.set.Rule(name)
+	for _, t := range g.byHost[host] {
+		if r != nil && r.Matches(t.host, t.check, nil) {
+			return true
+		}
+	}
+	return false
+}
+
+// holdForParents keeps a child that has just started failing from firing
+// until its parents' checks on the same host have run again, so the page
+// names the cause, not the symptom. It returns the reason while holding,
+// and the re-check to ask for when the hold begins.
+func (g *engine) holdForParents(now time.Time, r *rules.Rule, k instanceKey, ik instKey, inst alerting.Instance, in inputs) (string, *recheck) {
+	if len(r.DependsOn) == 0 || !inst.FiredAt.IsZero() {
+		return "", nil
+	}
+	h, holding := g.holds[ik]
+	if !holding {
+		if inst.State != alerting.OK && inst.State != alerting.Unknown {
+			return "", nil // already past the start of this failure
+		}
+		h = hold{since: now}
+		var wait time.Duration
+		for _, p := range r.DependsOn {
+			pr := g.set.Rule(p)
+			for _, t := range g.byHost[k.host] {
+				if pr != nil && pr.Matches(t.host, t.check, nil) {
+					h.parents = append(h.parents, t)
+					wait = max(wait, g.cfg.Checks[t.check].Timeout)
+				}
+			}
+		}
+		if len(h.parents) == 0 {
+			return "", nil
+		}
+		// The parents' plugins run at once; allow their timeout and a
+		// second for the results to come in.
+		h.until = now.Add(wait + time.Second)
+		g.holds[ik] = h
+		return holdReason(h), &recheck{child: ik, targets: slices.Clone(h.parents)}
+	}
+	if now.Before(h.until) {
+		for _, t := range h.parents {
+			if !g.seenSince(t, h.since, in) {
+				return holdReason(h), nil
+			}
+		}
+	}
+	delete(g.holds, ik)
+	return "", nil
+}
+
+func holdReason(h hold) string {
+	names := make([]string, len(h.parents))
+	for i, t := range h.parents {
+		names[i] = t.check
+	}
+	return "waiting for parent checks " + strings.Join(names, ", ") + " to run again"
+}
+
+// seenSince reports whether some observer has a result for t started at or
+// after since.
+func (g *engine) seenSince(t instanceKey, since time.Time, in inputs) bool {
+	results, _ := in.results(t)
+	for _, r := range results {
+		if !r.Start.Before(since) {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *engine) labels(r *rules.Rule, k instanceKey) map[string]string {
+	l := make(map[string]string, len(r.Labels)+3)
+	maps.Copy(l, r.Labels)
+	l[alerting.LabelHost], l[alerting.LabelCheck], l[alerting.LabelSeverity] = k.host, k.check, r.Severity
+	return l
+}
+
+// annotations renders the rule's summary and description and lists the
+// observers' outputs. A template that fails says so in the summary rather
+// than losing the alert.
+func (g *engine) annotations(r *rules.Rule, env rules.Env) map[string]string {
+	var outputs strings.Builder
+	for _, o := range env.Observers {
+		fmt.Fprintf(&outputs, "%s: %s %s\n", o.Name, o.Status, o.Output)
+	}
+	summary, description, err := r.Render(env)
+	if err != nil {
+		summary = fmt.Sprintf("%s on %s (%s): summary template failed: %v", r.Name, env.Host, env.Check, err)
+	}
+	a := map[string]string{alerting.AnnotationSummary: summary, alerting.AnnotationOutputs: outputs.String()}
+	if description != "" {
+		a[alerting.AnnotationDescription] = description
+	}
+	return a
+}
+
+// receivers returns where r's notifications go: its notify list, or the
+// default receiver (alert.d/) when it names none.
+func receiversOf(r *rules.Rule) []string {
+	if len(r.Notify) > 0 {
+		return r.Notify
+	}
+	return []string{config.DefaultReceiver}
+}
+
+// restore takes up instances from the last dmonitor.alert.state of each
+// rule instance: those firing or pending, for rules that still exist. It
+// returns how many it restored.
+func (g *engine) restore(series []tsdb.Series) int {
+	n := 0
+	for _, s := range series {
+		if len(s.Samples) == 0 {
+			continue
+		}
+		ik := instKey{s.Tags["rule"], s.Tags["host"], s.Tags["check"]}
+		k := instanceKey{ik.host, ik.check}
+		var r *rules.Rule
+		for _, cand := range g.rulesFor(k) {
+			if cand.Name == ik.rule {
+				r = cand
+			}
+		}
+		if r == nil || g.cfg.Checks[k.check] == nil {
+			continue
+		}
+		last := s.Samples[len(s.Samples)-1]
+		inst := alerting.Instance{Rule: r.Name, Labels: g.labels(r, k), State: alerting.State(last.Value)}
+		switch inst.State {
+		case alerting.Firing, alerting.Acknowledged:
+			// The state was written when the instance fired; with a `for`
+			// the condition began that much earlier, which is what the
+			// incident's notifications were identified by.
+			inst.State = alerting.Firing
+			inst.FiredAt, inst.ActiveAt = last.Time, last.Time.Add(-r.For)
+		case alerting.Pending:
+			inst.ActiveAt = last.Time
+		default:
+			continue
+		}
+		g.instances[ik] = inst
+		n++
+	}
+	return n
+}

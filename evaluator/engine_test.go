@@ -1,0 +1,178 @@
+package evaluator
+
+import (
+	"testing"
+	"time"
+
+	"github.com/dmonitor/dmonitor/alerting"
+	"github.com/dmonitor/dmonitor/check"
+	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/rules"
+)
+
+const depRules = `
+rules:
+  - name: www-ping
+    select: {check: ping}
+  - name: www-http
+    select: {check: http}
+    depends_on: [www-ping]
+`
+
+// world is a hand-driven set of latest results for the engine.
+type world struct {
+	results map[instanceKey][]check.Result
+}
+
+func (w *world) set(host, chk string, s check.Status, at time.Time) {
+	w.results[instanceKey{host, chk}] = []check.Result{{Host: host, Check: chk, Observer: "eu-1", Status: s, Start: at}}
+}
+
+func (w *world) inputs() inputs {
+	return inputs{results: func(k instanceKey) ([]check.Result, [][]check.Status) {
+		rs := w.results[k]
+		return rs, make([][]check.Status, len(rs))
+	}}
+}
+
+func depEngine(t *testing.T) (*engine, *world) {
+	t.Helper()
+	set, err := rules.Parse("deps.yaml", []byte(depRules), rules.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping := &config.Check{Name: "ping", Interval: 10 * time.Second, Timeout: 2 * time.Second, Quorum: 1}
+	http := &config.Check{Name: "http", Interval: 10 * time.Second, Timeout: 5 * time.Second, Quorum: 1}
+	cfg := &config.Config{Checks: map[string]*config.Check{"ping": ping, "http": http},
+		Targets: []config.Target{{Host: "www1", Check: http}, {Host: "www1", Check: ping}}}
+	return newEngine(cfg, set, 0), &world{results: map[instanceKey][]check.Result{}}
+}
+
+var (
+	httpKey = instanceKey{"www1", "http"}
+	pingKey = instanceKey{"www1", "ping"}
+)
+
+// notified returns the status notified for rule in ds, or "".
+func notified(ds []decision, rule string) alerting.Status {
+	for _, d := range ds {
+		if d.rule.Name == rule && d.tr.Notification != nil {
+			return d.tr.Notification.Status
+		}
+	}
+	return ""
+}
+
+func (g *engine) state(rule string, k instanceKey) alerting.State {
+	if inst, ok := g.instances[instKey{rule, k.host, k.check}]; ok {
+		return inst.State
+	}
+	return alerting.OK
+}
+
+func TestChildOfFailingParentSendsNothing(t *testing.T) {
+	g, w := depEngine(t)
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	w.set("www1", "ping", check.Critical, t0)
+	w.set("www1", "http", check.Critical, t0)
+	ds, rcs := g.evaluate(t0, []instanceKey{httpKey, pingKey}, w.inputs())
+	if notified(ds, "www-ping") != alerting.StatusFiring {
+		t.Fatalf("the parent's outage was not notified: %+v", ds)
+	}
+	if s := g.state("www-http", httpKey); s != alerting.Suppressed || notified(ds, "www-http") != "" || len(rcs) != 0 {
+		t.Fatalf("child: state %v, notified %q, rechecks %v; want suppressed, silent, none", s, notified(ds, "www-http"), rcs)
+	}
+	// Both recover: the parent's recovery is sent, the child says nothing.
+	t1 := t0.Add(time.Minute)
+	w.set("www1", "ping", check.OK, t1)
+	w.set("www1", "http", check.OK, t1)
+	ds, _ = g.evaluate(t1, []instanceKey{pingKey, httpKey}, w.inputs())
+	if notified(ds, "www-ping") != alerting.StatusResolved || notified(ds, "www-http") != "" {
+		t.Fatalf("recovery: ping %q, http %q; want resolved and nothing", notified(ds, "www-ping"), notified(ds, "www-http"))
+	}
+}
+
+func TestParentRecoveryLetsChildFire(t *testing.T) {
+	g, w := depEngine(t)
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	w.set("www1", "ping", check.Critical, t0)
+	w.set("www1", "http", check.Critical, t0)
+	g.evaluate(t0, []instanceKey{pingKey, httpKey}, w.inputs())
+	// The child keeps failing; the parent's new result is what arrives, and
+	// the child is re-evaluated with it.
+	t1 := t0.Add(time.Minute)
+	w.set("www1", "http", check.Critical, t1.Add(-time.Second))
+	w.set("www1", "ping", check.OK, t1)
+	ds, _ := g.evaluate(t1, []instanceKey{pingKey}, w.inputs())
+	if notified(ds, "www-http") != alerting.StatusFiring || g.state("www-http", httpKey) != alerting.Firing {
+		t.Fatalf("still-failing child after the parent recovered: %v, notified %q", g.state("www-http", httpKey), notified(ds, "www-http"))
+	}
+	for _, d := range ds {
+		if d.rule.Name == "www-http" && !d.tr.Notification.StartsAt.Equal(t0) {
+			t.Errorf("child alert starts %v, want %v when it began failing", d.tr.Notification.StartsAt, t0)
+		}
+	}
+}
+
+func TestChildOfUnknownParentIsSuppressed(t *testing.T) {
+	g, w := depEngine(t)
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	// The parent has no fresh result (3 intervals old): unknown.
+	w.set("www1", "ping", check.OK, t0.Add(-30*time.Second))
+	w.set("www1", "http", check.Critical, t0)
+	ds, _ := g.evaluate(t0, []instanceKey{pingKey, httpKey}, w.inputs())
+	if g.state("www-ping", pingKey) != alerting.Unknown || g.state("www-http", httpKey) != alerting.Suppressed || notified(ds, "www-http") != "" {
+		t.Fatalf("ping %v, http %v (notified %q); want unknown, suppressed, silent",
+			g.state("www-ping", pingKey), g.state("www-http", httpKey), notified(ds, "www-http"))
+	}
+}
+
+func TestChildWaitsForParentRecheck(t *testing.T) {
+	g, w := depEngine(t)
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	w.set("www1", "ping", check.OK, t0.Add(-5*time.Second))
+	w.set("www1", "http", check.Critical, t0)
+	ds, rcs := g.evaluate(t0, []instanceKey{httpKey}, w.inputs())
+	if len(rcs) != 1 || len(rcs[0].targets) != 1 || rcs[0].targets[0] != pingKey {
+		t.Fatalf("rechecks = %+v, want the parent's ping on www1", rcs)
+	}
+	if notified(ds, "www-http") != "" || g.state("www-http", httpKey) != alerting.Suppressed {
+		t.Fatalf("child decided before its parent was re-checked: %v", g.state("www-http", httpKey))
+	}
+	// The re-check finds the host down: the child stays quiet, the parent pages.
+	t1 := t0.Add(time.Second)
+	w.set("www1", "ping", check.Critical, t1)
+	ds, _ = g.evaluate(t1, []instanceKey{pingKey}, w.inputs())
+	if notified(ds, "www-ping") != alerting.StatusFiring || notified(ds, "www-http") != "" {
+		t.Fatalf("after the re-check: ping %q, http %q; want the page to name the parent only",
+			notified(ds, "www-ping"), notified(ds, "www-http"))
+	}
+}
+
+func TestChildFiresWhenParentRecheckFindsItUp(t *testing.T) {
+	g, w := depEngine(t)
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	w.set("www1", "ping", check.OK, t0.Add(-5*time.Second))
+	w.set("www1", "http", check.Critical, t0)
+	g.evaluate(t0, []instanceKey{httpKey}, w.inputs())
+	t1 := t0.Add(time.Second)
+	w.set("www1", "ping", check.OK, t1)
+	ds, _ := g.evaluate(t1, []instanceKey{pingKey}, w.inputs())
+	if notified(ds, "www-http") != alerting.StatusFiring {
+		t.Fatalf("parent re-checked up, child still failing: notified %q, state %v", notified(ds, "www-http"), g.state("www-http", httpKey))
+	}
+}
+
+func TestChildFiresWhenParentRecheckTimesOut(t *testing.T) {
+	g, w := depEngine(t)
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	w.set("www1", "ping", check.OK, t0.Add(-5*time.Second))
+	w.set("www1", "http", check.Critical, t0)
+	g.evaluate(t0, []instanceKey{httpKey}, w.inputs())
+	// No new parent result: after the parent's timeout and a second, the
+	// child is decided on what is known.
+	ds, _ := g.evaluate(t0.Add(3*time.Second+time.Millisecond), []instanceKey{httpKey}, w.inputs())
+	if notified(ds, "www-http") != alerting.StatusFiring {
+		t.Fatalf("after the re-check deadline: notified %q, state %v", notified(ds, "www-http"), g.state("www-http", httpKey))
+	}
+}
