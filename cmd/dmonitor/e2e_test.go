@@ -159,3 +159,70 @@ func countPoints(t *testing.T, dir string, begin time.Time) int {
 	}
 	return n
 }
+
+// TestDependencyPagesTheCause runs rules.d with a dependency through the
+// real daemon: when the parent's service and the child's both go down,
+// only the parent pages; when the parent comes back and the child is
+// still down, the child pages.
+func TestDependencyPagesTheCause(t *testing.T) {
+	requirePlugins(t)
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	gw := startService(t, "127.0.0.1:0")
+	app := startService(t, "127.0.0.1:0")
+	control := freePort(t)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml": fmt.Sprintf(`observer: e2e
+interval: 1s
+control: {listen: %q}
+tsdb: {listen: ""}
+smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+checks:
+  gw:
+    command: [check_tcp, -H, "{{host}}", -p, %q]
+  app:
+    command: [check_tcp, -H, "{{host}}", -p, %q]
+`, control, mail.Addr, gw.port(), app.port()),
+		"rules.d/deps.yaml": `rules:
+  - name: gw-up
+    select: {check: gw}
+  - name: app-up
+    select: {check: app}
+    depends_on: [gw-up]
+`,
+		"hosts.d/127.0.0.1/gw":       "",
+		"hosts.d/127.0.0.1/app":      "",
+		"alert.d/oncall@example.org": "",
+	})
+	d := startDaemon(t, dir, control)
+	waitFor(t, "both checks ok", func() bool {
+		return d.state(t, "127.0.0.1", "gw") == "ok" && d.state(t, "127.0.0.1", "app") == "ok"
+	})
+
+	app.l.Close()
+	gw.l.Close()
+	if got := mail.Next(t).Msg.Header.Get("Subject"); !strings.Contains(got, "FIRING") || !strings.Contains(got, "gw-up") {
+		t.Fatalf("first mail %q, want the parent gw-up firing", got)
+	}
+	waitFor(t, "the child to read suppressed", func() bool { return d.stateOf(t, "app-up") == "suppressed" })
+
+	startService(t, gw.addr)
+	got := map[string]bool{}
+	for range 2 {
+		got[mail.Next(t).Msg.Header.Get("Subject")] = true
+	}
+	var parentResolved, childFiring bool
+	for s := range got {
+		parentResolved = parentResolved || strings.Contains(s, "RESOLVED") && strings.Contains(s, "gw-up")
+		childFiring = childFiring || strings.Contains(s, "FIRING") && strings.Contains(s, "app-up")
+	}
+	if !parentResolved || !childFiring {
+		t.Fatalf("after the parent came back: %v; want gw-up resolved and app-up firing", got)
+	}
+	d.stop(t)
+	select {
+	case m := <-mail.Received:
+		t.Errorf("one mail too many: %s", m.Msg.Header.Get("Subject"))
+	default:
+	}
+}

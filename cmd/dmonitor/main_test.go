@@ -179,22 +179,38 @@ func (d *daemon) metric(t *testing.T, name string) float64 {
 	return sum
 }
 
-// state returns the alert state of host/check from /status.
-func (d *daemon) state(t *testing.T, host, check string) string {
+type instanceStatus struct{ Rule, Host, Check, State string }
+
+func (d *daemon) instances(t *testing.T) []instanceStatus {
 	t.Helper()
 	resp, err := http.Get("http://" + d.control + "/status")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var st struct {
-		Instances []struct{ Host, Check, State string }
-	}
+	var st struct{ Instances []instanceStatus }
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		t.Fatal(err)
 	}
-	for _, in := range st.Instances {
+	return st.Instances
+}
+
+// state returns the alert state of host/check from /status.
+func (d *daemon) state(t *testing.T, host, check string) string {
+	t.Helper()
+	for _, in := range d.instances(t) {
 		if in.Host == host && in.Check == check {
+			return in.State
+		}
+	}
+	return ""
+}
+
+// stateOf returns the state of the (first) instance of rule from /status.
+func (d *daemon) stateOf(t *testing.T, rule string) string {
+	t.Helper()
+	for _, in := range d.instances(t) {
+		if in.Rule == rule {
 			return in.State
 		}
 	}
