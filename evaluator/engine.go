@@ -169,7 +169,12 @@ func (g *engine) evaluateOne(now time.Time, r *rules.Rule, k instanceKey, in inp
 	default:
 		input.Active = active
 	}
-	input.Annotations = g.annotations(r, env)
+	if input.Active {
+		// Only a condition that holds keeps annotations (they tell the
+		// firing, and later the resolved, notification what was wrong):
+		// rendering them for every healthy instance would double a tick.
+		input.Annotations = g.annotations(r, env)
+	}
 
 	inst, ok := g.instances[ik]
 	if !ok {
@@ -211,37 +216,27 @@ func down(s alerting.State) bool {
 // (a rule about a shared router, say) counts through any of its instances.
 func (g *engine) parentDown(r *rules.Rule, k instanceKey) string {
 	for _, p := range r.DependsOn {
-		var onHost, anywhere string
-		for ik, inst := range g.instances {
-			if ik.rule != p || !down(inst.State) {
+		pr := g.set.Rule(p)
+		onHost := false
+		for _, t := range g.byHost[k.host] {
+			if pr == nil || !pr.Matches(t.host, t.check, nil) {
 				continue
 			}
-			why := fmt.Sprintf("parent %q is %s on %s (%s)", p, inst.State, ik.host, ik.check)
-			if ik.host == k.host {
-				onHost = why
-				break
+			onHost = true
+			if inst, ok := g.instances[instKey{p, t.host, t.check}]; ok && down(inst.State) {
+				return fmt.Sprintf("parent %q is %s on %s (%s)", p, inst.State, t.host, t.check)
 			}
-			anywhere = why
 		}
-		if onHost != "" {
-			return onHost
+		if onHost {
+			continue
 		}
-		if anywhere != "" && !g.hasTargetOn(p, k.host) {
-			return anywhere
+		for ik, inst := range g.instances {
+			if ik.rule == p && down(inst.State) {
+				return fmt.Sprintf("parent %q is %s on %s (%s)", p, inst.State, ik.host, ik.check)
+			}
 		}
 	}
 	return ""
-}
-
-// hasTargetOn reports whether rule name applies to a target on host.
-func (g *engine) hasTargetOn(name, host string) bool {
-	r := g.set.Rule(name)
-	for _, t := range g.byHost[host] {
-		if r != nil && r.Matches(t.host, t.check, nil) {
-			return true
-		}
-	}
-	return false
 }
 
 // holdForParents keeps a child that has just started failing from firing
