@@ -1,6 +1,8 @@
 // Package control serves dmonitor's control port (2929 by default): health,
-// Prometheus metrics, the node's status and Go profiles. It listens on loopback unless
-// configured otherwise; nothing it serves now changes state.
+// Prometheus metrics, the node's status and Go profiles (Handler), and the
+// operators' API for silences and acknowledgements (APIHandler), whose
+// changes need the bearer token of control.token_file. It listens on
+// loopback unless configured otherwise.
 package control
 
 import (

@@ -14,6 +14,13 @@ import (
 	"github.com/dmonitor/dmonitor/tsdb"
 )
 
+// Silences says which operator's silence matches an alert, if any.
+type Silences interface {
+	// MatchAlert returns the id of an active silence matching the alert of
+	// rule with labels at now, or "".
+	MatchAlert(rule string, labels map[string]string, now time.Time) string
+}
+
 // instKey names one rule instance: a rule over one host×check.
 type instKey struct{ rule, host, check string }
 
@@ -40,6 +47,7 @@ type engine struct {
 	set            *rules.Set
 	def            *rules.Rule
 	repeatInterval time.Duration
+	silences       Silences // nil: nothing is silenced
 
 	byHost    map[string][]instanceKey // host → its targets
 	children  map[string][]*rules.Rule // rule → rules that depend on it
@@ -47,8 +55,8 @@ type engine struct {
 	holds     map[instKey]hold
 }
 
-func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration) *engine {
-	g := &engine{cfg: cfg, set: set, def: rules.Default(), repeatInterval: repeat,
+func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silences Silences) *engine {
+	g := &engine{cfg: cfg, set: set, def: rules.Default(), repeatInterval: repeat, silences: silences,
 		byHost: make(map[string][]instanceKey), children: make(map[string][]*rules.Rule),
 		instances: make(map[instKey]alerting.Instance), holds: make(map[instKey]hold)}
 	for _, t := range cfg.Targets {
@@ -179,6 +187,9 @@ func (g *engine) evaluateOne(now time.Time, r *rules.Rule, k instanceKey, in inp
 	inst, ok := g.instances[ik]
 	if !ok {
 		inst = alerting.Instance{Rule: r.Name, Labels: g.labels(r, k)}
+	}
+	if input.Active && g.silences != nil {
+		input.Silenced = g.silences.MatchAlert(r.Name, inst.Labels, now)
 	}
 	var rc *recheck
 	if input.Active || input.Unknown {

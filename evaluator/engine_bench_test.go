@@ -73,7 +73,7 @@ func BenchmarkEngineTick(b *testing.B) {
 	for i, t := range cfg.Targets {
 		targets[i] = instanceKey{t.Host, t.Check.Name}
 	}
-	g := newEngine(cfg, set, 0)
+	g := newEngine(cfg, set, 0, nil)
 	queries := 0
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {

@@ -45,7 +45,7 @@ func depEngine(t *testing.T) (*engine, *world) {
 	http := &config.Check{Name: "http", Interval: 10 * time.Second, Timeout: 5 * time.Second, Quorum: 1}
 	cfg := &config.Config{Checks: map[string]*config.Check{"ping": ping, "http": http},
 		Targets: []config.Target{{Host: "www1", Check: http}, {Host: "www1", Check: ping}}}
-	return newEngine(cfg, set, 0), &world{results: map[instanceKey][]check.Result{}}
+	return newEngine(cfg, set, 0, nil), &world{results: map[instanceKey][]check.Result{}}
 }
 
 var (

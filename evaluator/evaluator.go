@@ -20,6 +20,7 @@ import (
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/control"
 	"github.com/dmonitor/dmonitor/lock"
 	"github.com/dmonitor/dmonitor/plugin"
 	"github.com/dmonitor/dmonitor/rules"
@@ -66,6 +67,8 @@ type Options struct {
 	// RepeatInterval re-notifies a firing alert that nobody acknowledged;
 	// 0 never repeats.
 	RepeatInterval time.Duration
+	// Silences, when set, hold back the alerts an operator silenced.
+	Silences Silences
 	// Annotator, when set, gets every alert transition as a global
 	// annotation, so Grafana and the OpenTSDB UI can overlay them.
 	Annotator Annotator
@@ -132,7 +135,7 @@ func New(o Options) *Evaluator {
 		live:   newLive(),
 		dirty:  make(map[instanceKey]struct{}),
 		wake:   make(chan struct{}, 1),
-		engine: newEngine(o.Config, o.Rules, o.RepeatInterval),
+		engine: newEngine(o.Config, o.Rules, o.RepeatInterval, o.Silences),
 		jobs:   make(map[instanceKey]*job, len(o.Config.Targets)),
 	}
 	for _, r := range o.Receivers {
@@ -430,12 +433,41 @@ func (e *Evaluator) SetRules(set *rules.Set) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	old := e.engine
-	e.engine = newEngine(e.cfg, set, old.repeatInterval)
+	e.engine = newEngine(e.cfg, set, old.repeatInterval, old.silences)
 	for ik, inst := range old.instances {
 		if ik.rule == old.def.Name || set != nil && set.Rule(ik.rule) != nil {
 			e.engine.instances[ik] = inst
 		}
 	}
+}
+
+// Acknowledge records that by is on the firing alert of rule on host's
+// check: it reads acknowledged and is not repeated until it resolves.
+// Errors: control.ErrNotLeader on a node that does not lead (acks are
+// leader state), control.ErrNotFiring when the instance is not firing,
+// control.ErrUnknownInstance when rule does not apply to that check.
+func (e *Evaluator) Acknowledge(rule, host, chk, by, comment string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.epoch == 0 {
+		return fmt.Errorf("acknowledge %s on %s (%s): %w", rule, host, chk, control.ErrNotLeader)
+	}
+	ik := instKey{rule, host, chk}
+	if inst, ok := e.engine.instances[ik]; ok {
+		acked, ok := inst.Acknowledge(by, comment, e.now())
+		if !ok {
+			return fmt.Errorf("acknowledge %s on %s (%s): it is %s: %w", rule, host, chk, inst.State, control.ErrNotFiring)
+		}
+		e.engine.instances[ik] = acked
+		e.log.Info("alert acknowledged", "rule", rule, "host", host, "check", chk, "by", by, "comment", comment)
+		return nil
+	}
+	for _, r := range e.engine.rulesFor(instanceKey{host, chk}) {
+		if r.Name == rule && e.cfg.Checks[chk] != nil {
+			return fmt.Errorf("acknowledge %s on %s (%s): it is ok: %w", rule, host, chk, control.ErrNotFiring)
+		}
+	}
+	return fmt.Errorf("acknowledge %s on %s (%s): %w", rule, host, chk, control.ErrUnknownInstance)
 }
 
 // restore takes up the alert states a previous leader (or this node before

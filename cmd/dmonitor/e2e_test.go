@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -225,4 +226,86 @@ checks:
 		t.Errorf("one mail too many: %s", m.Msg.Header.Get("Subject"))
 	default:
 	}
+}
+
+// api calls the control API with the bearer token and returns the status
+// and body.
+func (d *daemon) api(t *testing.T, method, path, token, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+d.control+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestSilenceAndAcknowledge: an operator silences a host through the
+// control API before its service fails; nothing is mailed until the
+// silence is expired; then the page goes out and can be acknowledged.
+func TestSilenceAndAcknowledge(t *testing.T) {
+	requirePlugins(t)
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	svc := startService(t, "127.0.0.1:0")
+	control := freePort(t)
+	dir := t.TempDir()
+	const token = "s3cret-token"
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml": fmt.Sprintf(`observer: e2e
+interval: 1s
+control: {listen: %q, token_file: token}
+tsdb: {listen: ""}
+smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+checks:
+  svc:
+    command: [check_tcp, -H, "{{host}}", -p, %q]
+`, control, mail.Addr, svc.port()),
+		"token":                      token + "\n",
+		"hosts.d/127.0.0.1/svc":      "",
+		"alert.d/oncall@example.org": "",
+	})
+	d := startDaemon(t, dir, control)
+	waitFor(t, "the service to be seen up", func() bool { return d.state(t, "127.0.0.1", "svc") == "ok" })
+
+	if code, _ := d.api(t, "POST", "/api/v1/silences", "wrong", `{}`); code != http.StatusUnauthorized {
+		t.Fatalf("a wrong token got %d, want 401", code)
+	}
+	body := fmt.Sprintf(`{"matchers":[{"name":"host","value":"127.0.0.1","isRegex":false,"isEqual":true}],
+		"startsAt":%q,"endsAt":%q,"createdBy":"ann","comment":"maintenance"}`,
+		time.Now().Add(-time.Minute).Format(time.RFC3339), time.Now().Add(time.Hour).Format(time.RFC3339))
+	code, resp := d.api(t, "POST", "/api/v1/silences", token, body)
+	if code != http.StatusOK {
+		t.Fatalf("create silence: %d %s", code, resp)
+	}
+	var created struct{ SilenceID string }
+	if err := json.Unmarshal([]byte(resp), &created); err != nil || created.SilenceID == "" {
+		t.Fatalf("create silence answered %s", resp)
+	}
+
+	svc.l.Close()
+	waitFor(t, "the alert to read silenced", func() bool { return d.state(t, "127.0.0.1", "svc") == "silenced" })
+	select {
+	case m := <-mail.Received:
+		t.Fatalf("mailed during a silence: %s", m.Msg.Header.Get("Subject"))
+	default:
+	}
+
+	if code, resp := d.api(t, "DELETE", "/api/v1/silence/"+created.SilenceID, token, ""); code != http.StatusOK {
+		t.Fatalf("expire silence: %d %s", code, resp)
+	}
+	if got := mail.Next(t).Msg.Header.Get("Subject"); !strings.Contains(got, "FIRING") {
+		t.Fatalf("after the silence: %q, want the firing mail", got)
+	}
+	code, resp = d.api(t, "POST", "/api/v1/acks", token, `{"rule":"default","host":"127.0.0.1","check":"svc","by":"ann","comment":"on it"}`)
+	if code != http.StatusOK {
+		t.Fatalf("acknowledge: %d %s", code, resp)
+	}
+	waitFor(t, "the alert to read acknowledged", func() bool { return d.state(t, "127.0.0.1", "svc") == "acknowledged" })
 }

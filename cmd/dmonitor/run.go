@@ -31,6 +31,7 @@ import (
 	"github.com/dmonitor/dmonitor/internal/httpserve"
 	"github.com/dmonitor/dmonitor/plugin"
 	"github.com/dmonitor/dmonitor/rules"
+	"github.com/dmonitor/dmonitor/silence"
 	"github.com/dmonitor/dmonitor/tsdb"
 	"github.com/dmonitor/dmonitor/tsdb/embedded"
 	"github.com/dmonitor/dmonitor/tsdb/httpapi"
@@ -129,10 +130,21 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 			log.Error("close notification queues", "err", err)
 		}
 	}()
+	silences, err := silence.Open(filepath.Join(cfg.DataDir, "silences.json"), silence.Options{})
+	if err != nil {
+		return err
+	}
+	var token string
+	if cfg.Control.TokenFile != "" {
+		if token, err = control.ReadToken(cfg.Control.TokenFile); err != nil {
+			return err
+		}
+	}
 	ev := evaluator.New(evaluator.Options{
 		Config:         cfg,
 		Rules:          set,
 		RepeatInterval: cfg.RepeatInterval,
+		Silences:       silences,
 		Runner:         plugin.NewRunner(cfg.Workers, plugin.Options{}),
 		Store:          be.store,
 		Annotator:      be.annotator,
@@ -144,7 +156,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 
 	var servers []*httpserve.Server
 	if cfg.Control.Listen != "" {
-		srv, err := httpserve.Listen("control", cfg.Control.Listen, control.Handler(reg, func() any { return ev.Status() }, log), log)
+		mux := http.NewServeMux()
+		mux.Handle("/api/", control.APIHandler(control.APIOptions{Silences: silences, Acks: ev, Token: token,
+			Logger: log.With("component", "control api")}))
+		mux.Handle("/", control.Handler(reg, func() any { return ev.Status() }, log))
+		srv, err := httpserve.Listen("control", cfg.Control.Listen, mux, log)
 		if err != nil {
 			return err
 		}
@@ -174,6 +190,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 		g.Go(func() error { return be.run(gctx) })
 	}
 	g.Go(func() error { return ev.Run(gctx) })
+	g.Go(func() error { silences.Run(gctx); return nil })
 	g.Go(func() error { reloadRulesOnHUP(gctx, cfg, ev, log); return nil })
 	err = g.Wait()
 	stopDispatch()
