@@ -60,6 +60,7 @@ observers agrees that a service is down.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newRunCmd(), newCheckCmd(), newVersionCmd())
+	root.AddCommand(newRulesCmd())
 	return root
 }
 
