@@ -12,6 +12,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
@@ -69,6 +70,15 @@ type Options struct {
 	RepeatInterval time.Duration
 	// Silences, when set, hold back the alerts an operator silenced.
 	Silences Silences
+	// Share, in a cluster, connects this observer to the others; nil for a
+	// node on its own.
+	Share Share
+	// State, in a cluster, keeps the alert state in Redis for the next
+	// leader; nil keeps it here (restored from the TSDB after a restart).
+	State StateStore
+	// TermSender, in a cluster, opens each leader term's notification
+	// queues; it replaces Sender.
+	TermSender TermSender
 	// Annotator, when set, gets every alert transition as a global
 	// annotation, so Grafana and the OpenTSDB UI can overlay them.
 	Annotator Annotator
@@ -108,6 +118,11 @@ type Evaluator struct {
 	writer *writer
 	live   *live
 
+	share      Share
+	state      StateStore
+	termSender TermSender
+	shareDown  atomic.Bool // the other observers cannot be reached; logged once
+
 	// dirty holds the instances whose inputs changed since the leader last
 	// looked; wake tells the leader there is something in it.
 	dirtyMu sync.Mutex
@@ -120,16 +135,19 @@ type Evaluator struct {
 	checkCtx context.Context
 	rechecks sync.WaitGroup // re-checks in flight
 
-	mu     sync.Mutex // guards the engine, its data and epoch
+	mu     sync.Mutex // guards the engine, its data, epoch and termSend
 	epoch  int64      // the leader term's epoch; 0 while not leading
 	engine *engine
 	data   *rules.Data // the last tick's TSDB data
+	// termSend is the current term's Sender when TermSender is set.
+	termSend Sender
 }
 
 // New returns an Evaluator for o.
 func New(o Options) *Evaluator {
 	e := &Evaluator{
 		cfg: o.Config, runner: o.Runner, store: o.Store, lease: o.Lease, sender: o.Sender,
+		share: o.Share, state: o.State, termSender: o.TermSender,
 		receivers: make(map[string]bool, len(o.Receivers)),
 		log:       o.Logger, now: o.Now, grace: o.ShutdownGrace, evalEvery: o.EvalInterval,
 		live:   newLive(),
@@ -177,9 +195,11 @@ func (e *Evaluator) Run(ctx context.Context) error {
 	go func() { defer close(writerDone); e.writer.run() }()
 	leadCtx, stopLeading := context.WithCancel(ctx)
 	leadDone := make(chan struct{})
+	clusterDone := make(chan struct{})
 	stopBackground := func() {
 		stopLeading()
 		<-leadDone
+		<-clusterDone
 		e.rechecks.Wait()
 		close(e.writer.in)
 		<-writerDone
@@ -192,30 +212,39 @@ func (e *Evaluator) Run(ctx context.Context) error {
 	)
 	if err != nil {
 		close(leadDone)
+		close(clusterDone)
 		stopBackground()
 		return fmt.Errorf("create scheduler: %w", err)
 	}
 	if err := e.schedule(checkCtx, s, e.now()); err != nil {
 		_ = s.Shutdown()
 		close(leadDone)
+		close(clusterDone)
 		stopBackground()
 		return err
 	}
-	// Lead once the jobs are known: re-checks run them.
+	// Lead, and listen to the other observers, once the jobs are known:
+	// re-checks and confirmations run them.
 	go func() { defer close(leadDone); e.leadership(leadCtx) }()
+	go func() {
+		defer close(clusterDone)
+		if e.share != nil {
+			e.cluster(leadCtx, checkCtx)
+		}
+	}()
 	s.Start()
 	e.log.Info("evaluator started", "observer", e.cfg.Observer, "checks", len(e.cfg.Targets), "workers", e.cfg.Workers)
 
 	heartbeat := time.NewTicker(min(e.cfg.Interval, 10*time.Second))
 	defer heartbeat.Stop()
-	e.writer.write([]tsdb.Point{heartbeatPoint(e.cfg.Observer, e.now())})
+	e.beat(ctx)
 loop:
 	for {
 		select {
 		case <-ctx.Done():
 			break loop
 		case <-heartbeat.C:
-			e.writer.write([]tsdb.Point{heartbeatPoint(e.cfg.Observer, e.now())})
+			e.beat(ctx)
 		}
 	}
 
@@ -231,21 +260,29 @@ loop:
 	return nil
 }
 
+// beat records this observer's heartbeat in the TSDB and, in a cluster,
+// tells the others.
+func (e *Evaluator) beat(ctx context.Context) {
+	now := e.now()
+	e.writer.write([]tsdb.Point{heartbeatPoint(e.cfg.Observer, now)})
+	if e.share != nil {
+		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := e.share.Heartbeat(hctx, now); err != nil {
+			e.shareErr("heartbeat", err)
+		}
+	}
+}
+
 // record takes in one result: it is written to the TSDB and becomes the
 // observer's latest view of its instance, which the leader re-evaluates at
 // once.
-func (e *Evaluator) record(r check.Result) {
+func (e *Evaluator) record(ctx context.Context, r check.Result) {
 	e.metrics.checkDone(r.Status)
 	e.writer.write(resultPoints(make([]tsdb.Point, 0, 2+len(r.Perf)), &r))
-	e.live.put(r)
-	k := instanceKey{r.Host, r.Check}
-	e.dirtyMu.Lock()
-	e.dirty[k] = struct{}{}
-	e.dirtyMu.Unlock()
-	select {
-	case e.wake <- struct{}{}:
-	default:
-	}
+	_, prev, hadPrev := e.live.put(r)
+	e.markDirty(instanceKey{r.Host, r.Check})
+	e.publish(ctx, r, hadPrev && !prev.Failing())
 }
 
 // leadership acquires the lease and leads for as long as the term lasts,
@@ -268,6 +305,21 @@ func (e *Evaluator) leadership(ctx context.Context) {
 			continue
 		}
 		e.log.Info("leading", "epoch", term.Epoch)
+		stopSender, err := e.beginTerm(ctx, term.Epoch)
+		if err != nil {
+			// Without its state or its queues this node must not decide:
+			// give the lease up for another node to try.
+			e.log.Error("cannot take over as leader; releasing the lease", "epoch", term.Epoch, "err", err)
+			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = e.lease.Release(rctx)
+			cancel()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
 		e.setEpoch(term.Epoch)
 		termCtx, endTerm := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -280,6 +332,7 @@ func (e *Evaluator) leadership(ctx context.Context) {
 		endTerm()
 		<-done
 		e.setEpoch(0)
+		stopSender()
 		if ctx.Err() != nil {
 			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := e.lease.Release(rctx); err != nil {
@@ -298,12 +351,53 @@ func (e *Evaluator) setEpoch(epoch int64) {
 	e.metrics.leader.Set(float64(min(epoch, 1)))
 }
 
+// beginTerm sets a new term up: in a cluster it fences the previous
+// leader out, takes over the alert state it left in Redis, and opens the
+// term's notification queues. The returned func ends the queues.
+func (e *Evaluator) beginTerm(ctx context.Context, epoch int64) (stop func(), err error) {
+	stop = func() {}
+	if e.state != nil {
+		if err := e.state.TakeOver(ctx, epoch); err != nil {
+			return nil, fmt.Errorf("take over alert state: %w", err)
+		}
+		stored, err := e.state.LoadAll(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("load alert state: %w", err)
+		}
+		e.mu.Lock()
+		clear(e.engine.instances)
+		for _, inst := range stored {
+			e.engine.instances[instKey{inst.Rule, inst.Labels[alerting.LabelHost], inst.Labels[alerting.LabelCheck]}] = inst
+		}
+		e.mu.Unlock()
+		e.log.Info("took over the alert state", "epoch", epoch, "instances", len(stored))
+	}
+	if e.termSender != nil {
+		s, stopSend, err := e.termSender(epoch)
+		if err != nil {
+			return nil, fmt.Errorf("open notification queues: %w", err)
+		}
+		e.mu.Lock()
+		e.termSend = s
+		e.mu.Unlock()
+		stop = func() {
+			e.mu.Lock()
+			e.termSend = nil
+			e.mu.Unlock()
+			stopSend()
+		}
+	}
+	return stop, nil
+}
+
 // lead is the leader's evaluation loop: an instance is evaluated as soon as
 // a result changes its inputs, and every instance each EvalInterval, with
 // fresh TSDB data for the rules' query functions; that pass is also what
 // notices results going stale.
 func (e *Evaluator) lead(ctx context.Context) {
-	e.restore(ctx)
+	if e.state == nil {
+		e.restore(ctx)
+	}
 	e.tick(ctx)
 	tick := time.NewTicker(e.evalEvery)
 	defer tick.Stop()
@@ -387,6 +481,13 @@ func (e *Evaluator) recheck(rc recheck) {
 		e.log.Info("re-checking parent before deciding", "rule", rc.child.rule, "host", rc.child.host,
 			"check", rc.child.check, "parent_check", t.check)
 		e.rechecks.Go(func() { e.runJob(e.checkCtx, j) })
+		if e.share != nil {
+			ctx, cancel := context.WithTimeout(e.checkCtx, 5*time.Second)
+			if _, err := e.share.RequestConfirm(ctx, t.host, t.check, e.cfg.Checks[t.check].Interval); err != nil {
+				e.shareErr("request re-check", err)
+			}
+			cancel()
+		}
 	}
 }
 
@@ -410,17 +511,24 @@ func (e *Evaluator) transition(d decision) {
 			Custom: custom,
 		})
 	}
+	e.persist(d)
 	n := tr.Notification
 	if n == nil {
 		return
 	}
+	e.mu.Lock()
+	sender := e.sender
+	if e.termSender != nil {
+		sender = e.termSend
+	}
+	e.mu.Unlock()
 	for _, r := range receiversOf(d.rule) {
-		if e.sender == nil || !e.receivers[r] {
+		if sender == nil || !e.receivers[r] {
 			e.log.Warn("no receiver configured, notification not sent", "receiver", r, "id", n.ID, "status", n.Status,
 				"summary", n.Annotations[alerting.AnnotationSummary])
 			continue
 		}
-		if err := e.sender.Send(r, *n); err != nil {
+		if err := sender.Send(r, *n); err != nil {
 			e.log.Error("queue notification", "receiver", r, "id", n.ID, "err", err)
 		}
 	}
@@ -459,6 +567,13 @@ func (e *Evaluator) Acknowledge(rule, host, chk, by, comment string) error {
 			return fmt.Errorf("acknowledge %s on %s (%s): it is %s: %w", rule, host, chk, inst.State, control.ErrNotFiring)
 		}
 		e.engine.instances[ik] = acked
+		if e.state != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := e.state.Save(ctx, e.epoch, stateKey(ik), acked); err != nil {
+				return fmt.Errorf("acknowledge %s on %s (%s): store: %w", rule, host, chk, err)
+			}
+		}
 		e.log.Info("alert acknowledged", "rule", rule, "host", host, "check", chk, "by", by, "comment", comment)
 		return nil
 	}
@@ -468,6 +583,29 @@ func (e *Evaluator) Acknowledge(rule, host, chk, by, comment string) error {
 		}
 	}
 	return fmt.Errorf("acknowledge %s on %s (%s): %w", rule, host, chk, control.ErrUnknownInstance)
+}
+
+// persist stores the instance of d for the next leader, before anything
+// about it is sent; a refusal means this node no longer leads.
+func (e *Evaluator) persist(d decision) {
+	if e.state == nil {
+		return
+	}
+	e.mu.Lock()
+	epoch := e.epoch
+	e.mu.Unlock()
+	key := stateKey(instKey{d.inst.Rule, d.inst.Labels[alerting.LabelHost], d.inst.Labels[alerting.LabelCheck]})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var err error
+	if d.inst.State == alerting.OK && d.inst.FiredAt.IsZero() && d.inst.ActiveAt.IsZero() {
+		err = e.state.Delete(ctx, epoch, key)
+	} else {
+		err = e.state.Save(ctx, epoch, key, d.inst)
+	}
+	if err != nil {
+		e.log.Error("store alert state", "rule", d.inst.Rule, "host", d.inst.Labels[alerting.LabelHost], "epoch", epoch, "err", err)
+	}
 }
 
 // restore takes up the alert states a previous leader (or this node before
@@ -508,13 +646,25 @@ type ObserverResult struct {
 	At       time.Time    `json:"at"`
 }
 
+// ObserverStatus is one observer of the cluster in Status.
+type ObserverStatus struct {
+	Name     string    `json:"name"`
+	LastSeen time.Time `json:"last_heartbeat,omitzero"`
+	Leader   bool      `json:"leader"`
+}
+
 // Status is a snapshot of the node for the control API.
 type Status struct {
-	Observer  string           `json:"observer"`
-	Leader    bool             `json:"leader"`
-	Epoch     int64            `json:"epoch,omitempty"`
-	Checks    int              `json:"checks"`
-	Instances []InstanceStatus `json:"instances"`
+	Observer string `json:"observer"`
+	Leader   bool   `json:"leader"`
+	Epoch    int64  `json:"epoch,omitempty"`
+	// LeaderName and LeaderEpoch say who leads the cluster, as the lease
+	// says; Observers lists nodes.txt and every observer heard from.
+	LeaderName  string           `json:"leader_name,omitempty"`
+	LeaderEpoch int64            `json:"leader_epoch,omitempty"`
+	Observers   []ObserverStatus `json:"observers,omitempty"`
+	Checks      int              `json:"checks"`
+	Instances   []InstanceStatus `json:"instances"`
 }
 
 // Status returns a snapshot of this node: who it is, whether it leads, and
@@ -537,6 +687,7 @@ func (e *Evaluator) Status() Status {
 		}
 	}
 	e.mu.Unlock()
+	e.clusterStatus(&st)
 	for _, r := range rows {
 		latest, _ := e.live.latest(r.k)
 		is := InstanceStatus{Rule: r.rule, Host: r.k.host, Check: r.k.check, State: alerting.OK}
@@ -551,6 +702,38 @@ func (e *Evaluator) Status() Status {
 		st.Instances = append(st.Instances, is)
 	}
 	return st
+}
+
+// leaderReporter is a lease that can say who holds it.
+type leaderReporter interface {
+	Leader(ctx context.Context) (owner string, epoch int64, ttl time.Duration, err error)
+}
+
+// clusterStatus fills in who leads and when each observer was last heard.
+func (e *Evaluator) clusterStatus(st *Status) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if lr, ok := e.lease.(leaderReporter); ok {
+		if owner, epoch, _, err := lr.Leader(ctx); err == nil {
+			st.LeaderName, st.LeaderEpoch = owner, epoch
+		}
+	} else if st.Leader {
+		st.LeaderName, st.LeaderEpoch = e.cfg.Observer, st.Epoch
+	}
+	if e.share == nil {
+		return
+	}
+	seen := make(map[string]time.Time)
+	if obs, err := e.share.Observers(ctx); err == nil {
+		for _, o := range obs {
+			seen[o.Name] = o.LastSeen
+		}
+	}
+	names := append(slices.Clone(e.cfg.Nodes), slices.Collect(maps.Keys(seen))...)
+	slices.Sort(names)
+	for _, n := range slices.Compact(names) {
+		st.Observers = append(st.Observers, ObserverStatus{Name: n, LastSeen: seen[n], Leader: n == st.LeaderName})
+	}
 }
 
 // gocronLogger adapts slog to gocron's logger, one level down: gocron's

@@ -35,9 +35,11 @@ func newLive() *live {
 	return &live{results: make(map[instanceKey][]observed)}
 }
 
-// put records r unless a newer result of the same observer is already known
-// (results of one observer can arrive out of order after a catch-up).
-func (l *live) put(r check.Result) {
+// put records r unless the same or a newer result of the same observer is
+// already known: results of one observer can arrive out of order after a
+// catch-up, and twice when they come back from the other observers. It
+// reports whether r was new, and the status it replaced (zero if none).
+func (l *live) put(r check.Result) (isNew bool, prev check.Status, hadPrev bool) {
 	k := instanceKey{r.Host, r.Check}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -46,15 +48,19 @@ func (l *live) put(r check.Result) {
 	switch {
 	case !found:
 		l.results[k] = slices.Insert(os, i, observed{result: r})
-	case !os[i].result.Start.After(r.Start):
+		return true, 0, false
+	case os[i].result.Start.Before(r.Start):
 		o := &os[i]
+		prev = o.result.Status
 		if len(o.history) < rules.MaxHistory {
 			o.history = append(o.history, 0)
 		}
 		copy(o.history[1:], o.history)
-		o.history[0] = o.result.Status
+		o.history[0] = prev
 		o.result = r
+		return true, prev, true
 	}
+	return false, 0, false
 }
 
 // latest returns the latest result of each observer for k, sorted by

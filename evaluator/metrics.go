@@ -13,6 +13,7 @@ type metrics struct {
 	pointsWritten prometheus.Counter
 	appendErrors  prometheus.Counter
 	transitions   prometheus.Counter
+	confirmations prometheus.Counter
 	leader        prometheus.Gauge
 }
 
@@ -34,6 +35,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		transitions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dmonitor_alert_transitions_total", Help: "Alert state transitions decided by this node as leader.",
 		}),
+		confirmations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dmonitor_confirmations_requested_total",
+			Help: "Checks this observer saw go from passing to failing and asked the other observers to confirm.",
+		}),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dmonitor_leader", Help: "1 while this node holds the leader lease.",
 		}),
@@ -42,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.checks[s] = checks.WithLabelValues(s.String())
 	}
 	if reg != nil {
-		reg.MustRegister(checks, m.skipped, m.pointsWritten, m.appendErrors, m.transitions, m.leader)
+		reg.MustRegister(checks, m.skipped, m.pointsWritten, m.appendErrors, m.transitions, m.confirmations, m.leader)
 	}
 	return m
 }

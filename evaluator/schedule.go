@@ -116,5 +116,5 @@ func (e *Evaluator) runJob(ctx context.Context, j *job) {
 		return // killed by shutdown: not an observation of the target
 	}
 	r.Host, r.Check, r.Observer = j.target.Host, j.target.Check.Name, e.cfg.Observer
-	e.record(r)
+	e.record(ctx, r)
 }
