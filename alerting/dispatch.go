@@ -77,16 +77,21 @@ type ReceiverStats struct {
 //
 // Built by NewDispatcher, the queues are in memory: what is still queued
 // when the process stops is lost (and logged). Built by OpenDispatcher, they
-// are journaled on disk and survive a restart, even kill -9.
+// are journaled on disk and survive a restart, even kill -9. Built by
+// OpenJournaledDispatcher, they are kept by the journals it is given, such
+// as the leader's in Redis; a journal that reports ErrFenced deposes the
+// Dispatcher: it delivers nothing more, to any receiver.
 type Dispatcher struct {
-	logger *slog.Logger
-	opts   DispatcherOptions
-	queues map[string]*queue
-	lock   *os.File // flock'ed on opts.Dir; nil in memory
+	logger  *slog.Logger
+	opts    DispatcherOptions
+	queues  map[string]*queue
+	lock    *os.File      // flock'ed on opts.Dir; nil without a journal directory
+	deposed chan struct{} // closed when a journal reports ErrFenced
 
-	mu      sync.Mutex
-	running bool
-	closed  bool
+	mu       sync.Mutex
+	running  bool
+	closed   bool
+	fenceErr error // why deposed was closed
 }
 
 // queue is one receiver's pending notifications and counters.
@@ -96,13 +101,17 @@ type queue struct {
 	wake     chan struct{} // capacity 1: "the queue may have grown"
 	remember int           // how many done ids to keep
 
+	// jmu serialises the calls to journal and is taken before mu, so that
+	// the journal sees the queue's changes in the queue's order while
+	// Stats, which takes only mu, never waits for a journal.
+	jmu     sync.Mutex
+	journal Journal // nil: in memory only
+
 	mu      sync.Mutex
-	items   []entry
+	items   []Notification
 	queued  map[string]int      // ids in items, with their count
 	done    map[string]struct{} // ids delivered or dropped lately
 	doneLog []string            // the ids of done, oldest first
-	seq     uint64              // of the last send record
-	journal *journal            // nil: in memory only
 	closed  bool
 	stats   ReceiverStats
 }
@@ -132,7 +141,7 @@ func newDispatcher(receivers map[string]Notifier, logger *slog.Logger, opts Disp
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = DefaultQueueSize
 	}
-	d := &Dispatcher{logger: logger, opts: opts, queues: make(map[string]*queue, len(receivers))}
+	d := &Dispatcher{logger: logger, opts: opts, queues: make(map[string]*queue, len(receivers)), deposed: make(chan struct{})}
 	for name, n := range receivers {
 		d.queues[name] = &queue{
 			name: name, notifier: n, wake: make(chan struct{}, 1), remember: opts.QueueSize,
@@ -160,7 +169,41 @@ func OpenDispatcher(receivers map[string]Notifier, logger *slog.Logger, opts Dis
 	if opts.Dir == "" {
 		return d, nil
 	}
-	if err := d.open(opts.Dir); err != nil {
+	if err := d.lockDir(opts.Dir); err != nil {
+		return nil, errors.Join(err, d.Close())
+	}
+	files := func(_ context.Context, receiver string, remember int) (Journal, Backlog, error) {
+		return openFileJournal(opts.Dir, receiver, remember, d.logger)
+	}
+	// A file journal does not block on anything a context could cancel.
+	if err := d.openJournals(context.Background(), files); err != nil {
+		return nil, errors.Join(err, d.Close())
+	}
+	known := make(map[string]bool, len(d.queues))
+	for name := range d.queues {
+		known[journalName(name)] = true
+	}
+	stray, _ := filepath.Glob(filepath.Join(opts.Dir, "receiver-*.journal"))
+	for _, p := range stray {
+		if !known[filepath.Base(p)] {
+			d.logger.Warn("notification journal of a receiver that is not configured, left alone", "path", p)
+		}
+	}
+	return d, nil
+}
+
+// OpenJournaledDispatcher returns a Dispatcher delivering to receivers, by
+// name, whose queues are kept by the journals that open returns, one per
+// receiver, and starts with what they hold: the pending notifications
+// queued in order (those whose delivery was begun are delivered again), the
+// done ids remembered. opts.Dir is ignored. Close the Dispatcher, which
+// closes the journals, after Run has returned.
+func OpenJournaledDispatcher(ctx context.Context, receivers map[string]Notifier, open JournalFunc, logger *slog.Logger, opts DispatcherOptions) (*Dispatcher, error) {
+	d := newDispatcher(receivers, logger, opts)
+	if opts.Dir != "" {
+		d.logger.Warn("OpenJournaledDispatcher keeps notifications in its journals; DispatcherOptions.Dir ignored", "dir", opts.Dir)
+	}
+	if err := d.openJournals(ctx, open); err != nil {
 		return nil, errors.Join(err, d.Close())
 	}
 	return d, nil
@@ -169,7 +212,7 @@ func OpenDispatcher(receivers map[string]Notifier, logger *slog.Logger, opts Dis
 // lockName is the file in Dir that the Dispatcher holds a lock on.
 const lockName = "dispatcher.lock"
 
-func (d *Dispatcher) open(dir string) error {
+func (d *Dispatcher) lockDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("notification journal directory: %w", err)
 	}
@@ -182,49 +225,37 @@ func (d *Dispatcher) open(dir string) error {
 		return fmt.Errorf("notification journal directory %s is in use by another dispatcher: %w", dir, err)
 	}
 	d.lock = lock
+	return nil
+}
 
-	known := make(map[string]bool, len(d.queues))
+// openJournals opens the journal of every receiver and takes up its backlog.
+func (d *Dispatcher) openJournals(ctx context.Context, open JournalFunc) error {
 	for _, name := range slices.Sorted(maps.Keys(d.queues)) {
 		q := d.queues[name]
-		path := filepath.Join(dir, journalName(name))
-		known[filepath.Base(path)] = true
-		r, err := readJournal(path)
-		if err != nil {
-			return fmt.Errorf("receiver %q: %w", name, err)
-		}
-		if r.corrupt > 0 {
-			d.logger.Error("notification journal has unreadable records, skipped", "receiver", name, "path", path, "records", r.corrupt)
-		}
-		if r.torn {
-			d.logger.Warn("notification journal ends in a record cut short, ignored", "receiver", name, "path", path)
-		}
-		// Keep only what dedup remembers, so the rewritten file is small.
-		if len(r.done) > q.remember {
-			r.done = r.done[len(r.done)-q.remember:]
-		}
-		j, err := writeJournal(path, r.done, r.pending)
+		j, b, err := open(ctx, name, q.remember)
 		if err != nil {
 			return fmt.Errorf("receiver %q: %w", name, err)
 		}
 		q.mu.Lock()
 		q.journal = j
-		q.seq = r.lastSeq
-		for _, id := range r.done {
+		for _, id := range b.Done {
 			q.remember1(id)
 		}
-		for _, e := range r.pending {
-			q.items = append(q.items, e)
-			q.queued[e.n.ID]++
+		for _, n := range b.Pending {
+			if q.queued[n.ID] > 0 {
+				continue // a journal queues an id once; a broken one is not trusted
+			}
+			q.items = append(q.items, n)
+			q.queued[n.ID]++
 		}
+		queued := len(q.items)
 		q.mu.Unlock()
-		if len(r.pending) > 0 {
-			d.logger.Info("undelivered notifications restored from the journal", "receiver", name, "queued", len(r.pending))
+		if queued > 0 {
+			d.logger.Info("undelivered notifications restored from the journal", "receiver", name, "queued", queued)
 		}
-	}
-	stray, _ := filepath.Glob(filepath.Join(dir, "receiver-*.journal"))
-	for _, p := range stray {
-		if !known[filepath.Base(p)] {
-			d.logger.Warn("notification journal of a receiver that is not configured, left alone", "path", p)
+		for _, id := range b.Attempted {
+			d.logger.Warn("notification whose delivery was begun and not recorded is delivered again; the receiver may see it twice, with the same id",
+				"receiver", name, "id", id)
 		}
 	}
 	return nil
@@ -242,10 +273,14 @@ func (d *Dispatcher) Close() error {
 	d.closed = true
 	var errs []error
 	for _, q := range d.queues {
+		q.jmu.Lock()
 		q.mu.Lock()
 		q.closed = true
-		errs = append(errs, q.journal.close())
 		q.mu.Unlock()
+		if q.journal != nil {
+			errs = append(errs, q.journal.Close())
+		}
+		q.jmu.Unlock()
 	}
 	if d.lock != nil {
 		// Closing the file releases the flock.
@@ -257,17 +292,23 @@ func (d *Dispatcher) Close() error {
 // Send queues n for the receiver named receiver and returns at once; with a
 // journal, once n is written to it. It fails, queueing nothing, for an
 // unknown receiver (ErrUnknownReceiver), when that receiver's queue is full
-// (ErrQueueFull, also logged and counted) and after Close (ErrClosed). It
-// ignores n, returning nil, when a notification with n's id is queued or was
-// done lately (counted as Deduplicated). When the journal cannot be written,
-// n is queued in memory only and the failure logged: better sent unless the
-// process stops than refused.
+// (ErrQueueFull, also logged and counted), after Close (ErrClosed) and once
+// the Dispatcher is deposed (an error wrapping ErrFenced). It ignores n,
+// returning nil, when a notification with n's id is queued or was done
+// lately (counted as Deduplicated). When the journal cannot be written for
+// another reason, n is queued in memory only and the failure logged: better
+// sent unless the process stops than refused.
 // Notifications queued before Run starts are delivered once it does.
 func (d *Dispatcher) Send(receiver string, n Notification) error {
 	q, ok := d.queues[receiver]
 	if !ok {
 		return fmt.Errorf("send notification %s: %w %q", n.ID, ErrUnknownReceiver, receiver)
 	}
+	if err := d.fenced(); err != nil {
+		return fmt.Errorf("send notification %s to receiver %q: %w", n.ID, receiver, err)
+	}
+	q.jmu.Lock()
+	defer q.jmu.Unlock()
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -287,18 +328,21 @@ func (d *Dispatcher) Send(receiver string, n Notification) error {
 			"receiver", receiver, "id", n.ID, "rule", n.Rule, "status", n.Status, "queue_size", d.opts.QueueSize)
 		return fmt.Errorf("send notification %s to receiver %q: %w (%d)", n.ID, receiver, ErrQueueFull, d.opts.QueueSize)
 	}
-	q.seq++
-	e := entry{seq: q.seq, n: n}
-	var jerr error
+	q.mu.Unlock()
+	// Only Send adds to the queue, and it holds jmu: the checks above still
+	// hold after the journal is written.
 	if q.journal != nil {
-		jerr = q.journal.append(record{Op: opSend, Seq: e.seq, N: &e.n})
+		if err := q.journal.Append(context.Background(), &n); errors.Is(err, ErrFenced) {
+			d.depose(receiver, err)
+			return fmt.Errorf("send notification %s to receiver %q: %w", n.ID, receiver, err)
+		} else if err != nil {
+			d.logger.Error("notification not journaled, queued in memory only", "receiver", receiver, "id", n.ID, "err", err)
+		}
 	}
-	q.items = append(q.items, e)
+	q.mu.Lock()
+	q.items = append(q.items, n)
 	q.queued[n.ID]++
 	q.mu.Unlock()
-	if jerr != nil {
-		d.logger.Error("notification not journaled, queued in memory only", "receiver", receiver, "id", n.ID, "err", jerr)
-	}
 	select {
 	case q.wake <- struct{}{}:
 	default: // a wake-up is already pending
@@ -306,15 +350,42 @@ func (d *Dispatcher) Send(receiver string, n Notification) error {
 	return nil
 }
 
+// depose records that a journal refused a write because a newer leader has
+// taken over, and stops every delivery: the first time only.
+func (d *Dispatcher) depose(receiver string, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fenceErr != nil {
+		return
+	}
+	d.fenceErr = err
+	close(d.deposed)
+	d.logger.Error("notification journal fenced: a newer leader has taken over, nothing more is delivered",
+		"receiver", receiver, "err", err)
+}
+
+// fenced returns the error that deposed d, or nil.
+func (d *Dispatcher) fenced() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fenceErr
+}
+
 // Run delivers queued notifications until ctx is done, then returns once all
 // of its goroutines have stopped. An attempt in flight is given ctx, so it is
 // cancelled too; its notification stays queued. Run returns ErrRunning if
-// another Run is in progress, and nil otherwise.
+// another Run is in progress, ErrClosed after Close, an error wrapping
+// ErrFenced once a journal has refused a write (at once, cancelling every
+// attempt in flight), and nil otherwise.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
 		return ErrClosed
+	}
+	if d.fenceErr != nil {
+		d.mu.Unlock()
+		return d.fenceErr
 	}
 	if d.running {
 		d.mu.Unlock()
@@ -328,7 +399,18 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.mu.Unlock()
 	}()
 
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
+	wg.Go(func() {
+		// A deposed leader must stop everything, not just the receiver
+		// whose journal found out: every other one is fenced too.
+		select {
+		case <-d.deposed:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
 	for _, q := range d.queues {
 		wg.Go(func() { d.deliver(ctx, q) })
 	}
@@ -343,7 +425,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				"journaled", q.journal != nil)
 		}
 	}
-	return nil
+	return d.fenced()
 }
 
 // Stats returns a snapshot of every receiver's counters, by receiver name.
@@ -361,7 +443,8 @@ func (d *Dispatcher) Stats() map[string]ReceiverStats {
 
 // deliver is the one goroutine of q: it attempts the head of the queue until
 // it is delivered or found undeliverable, and only then moves on, so a
-// receiver sees its notifications in the order they were sent.
+// receiver sees its notifications in the order they were sent. It returns
+// when ctx is done or the journal reports ErrFenced.
 func (d *Dispatcher) deliver(ctx context.Context, q *queue) {
 	backoff := d.opts.InitialBackoff
 	var timer *time.Timer
@@ -370,10 +453,25 @@ func (d *Dispatcher) deliver(ctx context.Context, q *queue) {
 			timer.Stop()
 		}
 	}()
+	// wait sleeps for the backoff, doubling it for next time; false when
+	// ctx ended first.
+	wait := func() bool {
+		if timer == nil {
+			timer = time.NewTimer(backoff)
+		} else {
+			timer.Reset(backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+		}
+		backoff = min(2*backoff, d.opts.MaxBackoff)
+		return true
+	}
 	attempt := 0
 	for {
-		e, ok := q.head()
-		n := e.n
+		n, ok := q.head()
 		if !ok {
 			select {
 			case <-ctx.Done():
@@ -382,13 +480,37 @@ func (d *Dispatcher) deliver(ctx context.Context, q *queue) {
 				continue
 			}
 		}
+		select {
+		case <-d.deposed:
+			// Seen by this goroutine's own last record, or another's:
+			// do not wait for ctx to say so.
+			return
+		default:
+		}
+		// The mark before the attempt is what lets a successor know the
+		// receiver may have n already; for a leader's journal it is also
+		// the check that this process still leads.
+		if err := q.attempt(ctx, n.ID); errors.Is(err, ErrFenced) {
+			d.depose(q.name, err)
+			return
+		} else if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.logger.Warn("notification journal unavailable, delivery waits",
+				"receiver", q.name, "id", n.ID, "backoff", backoff, "err", err)
+			if !wait() {
+				return
+			}
+			continue
+		}
 		attempt++
 		retry, err := q.notifier.Notify(ctx, &n)
 		switch {
 		case err == nil:
 			// Delivered even if ctx ended meanwhile: count it, or it would
 			// be sent again.
-			d.pop(q, e, func(s *ReceiverStats) { s.Sent++ })
+			d.pop(ctx, q, n.ID, func(s *ReceiverStats) { s.Sent++ })
 			d.logger.Debug("notification sent", "receiver", q.name, "id", n.ID, "rule", n.Rule, "status", n.Status, "attempts", attempt)
 			backoff, attempt = d.opts.InitialBackoff, 0
 		case ctx.Err() != nil:
@@ -400,19 +522,11 @@ func (d *Dispatcher) deliver(ctx context.Context, q *queue) {
 			d.logger.Warn("notification failed, will retry",
 				"receiver", q.name, "id", n.ID, "rule", n.Rule, "status", n.Status,
 				"attempt", attempt, "backoff", backoff, "err", err)
-			if timer == nil {
-				timer = time.NewTimer(backoff)
-			} else {
-				timer.Reset(backoff)
-			}
-			select {
-			case <-ctx.Done():
+			if !wait() {
 				return
-			case <-timer.C:
 			}
-			backoff = min(2*backoff, d.opts.MaxBackoff)
 		default:
-			d.pop(q, e, func(s *ReceiverStats) { s.Failed++ })
+			d.pop(ctx, q, n.ID, func(s *ReceiverStats) { s.Failed++ })
 			d.logger.Error("notification failed permanently, dropped",
 				"receiver", q.name, "id", n.ID, "rule", n.Rule, "status", n.Status,
 				"attempt", attempt, "err", err)
@@ -422,53 +536,58 @@ func (d *Dispatcher) deliver(ctx context.Context, q *queue) {
 }
 
 // head returns a copy of the oldest queued notification.
-func (q *queue) head() (entry, bool) {
+func (q *queue) head() (Notification, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.items) == 0 {
-		return entry{}, false
+		return Notification{}, false
 	}
 	return q.items[0], true
 }
 
-// pop removes e, the oldest queued notification, records it as done and
-// updates the counters, in one step, so Stats never shows it both queued and
-// sent. A failure to record it is logged: it will be delivered again after a
-// restart, which is better than never.
-func (d *Dispatcher) pop(q *queue, e entry, update func(*ReceiverStats)) {
+// attempt marks id in the journal as being delivered.
+func (q *queue) attempt(ctx context.Context, id string) error {
+	q.jmu.Lock()
+	defer q.jmu.Unlock()
+	if q.journal == nil {
+		return nil
+	}
+	return q.journal.Attempt(ctx, id)
+}
+
+// pop removes id, the oldest queued notification, records it as done and
+// updates the counters, the memory in one step, so Stats never shows it both
+// queued and sent. A failure to journal it is logged: it will be delivered
+// again by whoever opens the journal next, which is better than never.
+func (d *Dispatcher) pop(ctx context.Context, q *queue, id string, update func(*ReceiverStats)) {
+	q.jmu.Lock()
+	defer q.jmu.Unlock()
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.items[0] = entry{} // let the maps be collected
+	q.items[0] = Notification{} // let the maps be collected
 	q.items = q.items[1:]
 	if len(q.items) == 0 {
 		q.items = nil // start the next backlog on a fresh array
 	}
-	if q.queued[e.n.ID]--; q.queued[e.n.ID] <= 0 {
-		delete(q.queued, e.n.ID)
+	if q.queued[id]--; q.queued[id] <= 0 {
+		delete(q.queued, id)
 	}
-	q.remember1(e.n.ID)
+	q.remember1(id)
 	update(&q.stats)
-	if q.journal == nil || q.closed {
+	closed := q.closed
+	q.mu.Unlock()
+	if q.journal == nil || closed {
 		return
 	}
-	if err := q.journal.append(record{Op: opDone, Seq: e.seq, ID: e.n.ID}); err != nil {
-		d.logger.Error("notification done but not journaled; it will be sent again after a restart",
-			"receiver", q.name, "id", e.n.ID, "err", err)
-		return
-	}
-	if q.journal.due(len(q.items) + len(q.doneLog)) {
-		j, err := writeJournal(q.journal.path, q.doneLog, q.items)
-		if err != nil {
-			// The old file is intact and still open: carry on with it.
-			d.logger.Error("notification journal not compacted", "receiver", q.name, "err", err)
-			q.journal.compactMin *= 2 // do not retry on every record
-			return
-		}
-		j.compactMin = q.journal.compactMin
-		if err := q.journal.close(); err != nil {
-			d.logger.Warn("close old notification journal", "receiver", q.name, "err", err)
-		}
-		q.journal = j
+	// The delivery happened whatever ctx says now: record it even when
+	// shutting down, or it is sent again.
+	switch err := q.journal.Done(context.WithoutCancel(ctx), id); {
+	case errors.Is(err, ErrFenced):
+		// Sent, and the successor will send it again: the one duplicate
+		// a receiver drops by id.
+		d.depose(q.name, err)
+	case err != nil:
+		d.logger.Error("notification done but not journaled; it will be sent again by whoever opens the journal next",
+			"receiver", q.name, "id", id, "err", err)
 	}
 }
 

@@ -448,7 +448,7 @@ func TestDispatcherJournalCompaction(t *testing.T) {
 	rec := &recordingNotifier{}
 	opts := DispatcherOptions{QueueSize: 10}
 	d := open(t, dir, map[string]Notifier{"ops": rec}, opts)
-	d.queues["ops"].journal.compactMin = 16
+	d.queues["ops"].journal.(*fileJournal).compactMin = 16
 	stop := run(t, d)
 	const total = 500
 	for i := range total {
@@ -521,7 +521,7 @@ func TestDispatcherJournalKill9Child(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.queues["ops"].journal.compactMin = 64
+	d.queues["ops"].journal.(*fileJournal).compactMin = 64
 	go d.Run(context.Background())
 	for i := 0; ; i++ {
 		if err := d.Send("ops", numbered(i)); err != nil {

@@ -511,7 +511,10 @@ func (e *Evaluator) transition(d decision) {
 			Custom: custom,
 		})
 	}
-	e.persist(d)
+	// Queue first, then store: a crash in between sends the notification
+	// again from the next leader (same id, which a receiver can drop)
+	// instead of leaving a stored firing state whose firing was never sent.
+	defer e.persist(d)
 	n := tr.Notification
 	if n == nil {
 		return
@@ -585,8 +588,8 @@ func (e *Evaluator) Acknowledge(rule, host, chk, by, comment string) error {
 	return fmt.Errorf("acknowledge %s on %s (%s): %w", rule, host, chk, control.ErrUnknownInstance)
 }
 
-// persist stores the instance of d for the next leader, before anything
-// about it is sent; a refusal means this node no longer leads.
+// persist stores the instance of d for the next leader, after its
+// notification is queued; a refusal means this node no longer leads.
 func (e *Evaluator) persist(d decision) {
 	if e.state == nil {
 		return
