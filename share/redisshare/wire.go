@@ -1,0 +1,136 @@
+package redisshare
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/dmonitor/dmonitor/check"
+)
+
+// wireResult is a check.Result as it is stored and published: JSON with
+// one-letter keys, lossless (nanosecond times, NaN perfdata), still readable
+// with redis-cli, and 263 bytes for a typical check_http result where
+// `dmonitor check --json` takes 418. T comes first, and encoding/json writes
+// struct fields in order, so the publish script reads the start time from
+// the payload's first bytes without decoding it.
+type wireResult struct {
+	T int64      `json:"t"` // Start, Unix nanoseconds; zeroStart for the zero time
+	H string     `json:"h"`
+	C string     `json:"c"`
+	O string     `json:"o"`
+	S int        `json:"s"`
+	R string     `json:"r,omitempty"`
+	X int        `json:"x"`
+	M string     `json:"m,omitempty"`
+	P []wirePerf `json:"p,omitempty"`
+	D int64      `json:"d"` // Duration, nanoseconds
+}
+
+type wirePerf struct {
+	L  string  `json:"l"`
+	V  wfloat  `json:"v"`
+	U  string  `json:"u,omitempty"`
+	W  string  `json:"w,omitempty"`
+	C  string  `json:"c,omitempty"`
+	Mn *wfloat `json:"n,omitempty"`
+	Mx *wfloat `json:"x,omitempty"`
+}
+
+// zeroStart stands for the zero time.Time, whose UnixNano is undefined. It
+// is the oldest start there is, so any real result replaces it.
+const zeroStart = math.MinInt64
+
+// wfloat is a float64 that survives JSON when it is NaN or infinite: a
+// plugin may well print min or max as "NaN" or "inf", and the parser keeps
+// what strconv.ParseFloat accepts, which encoding/json would refuse.
+type wfloat float64
+
+func (f wfloat) MarshalJSON() ([]byte, error) {
+	v := float64(f)
+	switch {
+	case math.IsNaN(v):
+		return []byte(`"NaN"`), nil
+	case math.IsInf(v, 1):
+		return []byte(`"+Inf"`), nil
+	case math.IsInf(v, -1):
+		return []byte(`"-Inf"`), nil
+	}
+	return strconv.AppendFloat(nil, v, 'g', -1, 64), nil
+}
+
+func (f *wfloat) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if len(s) >= 2 && s[0] == '"' {
+		s = s[1 : len(s)-1] // ParseFloat reads NaN, +Inf and -Inf
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return fmt.Errorf("perf value %s: %w", b, err)
+	}
+	*f = wfloat(v)
+	return nil
+}
+
+// encode returns the wire form of r and its start time as the decimal
+// string the publish script compares. A start outside the years 1678–2262
+// (other than the zero time) has no Unix nanosecond value and is refused.
+func encode(r *check.Result) ([]byte, int64, error) {
+	t := int64(zeroStart)
+	if !r.Start.IsZero() {
+		t = r.Start.UnixNano()
+		if !time.Unix(0, t).Equal(r.Start) {
+			return nil, 0, fmt.Errorf("result of %s on %s: start %v out of range", r.Check, r.Host, r.Start)
+		}
+	}
+	w := wireResult{
+		T: t, H: r.Host, C: r.Check, O: r.Observer,
+		S: int(r.Status), R: r.Raw, X: r.ExitCode, M: r.Output,
+		D: int64(r.Duration),
+	}
+	if len(r.Perf) > 0 {
+		w.P = make([]wirePerf, len(r.Perf))
+		for i, p := range r.Perf {
+			w.P[i] = wirePerf{L: p.Label, V: wfloat(p.Value), U: p.UOM, W: p.Warn, C: p.Crit,
+				Mn: (*wfloat)(p.Min), Mx: (*wfloat)(p.Max)}
+		}
+	}
+	b, err := json.Marshal(&w)
+	if err != nil {
+		return nil, 0, fmt.Errorf("encode result of %s on %s: %w", r.Check, r.Host, err)
+	}
+	return b, t, nil
+}
+
+// decode parses the wire form of a result.
+func decode(b []byte) (check.Result, error) {
+	var w wireResult
+	if err := json.Unmarshal(b, &w); err != nil {
+		return check.Result{}, err
+	}
+	r := check.Result{
+		Host: w.H, Check: w.C, Observer: w.O,
+		Status: check.Status(w.S), Raw: w.R, ExitCode: w.X, Output: w.M,
+		Duration: time.Duration(w.D),
+	}
+	if w.T != zeroStart {
+		r.Start = time.Unix(0, w.T)
+	}
+	if len(w.P) > 0 {
+		r.Perf = make([]check.Perf, len(w.P))
+		for i, p := range w.P {
+			r.Perf[i] = check.Perf{Label: p.L, Value: float64(p.V), UOM: p.U, Warn: p.W, Crit: p.C,
+				Min: (*float64)(p.Mn), Max: (*float64)(p.Mx)}
+		}
+	}
+	return r, nil
+}
+
+// confirmMsg is a confirmation request on the wire.
+type confirmMsg struct {
+	H string `json:"h"`
+	C string `json:"c"`
+	F string `json:"f"` // the observer that asks
+}
