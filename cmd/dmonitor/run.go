@@ -119,17 +119,34 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 	if err != nil {
 		return err
 	}
-	// Queued notifications wait on disk, so a restart loses none.
-	dispatcher, err := alerting.OpenDispatcher(rs.queues, log.With("component", "notify"),
-		alerting.DispatcherOptions{Dir: filepath.Join(cfg.DataDir, "notify")})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := dispatcher.Close(); err != nil {
-			log.Error("close notification queues", "err", err)
+	// In a cluster, the lease, the results, the alert state and the
+	// notification queues live in Redis, so the next leader takes over
+	// where this one stopped; alone, queued notifications wait on disk.
+	var (
+		cl         *cluster
+		dispatcher *alerting.Dispatcher
+	)
+	if cfg.Redis.URL != "" {
+		if cl, err = openCluster(cfg, log); err != nil {
+			return err
 		}
-	}()
+		defer func() {
+			if err := cl.close(); err != nil {
+				log.Error("close redis", "err", err)
+			}
+		}()
+	} else {
+		dispatcher, err = alerting.OpenDispatcher(rs.queues, log.With("component", "notify"),
+			alerting.DispatcherOptions{Dir: filepath.Join(cfg.DataDir, "notify")})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := dispatcher.Close(); err != nil {
+				log.Error("close notification queues", "err", err)
+			}
+		}()
+	}
 	silences, err := silence.Open(filepath.Join(cfg.DataDir, "silences.json"), silence.Options{})
 	if err != nil {
 		return err
@@ -140,7 +157,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 			return err
 		}
 	}
-	ev := evaluator.New(evaluator.Options{
+	opts := evaluator.Options{
 		Config:         cfg,
 		Rules:          set,
 		RepeatInterval: cfg.RepeatInterval,
@@ -148,11 +165,16 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 		Runner:         plugin.NewRunner(cfg.Workers, plugin.Options{}),
 		Store:          be.store,
 		Annotator:      be.annotator,
-		Sender:         router{dispatcher, rs.routes},
 		Receivers:      slices.Sorted(maps.Keys(rs.routes)),
 		Logger:         log,
 		Registerer:     reg,
-	})
+	}
+	if cl != nil {
+		opts.Lease, opts.Share, opts.State, opts.TermSender = cl.lease, cl.share, cl.state, cl.termSender(rs, log)
+	} else {
+		opts.Sender = router{dispatcher, rs.routes}
+	}
+	ev := evaluator.New(opts)
 
 	var servers []*httpserve.Server
 	if cfg.Control.Listen != "" {
@@ -181,7 +203,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 	// when ctx ends or as soon as one of them fails.
 	dispCtx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
 	dispDone := make(chan error, 1)
-	go func() { dispDone <- dispatcher.Run(dispCtx) }()
+	if dispatcher != nil {
+		go func() { dispDone <- dispatcher.Run(dispCtx) }()
+	} else {
+		dispDone <- nil
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, srv := range servers {
 		g.Go(func() error { return srv.Serve(gctx) })
