@@ -46,6 +46,7 @@ type engine struct {
 	cfg            *config.Config
 	set            *rules.Set
 	def            *rules.Rule
+	observerUp     *rules.Rule // the alert of an observer gone silent
 	repeatInterval time.Duration
 	silences       Silences // nil: nothing is silenced
 
@@ -56,7 +57,12 @@ type engine struct {
 }
 
 func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silences Silences) *engine {
-	g := &engine{cfg: cfg, set: set, def: rules.Default(), repeatInterval: repeat, silences: silences,
+	up, err := rules.Compile(rules.Rule{Name: ObserverRule, Severity: "warning", Notify: []string{config.DefaultReceiver},
+		Summary: "observer {{ .host }} is silent: no heartbeat"})
+	if err != nil {
+		panic(err) // constants; failing to compile them is a bug
+	}
+	g := &engine{cfg: cfg, set: set, def: rules.Default(), observerUp: up, repeatInterval: repeat, silences: silences,
 		byHost: make(map[string][]instanceKey), children: make(map[string][]*rules.Rule),
 		instances: make(map[instKey]alerting.Instance), holds: make(map[instKey]hold)}
 	for _, t := range cfg.Targets {
@@ -338,6 +344,47 @@ func (g *engine) annotations(r *rules.Rule, env rules.Env) map[string]string {
 		a[alerting.AnnotationDescription] = description
 	}
 	return a
+}
+
+// ObserverRule is the rule name of the alert an observer raises by going
+// silent; its instances have host = the observer and check = "heartbeat".
+const ObserverRule = "observer-up"
+
+// evaluateObservers raises an alert for each node of nodes.txt whose last
+// heartbeat is older than silentAfter (or that was never heard from once
+// silentAfter has passed since start).
+func (g *engine) evaluateObservers(now time.Time, lastSeen map[string]time.Time, silentAfter time.Duration, started time.Time) []decision {
+	var out []decision
+	for _, node := range g.cfg.Nodes {
+		last, heard := lastSeen[node]
+		if !heard {
+			last = started
+		}
+		ik := instKey{ObserverRule, node, "heartbeat"}
+		inst, ok := g.instances[ik]
+		if !ok {
+			inst = alerting.Instance{Rule: ObserverRule, Labels: map[string]string{
+				alerting.LabelHost: node, alerting.LabelCheck: "heartbeat", alerting.LabelSeverity: g.observerUp.Severity}}
+		}
+		in := alerting.Input{Active: now.Sub(last) > silentAfter}
+		if in.Active {
+			when := "never heard from"
+			if heard {
+				when = "last heartbeat " + last.UTC().Format(time.RFC3339)
+			}
+			in.Annotations = map[string]string{alerting.AnnotationSummary: fmt.Sprintf("observer %s is silent: %s", node, when)}
+		}
+		next, tr := inst.Next(now, in, alerting.Params{RepeatInterval: g.repeatInterval})
+		if next.State == alerting.OK && next.FiredAt.IsZero() {
+			delete(g.instances, ik)
+		} else {
+			g.instances[ik] = next
+		}
+		if tr != nil {
+			out = append(out, decision{rule: g.observerUp, inst: next, tr: tr})
+		}
+	}
+	return out
 }
 
 // receivers returns where r's notifications go: its notify list, or the

@@ -176,3 +176,27 @@ func TestChildFiresWhenParentRecheckTimesOut(t *testing.T) {
 		t.Fatalf("after the re-check deadline: notified %q, state %v", notified(ds, "www-http"), g.state("www-http", httpKey))
 	}
 }
+
+func TestSilentObserverAlerts(t *testing.T) {
+	g, _ := depEngine(t)
+	g.cfg.Nodes = []string{"a", "b", "c"}
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	started := t0.Add(-time.Minute)
+	seen := map[string]time.Time{"a": t0, "b": t0.Add(-time.Minute)} // c never heard from
+	ds := g.evaluateObservers(t0, seen, 30*time.Second, started)
+	fired := map[string]bool{}
+	for _, d := range ds {
+		if d.tr.Notification != nil && d.tr.Notification.Status == alerting.StatusFiring {
+			fired[d.inst.Labels["host"]] = true
+		}
+	}
+	if len(fired) != 2 || !fired["b"] || !fired["c"] {
+		t.Fatalf("silent observers paged: %v, want b (missed heartbeats) and c (never heard from)", fired)
+	}
+	// b comes back; c stays silent and is not paged again.
+	seen["b"] = t0.Add(10 * time.Second)
+	ds = g.evaluateObservers(t0.Add(10*time.Second), seen, 30*time.Second, started)
+	if len(ds) != 1 || ds[0].inst.Labels["host"] != "b" || ds[0].tr.Notification.Status != alerting.StatusResolved {
+		t.Fatalf("after b's heartbeat: %+v, want only b resolved", ds)
+	}
+}

@@ -235,7 +235,7 @@ func (e *Evaluator) Run(ctx context.Context) error {
 	s.Start()
 	e.log.Info("evaluator started", "observer", e.cfg.Observer, "checks", len(e.cfg.Targets), "workers", e.cfg.Workers)
 
-	heartbeat := time.NewTicker(min(e.cfg.Interval, 10*time.Second))
+	heartbeat := time.NewTicker(e.heartbeatEvery())
 	defer heartbeat.Stop()
 	e.beat(ctx)
 loop:
@@ -441,6 +441,35 @@ func (e *Evaluator) tick(ctx context.Context) {
 		targets[i] = instanceKey{t.Host, t.Check.Name}
 	}
 	e.evaluate(now, targets, data)
+	e.evaluateObservers(ctx, now)
+}
+
+// heartbeatEvery is how often an observer says it is alive.
+func (e *Evaluator) heartbeatEvery() time.Duration { return min(e.cfg.Interval, 10*time.Second) }
+
+// evaluateObservers alerts on the nodes of nodes.txt that went silent:
+// three heartbeats missed. Their results go stale on their own and then
+// count neither as failing nor as passing.
+func (e *Evaluator) evaluateObservers(ctx context.Context, now time.Time) {
+	if e.share == nil || len(e.cfg.Nodes) == 0 {
+		return
+	}
+	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	obs, err := e.share.Observers(octx)
+	cancel()
+	if err != nil {
+		return // Redis is down: that is not the observers' silence
+	}
+	seen := make(map[string]time.Time, len(obs))
+	for _, o := range obs {
+		seen[o.Name] = o.LastSeen
+	}
+	e.mu.Lock()
+	decisions := e.engine.evaluateObservers(now, seen, 3*e.heartbeatEvery(), e.started)
+	e.mu.Unlock()
+	for _, d := range decisions {
+		e.transition(d)
+	}
 }
 
 // evaluate decides the instances of targets at now and acts on what
@@ -546,7 +575,7 @@ func (e *Evaluator) SetRules(set *rules.Set) {
 	old := e.engine
 	e.engine = newEngine(e.cfg, set, old.repeatInterval, old.silences)
 	for ik, inst := range old.instances {
-		if ik.rule == old.def.Name || set != nil && set.Rule(ik.rule) != nil {
+		if ik.rule == old.def.Name || ik.rule == ObserverRule || set != nil && set.Rule(ik.rule) != nil {
 			e.engine.instances[ik] = inst
 		}
 	}

@@ -325,3 +325,20 @@ func TestClusterRedisRestart(t *testing.T) {
 		t.Fatalf("firing %v, resolved %v: want one of each, no duplicate", tally.firing, tally.resolved)
 	}
 }
+
+// TestClusterSilentObserver: an observer that dies is reported by an
+// alert of its own, resolved when it comes back.
+func TestClusterSilentObserver(t *testing.T) {
+	c := newCluster(t, "")
+	c.startAll()
+	var leader string
+	waitFor(t, "a leader", func() bool { leader, _ = c.leader(); return leader != "" })
+	victim := "a"
+	if leader == "a" {
+		victim = "b"
+	}
+	c.nodes[victim].kill(t)
+	c.expectMail("FIRING", "observer-up", victim)
+	c.start(victim)
+	c.expectMail("RESOLVED", "observer-up", victim)
+}
