@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dmonitor/dmonitor/alerting"
+	"github.com/dmonitor/dmonitor/internal/redistest"
 )
 
 // journalState is everything a receiver's journal holds in Redis.
@@ -192,7 +193,7 @@ func waitRun(t *testing.T, ran <-chan error) error {
 // deliver nor record anything.
 func TestTakeoverResume(t *testing.T) {
 	ctx := context.Background()
-	client := startRedis(t)
+	client := redistest.Start(t).Client(t)
 	rx := &receiver{}
 	want := []alerting.Notification{numbered(0), numbered(1), numbered(2)}
 
@@ -260,7 +261,7 @@ func TestTakeoverResume(t *testing.T) {
 // delivers nothing after that; what it recorded as done is not repeated.
 func TestAttemptedDeliveredAgain(t *testing.T) {
 	ctx := context.Background()
-	client := startRedis(t)
+	client := redistest.Start(t).Client(t)
 	want := []alerting.Notification{numbered(0), numbered(1), numbered(2)}
 	st1, st2 := New(client, Options{}), New(client, Options{})
 	rx := &receiver{up: true}

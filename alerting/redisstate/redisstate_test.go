@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dmonitor/dmonitor/alerting"
+	"github.com/dmonitor/dmonitor/internal/redistest"
 )
 
 var base = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -33,7 +34,7 @@ func firing(host string) alerting.Instance {
 
 func TestStoreRoundTrip(t *testing.T) {
 	ctx := context.Background()
-	st := New(startRedis(t), Options{})
+	st := New(redistest.Start(t).Client(t), Options{})
 	if err := st.TakeOver(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func TestInstanceKey(t *testing.T) {
 
 func TestTakeOver(t *testing.T) {
 	ctx := context.Background()
-	st := New(startRedis(t), Options{})
+	st := New(redistest.Start(t).Client(t), Options{})
 	// One after another on the same fence.
 	for _, tc := range []struct {
 		epoch  int64
@@ -154,7 +155,7 @@ func TestTakeOver(t *testing.T) {
 // the fence's is refused with ErrFenced and changes nothing.
 func TestFencedWrites(t *testing.T) {
 	ctx := context.Background()
-	client := startRedis(t)
+	client := redistest.Start(t).Client(t)
 	st := New(client, Options{})
 	key := InstanceKey("www-http", "www1", "http")
 	old := firing("www1")

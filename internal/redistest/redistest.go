@@ -1,6 +1,7 @@
 // Package redistest runs a real redis-server on a free loopback port for
-// tests, without persistence (a restart loses every key, as a Redis without
-// --save or --appendonly does), and stops it when the test ends.
+// tests, without persistence unless a test asks for it (a restart loses
+// every key, as a Redis without --save or --appendonly does), and stops it
+// when the test ends.
 package redistest
 
 import (
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Server is a redis-server started by a test.
@@ -50,6 +53,16 @@ func (s *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
 
 // URL is the server's redis:// URL with db 0.
 func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+
+// Client returns a go-redis client of the server with default options,
+// closed when t ends. t may be a subtest of the one that started the server,
+// so that the client lives only as long as the subtest.
+func (s *Server) Client(t testing.TB) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
 
 func (s *Server) start() {
 	s.t.Helper()
@@ -110,8 +123,10 @@ func (s *Server) Kill() {
 	s.cmd = nil
 }
 
-// Restart kills the server and starts a new one on the same port, with no
-// data: a Redis without persistence after a crash.
+// Restart kills the server and starts a new one on the same port and in the
+// same directory, as a Redis comes back after a crash: it has only the data
+// it persisted, that is none unless the test ran SAVE or started it with
+// --appendonly yes.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Kill()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dmonitor/dmonitor/internal/redistest"
 	"github.com/dmonitor/dmonitor/lock"
 )
 
@@ -23,7 +24,7 @@ var _ interface {
 
 // newLease returns a lease on s with its own client, closed when the test
 // ends.
-func newLease(t *testing.T, s *redisServer, o Options) *Lease {
+func newLease(t *testing.T, s *redistest.Server, o Options) *Lease {
 	t.Helper()
 	l := New(newClient(t, s), o)
 	t.Cleanup(func() { _ = l.Close() })
@@ -111,7 +112,7 @@ func subscribers(ctx context.Context, c redis.UniversalClient) int64 {
 }
 
 func TestAcquireLeadRelease(t *testing.T) {
-	s := startRedis(t)
+	s := redistest.Start(t)
 	rc := newClient(t, s)
 	a := newLease(t, s, Options{Owner: "eu-1"})
 	ctx := testCtx(t)
@@ -160,7 +161,7 @@ func TestAcquireLeadRelease(t *testing.T) {
 }
 
 func TestSuccessorTakesOverAtRelease(t *testing.T) {
-	s := startRedis(t)
+	s := redistest.Start(t)
 	rc := newClient(t, s)
 	a := newLease(t, s, Options{Owner: "a"})
 	// An hour between tries: only the release's announcement can wake b in
@@ -220,7 +221,7 @@ func TestSuccessorTakesOverAtRelease(t *testing.T) {
 }
 
 func TestRenewalKeepsLeaseOverManyTTLs(t *testing.T) {
-	s := startRedis(t)
+	s := redistest.Start(t)
 	rc := newClient(t, s)
 	const ttl = time.Second
 	a := newLease(t, s, Options{Owner: "a", TTL: ttl})
@@ -248,14 +249,14 @@ func TestRenewalKeepsLeaseOverManyTTLs(t *testing.T) {
 }
 
 func TestStepDownWhenRedisDies(t *testing.T) {
-	s := startRedis(t)
+	s := redistest.Start(t)
 	const ttl = time.Second
 	a := newLease(t, s, Options{Owner: "a", TTL: ttl})
 	term := acquire(t, a)
 	tm := current(t, a)
 
 	killed := time.Now()
-	s.kill()
+	s.Kill()
 	awaitLost(t, term, 10*time.Second)
 
 	st := stateOf(a, tm)
@@ -275,7 +276,7 @@ func TestStepDownWhenRedisDies(t *testing.T) {
 }
 
 func TestStepDownAtDeadlineWhenRedisHangs(t *testing.T) {
-	s := startRedis(t)
+	s := redistest.Start(t)
 	// The client would wait 30s for an answer: only the lease's own
 	// deadline can end the term in time.
 	c, err := NewClient(s.URL() + "?read_timeout=30s&write_timeout=30s&context_timeout_enabled=false&max_retries=-1")
@@ -289,7 +290,7 @@ func TestStepDownAtDeadlineWhenRedisHangs(t *testing.T) {
 	term := acquire(t, a)
 	tm := current(t, a)
 
-	s.signal(syscall.SIGSTOP)
+	s.Signal(syscall.SIGSTOP)
 	awaitLost(t, term, 10*time.Second)
 	if a.Leading() {
 		t.Fatal("still leading after the deadline")
@@ -305,11 +306,11 @@ func TestStepDownAtDeadlineWhenRedisHangs(t *testing.T) {
 	}
 	// Let the renewal that was in flight be answered, so Close can wait
 	// for it.
-	s.signal(syscall.SIGCONT)
+	s.Signal(syscall.SIGCONT)
 }
 
 func TestDeposedLeaderCannotRenewOrRelease(t *testing.T) {
-	s := startRedis(t)
+	s := redistest.Start(t)
 	rc := newClient(t, s)
 	a := newLease(t, s, Options{Owner: "a", TTL: time.Second})
 	b := newLease(t, s, Options{Owner: "b"})
@@ -351,7 +352,7 @@ func TestDeposedLeaderCannotRenewOrRelease(t *testing.T) {
 }
 
 func TestEpochNeverGoesBackAcrossRestart(t *testing.T) {
-	s := startRedis(t)
+	s := redistest.Start(t)
 	rc := newClient(t, s)
 	a := newLease(t, s, Options{Owner: "a", TTL: time.Second})
 	ctx := testCtx(t)
@@ -359,7 +360,7 @@ func TestEpochNeverGoesBackAcrossRestart(t *testing.T) {
 	// A leader dies with Redis; Redis comes back empty. The leader that
 	// stepped down takes the lease again with a higher epoch.
 	t1 := acquire(t, a)
-	s.restart()
+	s.Restart()
 	awaitLost(t, t1, 10*time.Second)
 	if n := rc.Exists(ctx, DefaultKey+":epoch").Val(); n != 0 {
 		t.Fatal("epoch key survived the restart; the test proves nothing")
@@ -374,7 +375,7 @@ func TestEpochNeverGoesBackAcrossRestart(t *testing.T) {
 	if err := a.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s.restart()
+	s.Restart()
 	fresh := newLease(t, s, Options{Owner: "fresh"})
 	t3 := acquire(t, fresh)
 	if t3.Epoch <= t2.Epoch {
@@ -397,7 +398,7 @@ func TestEpochNeverGoesBackAcrossRestart(t *testing.T) {
 	if err := a.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s.restart()
+	s.Restart()
 	t5 := acquire(t, a)
 	if t5.Epoch <= t4.Epoch {
 		t.Fatalf("epoch after restart %d, want > %d", t5.Epoch, t4.Epoch)
@@ -405,7 +406,7 @@ func TestEpochNeverGoesBackAcrossRestart(t *testing.T) {
 }
 
 func TestContendersNeverLeadTogether(t *testing.T) {
-	s := startRedis(t)
+	s := redistest.Start(t)
 	rc := newClient(t, s)
 	leases := []*Lease{
 		newLease(t, s, Options{Owner: "a", TTL: 2 * time.Second}),
@@ -476,7 +477,7 @@ func TestContendersNeverLeadTogether(t *testing.T) {
 }
 
 func TestCloseEndsTermAndAcquire(t *testing.T) {
-	s := startRedis(t)
+	s := redistest.Start(t)
 	rc := newClient(t, s)
 	a := newLease(t, s, Options{Owner: "a"})
 	b := newLease(t, s, Options{Owner: "b"})

@@ -2,12 +2,17 @@ package redislease
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dmonitor/dmonitor/internal/redistest"
 )
 
 func TestParseURL(t *testing.T) {
@@ -129,7 +134,7 @@ func TestNewClientErrorsRedactPasswords(t *testing.T) {
 }
 
 func TestNewClientPasswordAndDatabase(t *testing.T) {
-	s := startRedis(t, "--requirepass", "s3cret")
+	s := redistest.Start(t, "--requirepass", "s3cret")
 	ctx := testCtx(t)
 
 	c, err := NewClient("redis://:s3cret@" + s.Addr() + "/3")
@@ -170,12 +175,16 @@ func TestNewClientPasswordAndDatabase(t *testing.T) {
 // TestNewClientSentinel runs the lease through a real Sentinel that
 // monitors a real master with a password.
 func TestNewClientSentinel(t *testing.T) {
-	master := startRedis(t, "--requirepass", "mpw")
+	master := redistest.Start(t, "--requirepass", "mpw")
+	_, masterPort, err := net.SplitHostPort(master.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
 	sentinelPort := freePort(t)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "sentinel.conf")
-	cfg := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor dmon 127.0.0.1 %d 1\nsentinel auth-pass dmon mpw\n",
-		sentinelPort, dir, master.port)
+	cfg := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor dmon 127.0.0.1 %s 1\nsentinel auth-pass dmon mpw\n",
+		sentinelPort, dir, masterPort)
 	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -185,8 +194,10 @@ func TestNewClientSentinel(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	sentinelAddr := fmt.Sprintf("127.0.0.1:%d", sentinelPort)
-	waitFor(t, 10*time.Second, "sentinel answers", func() bool { return ping(sentinelAddr) })
 	ctx := testCtx(t)
+	sentinel := redis.NewClient(&redis.Options{Addr: sentinelAddr, MaxRetries: -1})
+	defer sentinel.Close()
+	waitFor(t, 10*time.Second, "sentinel answers", func() bool { return sentinel.Ping(ctx).Err() == nil })
 
 	c, err := NewClient("redis+sentinel://:mpw@" + sentinelAddr + "/dmon/2")
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dmonitor/dmonitor/check"
+	"github.com/dmonitor/dmonitor/internal/redistest"
 )
 
 // typical is a result as check_http writes it: a line of output and two
@@ -27,8 +28,8 @@ func typical(i int) check.Result {
 // 64, and 16 goroutines calling Publish at once (as the evaluator's checks
 // finish side by side).
 func BenchmarkPublish(b *testing.B) {
-	srv := startRedis(b)
-	x := New(srv.client(b), Options{Observer: "eu-1"})
+	srv := redistest.Start(b)
+	x := New(srv.Client(b), Options{Observer: "eu-1"})
 	ctx := context.Background()
 	const per, batch, workers = 512, 64, 16
 	var seq, piped, par time.Duration

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dmonitor/dmonitor/check"
+	"github.com/dmonitor/dmonitor/internal/redistest"
 )
 
 // t0 is the start of the first result in every test.
@@ -118,10 +119,10 @@ func withoutProbes(rs []check.Result) []check.Result {
 }
 
 func TestPublishSubscribeTwoObservers(t *testing.T) {
-	srv := startRedis(t)
-	a := New(srv.client(t), Options{Observer: "eu-1"})
-	b := New(srv.client(t), Options{Observer: "us-1"})
-	leader := New(srv.client(t), Options{Observer: "leader"})
+	srv := redistest.Start(t)
+	a := New(srv.Client(t), Options{Observer: "eu-1"})
+	b := New(srv.Client(t), Options{Observer: "us-1"})
+	leader := New(srv.Client(t), Options{Observer: "leader"})
 	got, _ := subscribe(t, leader)
 	settle(t, a, got, 1)
 
@@ -148,10 +149,10 @@ func TestPublishSubscribeTwoObservers(t *testing.T) {
 }
 
 func TestLateSubscriberGetsState(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	ctx := context.Background()
-	a := New(srv.client(t), Options{Observer: "eu-1"})
-	b := New(srv.client(t), Options{Observer: "us-1"})
+	a := New(srv.Client(t), Options{Observer: "eu-1"})
+	b := New(srv.Client(t), Options{Observer: "us-1"})
 	published := []check.Result{
 		result("eu-1", "db1", "mysql", t0, check.OK),
 		result("eu-1", "db1", "mysql", t0.Add(time.Minute), check.Critical), // replaces the one before
@@ -167,32 +168,32 @@ func TestLateSubscriberGetsState(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, _ := subscribe(t, New(srv.client(t), Options{Observer: "leader"}))
+	got, _ := subscribe(t, New(srv.Client(t), Options{Observer: "leader"}))
 	want := published[1:]
 	eventually(t, 10*time.Second, "the stored state delivered", func() bool { return len(got.all()) >= len(want) })
 	assertSameSet(t, got.all(), want)
 }
 
 func TestSnapshot(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	ctx := context.Background()
 	want := []check.Result{
 		result("eu-1", "db1", "mysql", t0, check.OK),
 		result("us-1", "db1", "mysql", t0, check.Critical),
 	}
 	for _, r := range want {
-		if err := New(srv.client(t), Options{Observer: r.Observer}).Publish(ctx, r); err != nil {
+		if err := New(srv.Client(t), Options{Observer: r.Observer}).Publish(ctx, r); err != nil {
 			t.Fatal(err)
 		}
 	}
 	var got []check.Result
-	if err := New(srv.client(t), Options{Observer: "leader"}).Snapshot(ctx, func(r check.Result) { got = append(got, r) }); err != nil {
+	if err := New(srv.Client(t), Options{Observer: "leader"}).Snapshot(ctx, func(r check.Result) { got = append(got, r) }); err != nil {
 		t.Fatal(err)
 	}
 	assertSameSet(t, got, want)
 
-	srv.kill()
-	noRetry := redis.NewClient(&redis.Options{Addr: srv.addr(), MaxRetries: -1})
+	srv.Kill()
+	noRetry := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
 	t.Cleanup(func() { noRetry.Close() })
 	if err := New(noRetry, Options{Observer: "leader"}).Snapshot(ctx, func(check.Result) {}); err == nil {
 		t.Error("Snapshot with redis down succeeded")
@@ -233,11 +234,11 @@ func TestOlderResultDoesNotOverwrite(t *testing.T) {
 		// The same result again, as a retry sends it, is stored again.
 		{"equal", time.Minute, time.Minute, time.Minute, true},
 	}
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	ctx := context.Background()
-	obs := New(srv.client(t), Options{Observer: "eu-1"})
-	probes := New(srv.client(t), Options{Observer: "probe"})
-	live, _ := subscribe(t, New(srv.client(t), Options{Observer: "leader"}))
+	obs := New(srv.Client(t), Options{Observer: "eu-1"})
+	probes := New(srv.Client(t), Options{Observer: "probe"})
+	live, _ := subscribe(t, New(srv.Client(t), Options{Observer: "leader"}))
 	settle(t, probes, live, 0)
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -264,7 +265,7 @@ func TestOlderResultDoesNotOverwrite(t *testing.T) {
 			}
 			assertSameSet(t, announced, want)
 
-			late, _ := subscribe(t, New(srv.client(t), Options{Observer: "late"}))
+			late, _ := subscribe(t, New(srv.Client(t), Options{Observer: "late"}))
 			eventually(t, 10*time.Second, "state of "+host, func() bool {
 				return slices.ContainsFunc(late.all(), func(r check.Result) bool { return r.Host == host })
 			})
@@ -313,12 +314,12 @@ func TestOddNamesRoundTrip(t *testing.T) {
 		// The zero start time.
 		zero,
 	}
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	ctx := context.Background()
-	live, _ := subscribe(t, New(srv.client(t), Options{Observer: "leader"}))
-	settle(t, New(srv.client(t), Options{Observer: "probe"}), live, 0)
+	live, _ := subscribe(t, New(srv.Client(t), Options{Observer: "leader"}))
+	settle(t, New(srv.Client(t), Options{Observer: "probe"}), live, 0)
 	for _, r := range tests {
-		if err := New(srv.client(t), Options{Observer: r.Observer}).Publish(ctx, r); err != nil {
+		if err := New(srv.Client(t), Options{Observer: r.Observer}).Publish(ctx, r); err != nil {
 			t.Fatalf("publish %q %q: %v", r.Host, r.Check, err)
 		}
 	}
@@ -327,7 +328,7 @@ func TestOddNamesRoundTrip(t *testing.T) {
 	})
 	assertSameSet(t, withoutProbes(live.all()), tests)
 
-	late, _ := subscribe(t, New(srv.client(t), Options{Observer: "late"}))
+	late, _ := subscribe(t, New(srv.Client(t), Options{Observer: "late"}))
 	eventually(t, 10*time.Second, "every result from the stored state", func() bool {
 		return len(withoutProbes(late.all())) >= len(tests)
 	})
@@ -335,11 +336,11 @@ func TestOddNamesRoundTrip(t *testing.T) {
 }
 
 func TestPrefixesAreSeparate(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	ctx := context.Background()
 	// Unescaped, "a*:results:*" would match the keys of "ab:".
-	glob := New(srv.client(t), Options{Prefix: "a*:", Observer: "eu-1"})
-	other := New(srv.client(t), Options{Prefix: "ab:", Observer: "eu-1"})
+	glob := New(srv.Client(t), Options{Prefix: "a*:", Observer: "eu-1"})
+	other := New(srv.Client(t), Options{Prefix: "ab:", Observer: "eu-1"})
 	mine := result("eu-1", "mine", "ping", t0, check.OK)
 	if err := glob.Publish(ctx, mine); err != nil {
 		t.Fatal(err)
@@ -347,18 +348,18 @@ func TestPrefixesAreSeparate(t *testing.T) {
 	if err := other.Publish(ctx, result("eu-1", "theirs", "ping", t0, check.OK)); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := subscribe(t, New(srv.client(t), Options{Prefix: "a*:", Observer: "leader"}))
+	got, _ := subscribe(t, New(srv.Client(t), Options{Prefix: "a*:", Observer: "leader"}))
 	// The probe comes after both in the SCAN's single page.
-	settle(t, New(srv.client(t), Options{Prefix: "a*:", Observer: "probe"}), got, 1)
+	settle(t, New(srv.Client(t), Options{Prefix: "a*:", Observer: "probe"}), got, 1)
 	assertSameSet(t, withoutProbes(got.all()), []check.Result{mine})
 }
 
 func TestSubscribeSurvivesRedisRestart(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	ctx := context.Background()
-	pub := New(srv.client(t), Options{Observer: "eu-1"})
+	pub := New(srv.Client(t), Options{Observer: "eu-1"})
 	logs := &logRecorder{}
-	got, done := subscribe(t, New(srv.client(t), Options{Observer: "leader", Logger: slog.New(logs), MaxBackoff: 200 * time.Millisecond}))
+	got, done := subscribe(t, New(srv.Client(t), Options{Observer: "leader", Logger: slog.New(logs), MaxBackoff: 200 * time.Millisecond}))
 	before := result("eu-1", "www", "http", t0, check.OK)
 	if err := pub.Publish(ctx, before); err != nil {
 		t.Fatal(err)
@@ -373,15 +374,14 @@ func TestSubscribeSurvivesRedisRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := srv.client(t)
+	raw := srv.Client(t)
 	if err := raw.HSet(ctx, targetKey(pub.resultsPrefix, "db", "mysql"), "us-1", payload).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := raw.Save(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	srv.kill()
-	srv.start()
+	srv.Restart()
 
 	eventually(t, 20*time.Second, "stored result resynced after the restart", func() bool { return got.has(unannounced) })
 	after := result("eu-1", "www", "http", t0.Add(time.Minute), check.Critical)
@@ -399,13 +399,13 @@ func TestSubscribeSurvivesRedisRestart(t *testing.T) {
 }
 
 func TestSubscribeSurvivesSilentServer(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	ctx := context.Background()
-	pub := New(srv.client(t), Options{Observer: "eu-1"})
+	pub := New(srv.Client(t), Options{Observer: "eu-1"})
 	logs := &logRecorder{}
 	// Short client timeouts, so that each attempt against the stopped
 	// server fails fast.
-	fast := redis.NewClient(&redis.Options{Addr: srv.addr(), DialTimeout: 100 * time.Millisecond, ReadTimeout: 100 * time.Millisecond})
+	fast := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 100 * time.Millisecond, ReadTimeout: 100 * time.Millisecond})
 	t.Cleanup(func() { fast.Close() })
 	got, done := subscribe(t, New(fast, Options{Observer: "leader", Logger: slog.New(logs),
 		PingInterval: 100 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}))
@@ -413,20 +413,16 @@ func TestSubscribeSurvivesSilentServer(t *testing.T) {
 
 	// A stopped server keeps its sockets open and answers nothing, as one
 	// behind a dead network does: only the unanswered ping shows it.
-	if err := srv.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	srv.Signal(syscall.SIGSTOP)
 	stopped := true
 	t.Cleanup(func() {
 		if stopped {
-			_ = srv.cmd.Process.Signal(syscall.SIGCONT)
+			srv.Signal(syscall.SIGCONT)
 		}
 	})
 	// Several failed attempts, logged once as a warning.
 	eventually(t, 10*time.Second, "reconnection failing", func() bool { return logs.count(msgStillDown) >= 2 })
-	if err := srv.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
+	srv.Signal(syscall.SIGCONT)
 	stopped = false
 	eventually(t, 10*time.Second, "subscription reported restored", func() bool { return logs.count(msgRestored) == 1 })
 	r := result("eu-1", "www", "http", t0, check.Critical)
@@ -473,10 +469,10 @@ func (l *logRecorder) count(msg string) int {
 }
 
 func TestHeartbeats(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	ctx := context.Background()
-	a := New(srv.client(t), Options{Observer: "us-1"})
-	b := New(srv.client(t), Options{Observer: "eu-1"})
+	a := New(srv.Client(t), Options{Observer: "us-1"})
+	b := New(srv.Client(t), Options{Observer: "eu-1"})
 	if obs, err := a.Observers(ctx); err != nil || len(obs) != 0 {
 		t.Fatalf("Observers before any heartbeat = %v, %v; want none", obs, err)
 	}
@@ -546,12 +542,12 @@ func confirmations(t *testing.T, x *Exchange) *confirmCollector {
 }
 
 func TestRequestConfirm(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	ctx := context.Background()
-	a := New(srv.client(t), Options{Observer: "eu-1"})
-	b := New(srv.client(t), Options{Observer: "us-1"})
+	a := New(srv.Client(t), Options{Observer: "eu-1"})
+	b := New(srv.Client(t), Options{Observer: "us-1"})
 	gotA, gotB := confirmations(t, a), confirmations(t, b)
-	raw := srv.client(t)
+	raw := srv.Client(t)
 	eventually(t, 10*time.Second, "both observers subscribed", func() bool {
 		n, err := raw.PubSubNumSub(ctx, a.confirmChan).Result()
 		return err == nil && n[a.confirmChan] == 2
@@ -608,9 +604,9 @@ func TestRequestConfirm(t *testing.T) {
 }
 
 func TestPublishAll(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	ctx := context.Background()
-	x := New(srv.client(t), Options{Observer: "eu-1"})
+	x := New(srv.Client(t), Options{Observer: "eu-1"})
 	batch := []check.Result{
 		result("eu-1", "a", "ping", t0.Add(time.Minute), check.OK),
 		result("eu-1", "b", "ping", t0, check.Critical),
@@ -624,7 +620,7 @@ func TestPublishAll(t *testing.T) {
 	// flushed.
 	for round := range 2 {
 		if round == 1 {
-			if err := srv.client(t).ScriptFlush(ctx).Err(); err != nil {
+			if err := srv.Client(t).ScriptFlush(ctx).Err(); err != nil {
 				t.Fatal(err)
 			}
 			for i := range batch {
@@ -635,8 +631,20 @@ func TestPublishAll(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "out of range") || strings.Count(err.Error(), "\n") != 0 {
 			t.Errorf("round %d: PublishAll = %v, want only the out-of-range error", round, err)
 		}
-		late, _ := subscribe(t, New(srv.client(t), Options{Observer: "late"}))
+		late, _ := subscribe(t, New(srv.Client(t), Options{Observer: "late"}))
 		settle(t, x, late, 10+round)
 		assertSameSet(t, withoutProbes(late.all()), batch[:2])
+	}
+}
+
+// eventually polls cond until it holds, failing the test at the deadline.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
