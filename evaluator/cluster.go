@@ -71,14 +71,26 @@ func (e *Evaluator) publish(ctx context.Context, r check.Result, wasPassing bool
 		return
 	}
 	if wasPassing && r.Status.Failing() {
-		c := e.cfg.Checks[r.Check]
-		if started, err := e.share.RequestConfirm(pctx, r.Host, r.Check, c.Interval); err != nil {
+		if started, err := e.share.RequestConfirm(pctx, r.Host, r.Check, e.confirmTTL(r.Check)); err != nil {
 			e.shareErr("request confirmation", err)
 		} else if started {
 			e.metrics.confirmations.Inc()
 			e.log.Info("asked the other observers to confirm", "host", r.Host, "check", r.Check)
 		}
 	}
+}
+
+// confirmTTL is how long one confirmation round of a check holds off the
+// next, cluster-wide: the spacing of the observers' staggered runs
+// (interval/N), at least a second. Longer would make an outage that starts
+// soon after the previous one wait for the next scheduled run instead of
+// being confirmed at once; shorter would let every observer start a round.
+func (e *Evaluator) confirmTTL(chk string) time.Duration {
+	iv := e.cfg.Interval
+	if c, ok := e.cfg.Checks[chk]; ok {
+		iv = c.Interval
+	}
+	return max(iv/time.Duration(max(len(e.cfg.Nodes), 1)), time.Second)
 }
 
 // shareErr logs a failure to reach the other observers once per change

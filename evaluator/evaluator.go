@@ -512,7 +512,7 @@ func (e *Evaluator) recheck(rc recheck) {
 		e.rechecks.Go(func() { e.runJob(e.checkCtx, j) })
 		if e.share != nil {
 			ctx, cancel := context.WithTimeout(e.checkCtx, 5*time.Second)
-			if _, err := e.share.RequestConfirm(ctx, t.host, t.check, e.cfg.Checks[t.check].Interval); err != nil {
+			if _, err := e.share.RequestConfirm(ctx, t.host, t.check, e.confirmTTL(t.check)); err != nil {
 				e.shareErr("request re-check", err)
 			}
 			cancel()

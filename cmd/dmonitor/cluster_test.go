@@ -22,7 +22,7 @@ import (
 // write to through its OpenTSDB API), each checking a service on loopback
 // with Debian's check_tcp, all mailing one SMTP sink.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	redis   *redistest.Server
 	mail    *smtptest.Server
 	svc     *tcpService
@@ -33,7 +33,13 @@ type testCluster struct {
 
 // newCluster writes the three configurations. flaky names an observer
 // whose view of the service is broken: its check goes to a closed port.
-func newCluster(t *testing.T, flaky string) *testCluster {
+func newCluster(t testing.TB, flaky string) *testCluster {
+	t.Helper()
+	return newClusterEvery(t, flaky, time.Second)
+}
+
+// newClusterEvery is newCluster with the checks' interval.
+func newClusterEvery(t testing.TB, flaky string, interval time.Duration) *testCluster {
 	t.Helper()
 	requirePlugins(t)
 	c := &testCluster{t: t, redis: redistest.Start(t), mail: smtptest.Start(t, "127.0.0.1:0"),
@@ -53,7 +59,7 @@ func newCluster(t *testing.T, flaky string) *testCluster {
 		c.dirs[name] = t.TempDir()
 		writeTree(t, c.dirs[name], map[string]string{
 			"dmonitor.yaml": fmt.Sprintf(`observer: %s
-interval: 1s
+interval: %s
 quorum: 2
 control: {listen: %q}
 tsdb: %s
@@ -62,7 +68,7 @@ smtp: {addr: %q, from: dmonitor@example.org, tls: none}
 checks:
   svc:
     command: [check_tcp, -H, "{{host}}", -p, %q]
-`, name, c.control[name], tsdbCfg, c.redis.URL(), c.mail.Addr, port),
+`, name, interval, c.control[name], tsdbCfg, c.redis.URL(), c.mail.Addr, port),
 			"nodes.txt":                  "a\nb\nc\n",
 			"hosts.d/127.0.0.1/svc":      "",
 			"alert.d/oncall@example.org": "",

@@ -141,7 +141,7 @@ checks:
 
 // countPoints opens the daemon's store after it has stopped and counts the
 // datapoints of the check metrics and the heartbeat since begin.
-func countPoints(t *testing.T, dir string, begin time.Time) int {
+func countPoints(t testing.TB, dir string, begin time.Time) int {
 	t.Helper()
 	s, err := embedded.Open(dir, embedded.Options{})
 	if err != nil {
@@ -230,7 +230,7 @@ checks:
 
 // api calls the control API with the bearer token and returns the status
 // and body.
-func (d *daemon) api(t *testing.T, method, path, token, body string) (int, string) {
+func (d *daemon) api(t testing.TB, method, path, token, body string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, "http://"+d.control+path, strings.NewReader(body))
 	if err != nil {

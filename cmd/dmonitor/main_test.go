@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 
 const pluginDir = "/usr/lib/nagios/plugins"
 
-func requirePlugins(t *testing.T) {
+func requirePlugins(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(pluginDir, "check_dummy")); err != nil {
 		t.Fatalf("Debian monitoring-plugins missing (%v): run `make test`, which installs them", err)
@@ -44,7 +44,7 @@ func requirePlugins(t *testing.T) {
 }
 
 // writeTree writes files (path relative to dir → content) under dir.
-func writeTree(t *testing.T, dir string, files map[string]string) {
+func writeTree(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for name, content := range files {
 		p := filepath.Join(dir, name)
@@ -58,7 +58,7 @@ func writeTree(t *testing.T, dir string, files map[string]string) {
 }
 
 // freePort returns a loopback address that was free a moment ago.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -77,7 +77,7 @@ type daemon struct {
 	log     bytes.Buffer
 }
 
-func startDaemon(t *testing.T, dir, control string) *daemon {
+func startDaemon(t testing.TB, dir, control string) *daemon {
 	t.Helper()
 	d := &daemon{control: control, done: make(chan struct{})}
 	d.cmd = exec.Command(os.Args[0], "run", "--config", dir, "--log-level", "debug")
@@ -135,7 +135,7 @@ func (d *daemon) wait() error {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (d *daemon) stop(t *testing.T) {
+func (d *daemon) stop(t testing.TB) {
 	t.Helper()
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -146,7 +146,7 @@ func (d *daemon) stop(t *testing.T) {
 }
 
 // kill sends SIGKILL and waits for the process to be gone.
-func (d *daemon) kill(t *testing.T) {
+func (d *daemon) kill(t testing.TB) {
 	t.Helper()
 	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -156,7 +156,7 @@ func (d *daemon) kill(t *testing.T) {
 
 // metric returns the value of a metric from /metrics, summed over its
 // labels.
-func (d *daemon) metric(t *testing.T, name string) float64 {
+func (d *daemon) metric(t testing.TB, name string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + d.control + "/metrics")
 	if err != nil {
@@ -181,7 +181,7 @@ func (d *daemon) metric(t *testing.T, name string) float64 {
 
 type instanceStatus struct{ Rule, Host, Check, State string }
 
-func (d *daemon) instances(t *testing.T) []instanceStatus {
+func (d *daemon) instances(t testing.TB) []instanceStatus {
 	t.Helper()
 	resp, err := http.Get("http://" + d.control + "/status")
 	if err != nil {
@@ -196,7 +196,7 @@ func (d *daemon) instances(t *testing.T) []instanceStatus {
 }
 
 // state returns the alert state of host/check from /status.
-func (d *daemon) state(t *testing.T, host, check string) string {
+func (d *daemon) state(t testing.TB, host, check string) string {
 	t.Helper()
 	for _, in := range d.instances(t) {
 		if in.Host == host && in.Check == check {
@@ -207,7 +207,7 @@ func (d *daemon) state(t *testing.T, host, check string) string {
 }
 
 // stateOf returns the state of the (first) instance of rule from /status.
-func (d *daemon) stateOf(t *testing.T, rule string) string {
+func (d *daemon) stateOf(t testing.TB, rule string) string {
 	t.Helper()
 	for _, in := range d.instances(t) {
 		if in.Rule == rule {
@@ -217,7 +217,7 @@ func (d *daemon) stateOf(t *testing.T, rule string) string {
 	return ""
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
@@ -228,7 +228,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func runMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
+func runMain(t testing.TB, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code = Main(context.Background(), args, &out, &errb)
@@ -242,7 +242,7 @@ type tcpService struct {
 	l    net.Listener
 }
 
-func startService(t *testing.T, addr string) *tcpService {
+func startService(t testing.TB, addr string) *tcpService {
 	t.Helper()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -28,7 +28,7 @@ type fakeOpenTSDB struct {
 	done  chan struct{}
 }
 
-func startOpenTSDB(t *testing.T, addr string, store *embedded.Store) *fakeOpenTSDB {
+func startOpenTSDB(t testing.TB, addr string, store *embedded.Store) *fakeOpenTSDB {
 	t.Helper()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -135,7 +135,7 @@ checks:
 	}
 }
 
-func countSamples(t *testing.T, s *embedded.Store, metric, host string) int {
+func countSamples(t testing.TB, s *embedded.Store, metric, host string) int {
 	t.Helper()
 	series, err := s.Query(context.Background(), tsdb.Query{Metric: metric,
 		Filters: []tsdb.Filter{{Type: tsdb.LiteralOr, Tag: "host", Expr: host}},
