@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/dmonitor/dmonitor/internal/yamlnode"
 )
 
 // decoder walks a yaml.Node tree by hand rather than letting yaml.v3 fill
@@ -76,27 +78,6 @@ func isNull(n *yaml.Node) bool {
 	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
 }
 
-// describe names what n holds, for "want X, got Y" messages.
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	}
-	switch n.Tag {
-	case "!!int":
-		return "an integer"
-	case "!!float":
-		return "a number"
-	case "!!bool":
-		return "a boolean"
-	case "!!null":
-		return "nothing"
-	}
-	return "a string"
-}
-
 func join(path, key string) string {
 	if path == "" {
 		return key
@@ -113,14 +94,14 @@ func (d *decoder) pairs(path string, n *yaml.Node, fn func(key, v *yaml.Node)) {
 		return
 	}
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, path, "want a mapping, got %s", describe(n))
+		d.errorf(n, path, "want a mapping, got %s", yamlnode.Describe(n))
 		return
 	}
 	seen := make(map[string]int)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := deref(n.Content[i]), deref(n.Content[i+1])
 		if k.Kind != yaml.ScalarNode {
-			d.errorf(k, path, "want a string key, got %s", describe(k))
+			d.errorf(k, path, "want a string key, got %s", yamlnode.Describe(k))
 			continue
 		}
 		if line, dup := seen[k.Value]; dup {
@@ -151,7 +132,7 @@ func (d *decoder) mapping(path string, n *yaml.Node, f fields) {
 // str decodes any scalar as a string, as YAML users expect of "port: 25".
 func (d *decoder) str(path string, n *yaml.Node, dst *string) bool {
 	if n.Kind != yaml.ScalarNode {
-		d.errorf(n, path, "want a string, got %s", describe(n))
+		d.errorf(n, path, "want a string, got %s", yamlnode.Describe(n))
 		return false
 	}
 	*dst = n.Value
@@ -161,7 +142,7 @@ func (d *decoder) str(path string, n *yaml.Node, dst *string) bool {
 func (d *decoder) integer(path string, n *yaml.Node, dst *int) bool {
 	var v int
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&v) != nil {
-		d.errorf(n, path, "want an integer, got %s", describe(n))
+		d.errorf(n, path, "want an integer, got %s", yamlnode.Describe(n))
 		return false
 	}
 	*dst = v
@@ -184,7 +165,7 @@ func (d *decoder) positive(path string, n *yaml.Node, dst *int) bool {
 
 func (d *decoder) size(path string, n *yaml.Node, dst *int64) bool {
 	if n.Kind != yaml.ScalarNode {
-		d.errorf(n, path, "want a size, got %s", describe(n))
+		d.errorf(n, path, "want a size, got %s", yamlnode.Describe(n))
 		return false
 	}
 	v, err := ParseSize(n.Value)
@@ -198,7 +179,7 @@ func (d *decoder) size(path string, n *yaml.Node, dst *int64) bool {
 
 func (d *decoder) duration(path string, n *yaml.Node, dst *time.Duration) bool {
 	if n.Kind != yaml.ScalarNode {
-		d.errorf(n, path, "want a duration, got %s", describe(n))
+		d.errorf(n, path, "want a duration, got %s", yamlnode.Describe(n))
 		return false
 	}
 	v, err := ParseDuration(n.Value)
@@ -228,7 +209,7 @@ func (d *decoder) positiveDuration(path string, n *yaml.Node, dst *time.Duration
 // later checks can point at one element.
 func (d *decoder) strings(path string, n *yaml.Node, dst *[]string) ([]*yaml.Node, bool) {
 	if n.Kind != yaml.SequenceNode {
-		d.errorf(n, path, "want a list of strings, got %s", describe(n))
+		d.errorf(n, path, "want a list of strings, got %s", yamlnode.Describe(n))
 		return nil, false
 	}
 	ok := true

@@ -21,6 +21,8 @@ import (
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/tsdb"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/dmonitor/dmonitor/internal/yamlnode"
 )
 
 // Options are the settings of Load and Parse.
@@ -222,7 +224,7 @@ func (l *loader) file(s source) []*ruleDef {
 	d.mapping(doc.Content[0], "", map[string]func(v *yaml.Node){
 		"rules": func(v *yaml.Node) {
 			if v.Kind != yaml.SequenceNode {
-				d.errorf(v, "rules: want a list of rules, got %s", describe(v))
+				d.errorf(v, "rules: want a list of rules, got %s", yamlnode.Describe(v))
 				return
 			}
 			list = v
@@ -250,7 +252,7 @@ func (d *decoder) rule1(i int, n *yaml.Node) *ruleDef {
 	d.rule = fmt.Sprintf("rules[%d]", i)
 	defer func() { d.rule = "" }()
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, "want a mapping, got %s", describe(n))
+		d.errorf(n, "want a mapping, got %s", yamlnode.Describe(n))
 		return nil
 	}
 	// The name first, so every other message can say which rule it is about.
@@ -268,7 +270,7 @@ func (d *decoder) rule1(i int, n *yaml.Node) *ruleDef {
 	str := func(field string, dst *string) func(v *yaml.Node) {
 		return func(v *yaml.Node) {
 			if v.Kind != yaml.ScalarNode {
-				d.errorf(v, "%s: want a string, got %s", field, describe(v))
+				d.errorf(v, "%s: want a string, got %s", field, yamlnode.Describe(v))
 				ok = false
 				return
 			}
@@ -278,7 +280,7 @@ func (d *decoder) rule1(i int, n *yaml.Node) *ruleDef {
 	dur := func(field string, dst *time.Duration) func(v *yaml.Node) {
 		return func(v *yaml.Node) {
 			if v.Kind != yaml.ScalarNode {
-				d.errorf(v, "%s: want a duration, got %s", field, describe(v))
+				d.errorf(v, "%s: want a duration, got %s", field, yamlnode.Describe(v))
 				ok = false
 				return
 			}
@@ -339,7 +341,7 @@ func (d *decoder) rule1(i int, n *yaml.Node) *ruleDef {
 					d.errorf(k, "labels: %q is set by dmonitor and cannot be a rule label", k.Value)
 					ok = false
 				case v.Kind != yaml.ScalarNode:
-					d.errorf(v, "labels: %s: want a string, got %s", k.Value, describe(v))
+					d.errorf(v, "labels: %s: want a string, got %s", k.Value, yamlnode.Describe(v))
 					ok = false
 				default:
 					r.Labels[k.Value] = v.Value
@@ -415,14 +417,14 @@ func (d *decoder) mapping(n *yaml.Node, path string, fields map[string]func(v *y
 		prefix = path + ": "
 	}
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, "%swant a mapping, got %s", prefix, describe(n))
+		d.errorf(n, "%swant a mapping, got %s", prefix, yamlnode.Describe(n))
 		return
 	}
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := deref(n.Content[i]), deref(n.Content[i+1])
 		if k.Kind != yaml.ScalarNode {
-			d.errorf(k, "%swant a string key, got %s", prefix, describe(k))
+			d.errorf(k, "%swant a string key, got %s", prefix, yamlnode.Describe(k))
 			continue
 		}
 		if line, dup := seen[k.Value]; dup {
@@ -452,7 +454,7 @@ func (d *decoder) mapping(n *yaml.Node, path string, fields map[string]func(v *y
 // nodes when n is not such a list.
 func (d *decoder) strings(field string, n *yaml.Node) ([]*yaml.Node, []string) {
 	if n.Kind != yaml.SequenceNode {
-		d.errorf(n, "%s: want a list of strings, got %s", field, describe(n))
+		d.errorf(n, "%s: want a list of strings, got %s", field, yamlnode.Describe(n))
 		return nil, nil
 	}
 	nodes := make([]*yaml.Node, 0, len(n.Content))
@@ -460,7 +462,7 @@ func (d *decoder) strings(field string, n *yaml.Node) ([]*yaml.Node, []string) {
 	for _, e := range n.Content {
 		e = deref(e)
 		if e.Kind != yaml.ScalarNode {
-			d.errorf(e, "%s: want a string, got %s", field, describe(e))
+			d.errorf(e, "%s: want a string, got %s", field, yamlnode.Describe(e))
 			return nil, nil
 		}
 		nodes, list = append(nodes, e), append(list, e.Value)
@@ -477,29 +479,6 @@ func deref(n *yaml.Node) *yaml.Node {
 }
 
 func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
-
-// describe names what n holds, for "want X, got Y" messages.
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.AliasNode:
-		return "an alias"
-	}
-	switch n.Tag {
-	case "!!int":
-		return "an integer"
-	case "!!float":
-		return "a number"
-	case "!!bool":
-		return "a boolean"
-	case "!!null":
-		return "nothing"
-	}
-	return "a string"
-}
 
 // link checks the names and dependencies across all files and builds the
 // Set, its rules ordered parents first.
