@@ -20,6 +20,7 @@ import (
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/alerting/alertmanager"
 	"github.com/dmonitor/dmonitor/alerting/webhook"
+	"github.com/dmonitor/dmonitor/internal/loopback"
 )
 
 // binary is Debian's prometheus-alertmanager (scripts/test-deps installs it).
@@ -247,7 +248,7 @@ func TestAlertmanagerRetryClassification(t *testing.T) {
 		{name: "rejected", url: base, n: &alerting.Notification{ID: "bad", Status: alerting.StatusResolved, Rule: "r",
 			StartsAt: t0, EndsAt: t0.Add(-time.Minute), EvaluatedAt: t0}},
 		// Nothing listens: the Alertmanager is down.
-		{name: "down", url: "http://" + closedAddr(t), n: firing, retry: true},
+		{name: "down", url: "http://" + loopback.FreeAddr(t), n: firing, retry: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			am := newNotifier(t, alertmanager.Config{URL: tc.url, Timeout: 5 * time.Second})
@@ -296,18 +297,4 @@ func TestNewErrors(t *testing.T) {
 			t.Errorf("New(%+v): %v, want an error about %q", tc.cfg, err, tc.want)
 		}
 	}
-}
-
-// closedAddr returns a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/alerting/smtp"
+	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
 )
 
@@ -97,7 +98,7 @@ func expectInOrderOnce(t *testing.T, srv *smtptest.Server, d *alerting.Dispatche
 }
 
 func TestDispatcherRelayDownThenUp(t *testing.T) {
-	addr := closedAddr(t)
+	addr := loopback.FreeAddr(t)
 	d, stop := startDispatcher(t, addr)
 	want := backlog()
 	for _, n := range want {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/alerting/smtp"
+	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
 )
 
@@ -223,7 +224,7 @@ func TestNotifyUnreachable(t *testing.T) {
 	firing, _ := incident("www1", t0)
 
 	// Nothing listens: connection refused, worth retrying.
-	n := newNotifier(t, smtp.Config{Addr: closedAddr(t)})
+	n := newNotifier(t, smtp.Config{Addr: loopback.FreeAddr(t)})
 	if retry, err := n.Notify(context.Background(), firing); err == nil || !retry {
 		t.Errorf("closed port: retry %v, err %v; want a retryable error", retry, err)
 	}

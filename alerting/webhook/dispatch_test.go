@@ -10,6 +10,7 @@ import (
 
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/alerting/webhook"
+	"github.com/dmonitor/dmonitor/internal/loopback"
 )
 
 // startDispatcher opens a Dispatcher journaled in dir with one receiver,
@@ -69,7 +70,7 @@ func waitStats(t *testing.T, d *alerting.Dispatcher, ok func(alerting.ReceiverSt
 // it is still down, and brings the webhook up: it gets every notification,
 // once, in order, with the original times.
 func TestDispatcherReceiverDownThenUp(t *testing.T) {
-	addr := closedAddr(t)
+	addr := loopback.FreeAddr(t)
 	dir := t.TempDir()
 	f1, r1 := incident("www1", t0)
 	f2, r2 := incident("www2", t0.Add(time.Minute))

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/alerting/webhook"
+	"github.com/dmonitor/dmonitor/internal/loopback"
 )
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -209,20 +209,6 @@ func field(t *testing.T, m map[string]any, key string, want any) {
 	t.Errorf("%s = %#v, want %#v", key, got, want)
 }
 
-// closedAddr returns a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
 func TestNotifyRetryClassification(t *testing.T) {
 	firing, _ := incident("www1", t0)
 	for _, tc := range []struct {
@@ -248,7 +234,7 @@ func TestNotifyRetryClassification(t *testing.T) {
 		{name: "timeout", status: 200, hang: true, retry: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			url := "http://" + closedAddr(t) + "/"
+			url := "http://" + loopback.FreeAddr(t) + "/"
 			if tc.status != 0 {
 				release := make(chan struct{})
 				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

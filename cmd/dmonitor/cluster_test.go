@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/redistest"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
 )
@@ -44,8 +45,8 @@ func newClusterEvery(t testing.TB, flaky string, interval time.Duration) *testCl
 	requirePlugins(t)
 	c := &testCluster{t: t, redis: redistest.Start(t), mail: smtptest.Start(t, "127.0.0.1:0"),
 		svc: startService(t, "127.0.0.1:0"), dirs: map[string]string{}, control: map[string]string{}, nodes: map[string]*daemon{}}
-	tsdbAPI := freePort(t)
-	closed := freePort(t)
+	tsdbAPI := loopback.FreeAddr(t)
+	closed := loopback.FreeAddr(t)
 	for _, name := range []string{"a", "b", "c"} {
 		port := c.svc.port()
 		if name == flaky {
@@ -55,7 +56,7 @@ func newClusterEvery(t testing.TB, flaky string, interval time.Duration) *testCl
 		if name == "a" {
 			tsdbCfg = fmt.Sprintf("{listen: %q}", tsdbAPI)
 		}
-		c.control[name] = freePort(t)
+		c.control[name] = loopback.FreeAddr(t)
 		c.dirs[name] = t.TempDir()
 		writeTree(t, c.dirs[name], map[string]string{
 			"dmonitor.yaml": fmt.Sprintf(`observer: %s

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
 	"github.com/dmonitor/dmonitor/tsdb"
 	"github.com/dmonitor/dmonitor/tsdb/embedded"
@@ -32,7 +33,7 @@ func TestOutageMailsAndRecovery(t *testing.T) {
 	}))
 	t.Cleanup(hook.Close)
 	svc := startService(t, "127.0.0.1:0")
-	control := freePort(t)
+	control := loopback.FreeAddr(t)
 	dir := t.TempDir()
 	// alert.d/ and the webhook both feed the receiver "default": one
 	// incident, two destinations, each told once per transition.
@@ -103,7 +104,7 @@ checks:
 // adds to the history instead of replacing it.
 func TestHistorySurvivesRestartAndKill9(t *testing.T) {
 	requirePlugins(t)
-	control := freePort(t)
+	control := loopback.FreeAddr(t)
 	dir := t.TempDir()
 	files := map[string]string{
 		"dmonitor.yaml": fmt.Sprintf(`observer: e2e
@@ -170,7 +171,7 @@ func TestDependencyPagesTheCause(t *testing.T) {
 	mail := smtptest.Start(t, "127.0.0.1:0")
 	gw := startService(t, "127.0.0.1:0")
 	app := startService(t, "127.0.0.1:0")
-	control := freePort(t)
+	control := loopback.FreeAddr(t)
 	dir := t.TempDir()
 	writeTree(t, dir, map[string]string{
 		"dmonitor.yaml": fmt.Sprintf(`observer: e2e
@@ -254,7 +255,7 @@ func TestSilenceAndAcknowledge(t *testing.T) {
 	requirePlugins(t)
 	mail := smtptest.Start(t, "127.0.0.1:0")
 	svc := startService(t, "127.0.0.1:0")
-	control := freePort(t)
+	control := loopback.FreeAddr(t)
 	dir := t.TempDir()
 	const token = "s3cret-token"
 	writeTree(t, dir, map[string]string{

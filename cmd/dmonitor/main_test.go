@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dmonitor/dmonitor/internal/loopback"
 )
 
 // The end-to-end tests run the real daemon as a child process: this test
@@ -55,17 +57,6 @@ func writeTree(t testing.TB, dir string, files map[string]string) {
 			t.Fatal(err)
 		}
 	}
-}
-
-// freePort returns a loopback address that was free a moment ago.
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // daemon is a `dmonitor run` child process.
@@ -355,7 +346,7 @@ func TestExampleStandalone(t *testing.T) {
 	if err := os.CopyFS(dir, os.DirFS("../../examples/standalone")); err != nil {
 		t.Fatal(err)
 	}
-	control := freePort(t)
+	control := loopback.FreeAddr(t)
 	_, port, _ := net.SplitHostPort(control)
 	yml := filepath.Join(dir, "dmonitor.yaml")
 	b, err := os.ReadFile(yml)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
 	"github.com/dmonitor/dmonitor/tsdb"
 	"github.com/dmonitor/dmonitor/tsdb/embedded"
@@ -59,7 +60,7 @@ func TestOpenTSDBOutageSpoolsAndReplays(t *testing.T) {
 	otsdb := startOpenTSDB(t, "127.0.0.1:0", store)
 	mail := smtptest.Start(t, "127.0.0.1:0")
 	svc := startService(t, "127.0.0.1:0")
-	control := freePort(t)
+	control := loopback.FreeAddr(t)
 	dir := t.TempDir()
 	runs := t.TempDir()
 	// The plugin counts its own runs, so the test knows exactly how many
