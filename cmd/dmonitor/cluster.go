@@ -29,6 +29,9 @@ type cluster struct {
 // answer: a node whose Redis is down still runs its checks and writes its
 // results, and leads once Redis answers and the lease is its.
 func openCluster(cfg *config.Config, log *slog.Logger) (*cluster, error) {
+	// go-redis logs its reconnects to stderr on its own; ours say it once
+	// per change, so its lines go to debug.
+	redis.SetLogger(redisLogger{log.With("component", "redis")})
 	client, err := redislease.NewClient(cfg.Redis.URL)
 	if err != nil {
 		return nil, err
@@ -92,3 +95,10 @@ var (
 	_ evaluator.StateStore = (*redisstate.Store)(nil)
 	_ evaluator.Lease      = (*redislease.Lease)(nil)
 )
+
+// redisLogger hands go-redis's log lines to slog at debug level.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...))
+}
