@@ -62,23 +62,51 @@ type Filter struct {
 // Downsample turns each series into one value per Interval, combined with
 // Aggregator. Fill says what an empty interval yields: "none" (skip it, the
 // default), "nan", "null" or "zero".
+//
+// All makes the whole query range [Start, End] one bucket, stamped with
+// Start: OpenTSDB 2.4's "0all-" downsampler. Interval must then be zero,
+// and Fill changes nothing, since a series without samples in the range is
+// not in the answer.
 type Downsample struct {
 	Interval   time.Duration
 	Aggregator string
 	Fill       string
+	All        bool
+}
+
+// RateOptions are OpenTSDB's rateOptions: how a rate treats a decrease of
+// a series that is a counter. The zero value is a plain rate, negative
+// across a decrease. Without Counter the other fields change nothing.
+type RateOptions struct {
+	// Counter says a decrease is a counter that wrapped at CounterMax (or
+	// was reset): the rate across it is (CounterMax - prev + cur) / seconds.
+	Counter bool
+	// CounterMax is the value the counter wraps at; zero means OpenTSDB's
+	// default, math.MaxInt64 (Java's Long.MAX_VALUE).
+	CounterMax float64
+	// ResetValue, when positive, turns a rate across a decrease that
+	// exceeds it into 0: the counter was reset, not wrapped.
+	ResetValue float64
+	// DropResets leaves out the rate across a decrease altogether.
+	DropResets bool
 }
 
 // Query asks for one metric over [Start, End]. Aggregator combines all the
 // series of one group into one: sum, avg, min, max, count, dev, zimsum,
 // mimmin, mimmax, or none (no combining). Rate turns each series into its
-// per-second rate of change before aggregation.
+// per-second rate of change after downsampling and before aggregation;
+// RateOptions apply only with Rate. ExplicitTags keeps only the series
+// whose tag keys are exactly the tags the filters name (OpenTSDB's
+// explicitTags), so a series with an extra tag is not aggregated in.
 type Query struct {
-	Metric     string
-	Filters    []Filter
-	Start, End time.Time
-	Aggregator string
-	Downsample *Downsample
-	Rate       bool
+	Metric       string
+	Filters      []Filter
+	Start, End   time.Time
+	Aggregator   string
+	Downsample   *Downsample
+	Rate         bool
+	RateOptions  RateOptions
+	ExplicitTags bool
 }
 
 // Store is a time-series store.

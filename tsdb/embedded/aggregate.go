@@ -189,10 +189,14 @@ const maxFilledBuckets = 1 << 20
 
 // downsampleSpec is a validated tsdb.Downsample.
 type downsampleSpec struct {
+	all      bool  // one bucket over the whole range; interval and fill unused
 	interval int64 // milliseconds, > 0
 	reduce   reduceFunc
 	fill     fillPolicy
 }
+
+// defaultCounterMax is OpenTSDB's counterMax default, Java's Long.MAX_VALUE.
+const defaultCounterMax = float64(math.MaxInt64)
 
 // plan is a validated query, ready to evaluate over raw series.
 type plan struct {
@@ -200,8 +204,9 @@ type plan struct {
 	mint, maxt int64       // inclusive, milliseconds
 	agg        *aggregator // nil: "none", every series on its own
 	downsample *downsampleSpec
-	rate       bool
-	groupBy    []string // sorted, distinct
+	rate       *tsdb.RateOptions // nil: no rate; CounterMax set
+	explicit   []string          // with explicitTags: the filters' sorted distinct tags, else nil
+	groupBy    []string          // sorted, distinct
 }
 
 // floorDiv rounds a/b towards minus infinity, so buckets stay aligned to
@@ -251,10 +256,19 @@ func downsample(ts []int64, vs []float64, d *downsampleSpec, mint, maxt int64) (
 	return outT, outV
 }
 
+// downsampleAll reduces a series to one sample stamped with mint, as
+// OpenTSDB 2.4's "0all-" downsampler does.
+func downsampleAll(vs []float64, d *downsampleSpec, mint int64) ([]int64, []float64) {
+	return []int64{mint}, []float64{d.reduce(vs)}
+}
+
 // rate turns a series into its per-second rate of change between
 // consecutive samples, stamped with the later one; the first sample has no
-// predecessor and is dropped.
-func rate(ts []int64, vs []float64) ([]int64, []float64) {
+// predecessor and is dropped. It is OpenTSDB's RateSpan: for a counter
+// (o.Counter), a decrease is a wrap at o.CounterMax (or a reset), so the
+// rate across it is computed across the wrap, left out with o.DropResets,
+// and turned into 0 when o.ResetValue is positive and the rate exceeds it.
+func rate(ts []int64, vs []float64, o *tsdb.RateOptions) ([]int64, []float64) {
 	if len(ts) < 2 {
 		return nil, nil
 	}
@@ -262,10 +276,34 @@ func rate(ts []int64, vs []float64) ([]int64, []float64) {
 	outV := make([]float64, 0, len(ts)-1)
 	for i := 1; i < len(ts); i++ {
 		dt := float64(ts[i]-ts[i-1]) / 1000
+		r := (vs[i] - vs[i-1]) / dt
+		if o.Counter && vs[i] < vs[i-1] {
+			if o.DropResets {
+				continue
+			}
+			r = (o.CounterMax - vs[i-1] + vs[i]) / dt
+			if o.ResetValue > 0 && r > o.ResetValue {
+				r = 0
+			}
+		}
 		outT = append(outT, ts[i])
-		outV = append(outV, (vs[i]-vs[i-1])/dt)
+		outV = append(outV, r)
 	}
 	return outT, outV
+}
+
+// hasExactly says whether tags has exactly the keys keys (sorted,
+// distinct): OpenTSDB's explicitTags.
+func hasExactly(tags map[string]string, keys []string) bool {
+	if len(tags) != len(keys) {
+		return false
+	}
+	for _, k := range keys {
+		if _, ok := tags[k]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // aggregate combines series into one over the union of their timestamps.
@@ -309,18 +347,26 @@ func aggregate(series []rawSeries, agg aggregator) ([]int64, []float64) {
 	}
 }
 
-// evaluate applies p to the raw series that matched its filters: each
-// series is downsampled, then turned into a rate (OpenTSDB's order), then
-// the series are grouped by p.groupBy and each group aggregated. The answer
-// is sorted by tags; series left without samples are omitted.
+// evaluate applies p to the raw series that matched its filters: series
+// without exactly the explicit tags are left out, each other series is
+// downsampled, then turned into a rate (OpenTSDB's order), then the series
+// are grouped by p.groupBy and each group aggregated. The answer is sorted
+// by tags; series left without samples are omitted.
 func evaluate(p *plan, raws []rawSeries) []tsdb.Series {
 	prepared := raws[:0:0]
 	for _, r := range raws {
-		if p.downsample != nil {
+		if p.explicit != nil && !hasExactly(r.tags, p.explicit) {
+			continue
+		}
+		switch {
+		case p.downsample == nil:
+		case p.downsample.all:
+			r.ts, r.vs = downsampleAll(r.vs, p.downsample, p.mint)
+		default:
 			r.ts, r.vs = downsample(r.ts, r.vs, p.downsample, p.mint, p.maxt)
 		}
-		if p.rate {
-			r.ts, r.vs = rate(r.ts, r.vs)
+		if p.rate != nil {
+			r.ts, r.vs = rate(r.ts, r.vs, p.rate)
 		}
 		if len(r.ts) > 0 {
 			prepared = append(prepared, r)

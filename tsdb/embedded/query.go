@@ -225,8 +225,23 @@ func compileQuery(q tsdb.Query) (*plan, []*labels.Matcher, error) {
 		metric:  q.Metric,
 		mint:    ceilMillis(q.Start),
 		maxt:    q.End.UnixMilli(),
-		rate:    q.Rate,
 		groupBy: groupBy,
+	}
+	if q.Rate {
+		o := q.RateOptions
+		if o.CounterMax == 0 {
+			o.CounterMax = defaultCounterMax
+		}
+		p.rate = &o
+	}
+	if q.ExplicitTags {
+		p.explicit = []string{}
+		for _, f := range q.Filters {
+			if !slices.Contains(p.explicit, f.Tag) {
+				p.explicit = append(p.explicit, f.Tag)
+			}
+		}
+		slices.Sort(p.explicit)
 	}
 	if q.End.Before(q.Start) {
 		return nil, nil, fmt.Errorf("end %s is before start %s: %w", q.End.Format(time.RFC3339), q.Start.Format(time.RFC3339), tsdb.ErrInvalid)
@@ -241,14 +256,17 @@ func compileQuery(q tsdb.Query) (*plan, []*labels.Matcher, error) {
 		p.agg = &agg
 	}
 	if d := q.Downsample; d != nil {
-		if d.Interval < time.Millisecond {
+		switch {
+		case d.All && d.Interval != 0:
+			return nil, nil, fmt.Errorf("downsample over all the range with an interval %s: %w", d.Interval, tsdb.ErrInvalid)
+		case !d.All && d.Interval < time.Millisecond:
 			return nil, nil, fmt.Errorf("downsample interval %s is below 1ms: %w", d.Interval, tsdb.ErrInvalid)
 		}
 		reduce, ok := lookupDownsampler(d.Aggregator)
 		if !ok {
 			return nil, nil, fmt.Errorf("unknown downsample aggregator %q: %w", d.Aggregator, tsdb.ErrInvalid)
 		}
-		ds := &downsampleSpec{interval: d.Interval.Milliseconds(), reduce: reduce}
+		ds := &downsampleSpec{all: d.All, interval: d.Interval.Milliseconds(), reduce: reduce}
 		switch d.Fill {
 		case "", "none":
 			ds.fill = fillNone
@@ -259,7 +277,7 @@ func compileQuery(q tsdb.Query) (*plan, []*labels.Matcher, error) {
 		default:
 			return nil, nil, fmt.Errorf("unknown downsample fill policy %q: %w", d.Fill, tsdb.ErrInvalid)
 		}
-		if ds.fill != fillNone {
+		if ds.fill != fillNone && !ds.all {
 			buckets := floorDiv(p.maxt, ds.interval) - floorDiv(p.mint, ds.interval) + 1
 			if buckets > maxFilledBuckets || buckets < 0 {
 				return nil, nil, fmt.Errorf("downsample fill %q over %s at %s would make more than %d samples per series: %w",

@@ -73,23 +73,22 @@ type filterSpec struct {
 	GroupBy flexBool `json:"groupBy"`
 }
 
-// defaultCounterMax is OpenTSDB's counterMax default, Java's Long.MAX_VALUE.
-const defaultCounterMax = float64(math.MaxInt64)
-
 // plan is one validated sub query.
 type plan struct {
 	metric       string
 	filters      []tsdb.Filter
 	agg          string // an entry of aggregatorNames
 	downsample   *tsdb.Downsample
-	dsAll        string // downsample "0all-<agg>": the reducer, else ""
-	fill         string // the downsample fill policy, "" without one
+	fill         string // the downsample fill policy, "" without one or with "0all-"
 	rate         bool
-	counter      bool
-	counterMax   float64
-	resetValue   float64
-	dropResets   bool
+	rateOptions  tsdb.RateOptions
 	explicitTags bool
+}
+
+// query is the store query that answers p over [start, end].
+func (p *plan) query(start, end time.Time) tsdb.Query {
+	return tsdb.Query{Metric: p.metric, Filters: p.filters, Start: start, End: end, Aggregator: p.agg,
+		Downsample: p.downsample, Rate: p.rate, RateOptions: p.rateOptions, ExplicitTags: p.explicitTags}
 }
 
 // request is a validated query.
@@ -329,10 +328,11 @@ func compileSubQuery(sq subQuery) (plan, *apiError) {
 		return p, badRequest("Percentiles are not supported", "the embedded store keeps no histograms")
 	}
 	if ro := sq.RateOptions; ro != nil && p.rate {
-		p.counter, p.dropResets, p.resetValue = bool(ro.Counter), bool(ro.DropResets), ro.ResetValue
-		p.counterMax = defaultCounterMax
+		// A counterMax left out is zero, which the store takes as
+		// OpenTSDB's default.
+		p.rateOptions = tsdb.RateOptions{Counter: bool(ro.Counter), ResetValue: ro.ResetValue, DropResets: bool(ro.DropResets)}
 		if ro.CounterMax != nil {
-			p.counterMax = *ro.CounterMax
+			p.rateOptions.CounterMax = *ro.CounterMax
 		}
 	}
 	if sq.Downsample != "" {
@@ -400,7 +400,7 @@ func (p *plan) parseDownsample(spec string) *apiError {
 	}
 	iv := strings.ToLower(parts[0])
 	if strings.HasSuffix(iv, "all") {
-		p.dsAll = fn
+		p.downsample = &tsdb.Downsample{All: true, Aggregator: fn, Fill: fill}
 		return nil
 	}
 	if strings.HasSuffix(iv, "c") {

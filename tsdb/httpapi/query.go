@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dmonitor/dmonitor/tsdb"
@@ -76,77 +77,43 @@ func (h *handler) runQuery(ctx context.Context, req *request) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// evaluate answers one sub query. The store evaluates what tsdb.Query
-// expresses; counter rates, explicitTags and the "all" downsampler are
-// evaluated here over the store's per-series answer (see eval.go).
-func (h *handler) evaluate(ctx context.Context, req *request, p *plan, wantMembers bool) ([]group, error) {
-	q := tsdb.Query{Metric: p.metric, Filters: p.filters, Start: req.start, End: req.end, Aggregator: p.agg, Downsample: p.downsample, Rate: p.rate}
-	if !p.counter && !p.explicitTags && p.dsAll == "" {
-		series, err := h.store.Query(ctx, q)
-		if err != nil {
-			return nil, err
-		}
-		groups := make([]group, len(series))
-		for i, s := range series {
-			groups[i].series = s
-		}
-		if wantMembers && len(groups) > 0 {
-			if err := h.findMembers(ctx, req, p, groups); err != nil {
-				return nil, err
-			}
-		}
-		return groups, nil
-	}
+// group is one answer series with the tags of the stored series it was
+// made of, which name its TSUIDs.
+type group struct {
+	series  tsdb.Series
+	members []map[string]string
+}
 
-	q.Aggregator, q.Rate = "none", false
-	series, err := h.store.Query(ctx, q)
+// evaluate answers one sub query from the store.
+func (h *handler) evaluate(ctx context.Context, req *request, p *plan, wantMembers bool) ([]group, error) {
+	series, err := h.store.Query(ctx, p.query(req.start, req.end))
 	if err != nil {
 		return nil, err
 	}
-	if p.explicitTags {
-		series = slices.DeleteFunc(series, func(s tsdb.Series) bool { return !hasExactly(s.Tags, p.filters) })
+	groups := make([]group, len(series))
+	for i, s := range series {
+		groups[i].series = s
 	}
-	kept := series[:0]
-	for _, s := range series {
-		if p.dsAll != "" {
-			fn, _ := reducer(p.dsAll)
-			s.Samples = downsampleAll(s.Samples, fn, req.start)
-		}
-		if p.rate {
-			s.Samples = counterRate(s.Samples, p)
-		}
-		if len(s.Samples) > 0 {
-			kept = append(kept, s)
+	if wantMembers && len(groups) > 0 {
+		if err := h.findMembers(ctx, req, p, groups); err != nil {
+			return nil, err
 		}
 	}
-	groups := aggregateGroups(p.metric, kept, p.agg, groupByTags(p.filters))
-	sortGroups(groups)
 	return groups, nil
 }
 
-// hasExactly says whether tags has exactly the keys the filters name.
-func hasExactly(tags map[string]string, filters []tsdb.Filter) bool {
-	n := 0
-	for k := range tags {
-		if !slices.ContainsFunc(filters, func(f tsdb.Filter) bool { return f.Tag == k }) {
-			return false
-		}
-		n++
-	}
-	return n > 0
-}
-
 // findMembers fills in the series each group was made of, from the
-// store's index when it can list series, else from its samples.
+// store's index when it can list series, else from its samples. The index
+// knows no explicitTags, so the store answers those.
 func (h *handler) findMembers(ctx context.Context, req *request, p *plan, groups []group) error {
 	var all []map[string]string
-	if h.lister != nil {
+	if h.lister != nil && !p.explicitTags {
 		var err error
 		if all, err = h.lister.ListSeries(ctx, p.metric, p.filters, req.start, req.end); err != nil {
 			return err
 		}
 	} else {
-		raw, err := h.store.Query(ctx, tsdb.Query{Metric: p.metric, Filters: p.filters, Start: req.start, End: req.end, Aggregator: "none"})
+		raw, err := h.store.Query(ctx, tsdb.Query{Metric: p.metric, Filters: p.filters, Start: req.start, End: req.end, Aggregator: "none", ExplicitTags: p.explicitTags})
 		if err != nil {
 			return err
 		}
@@ -172,6 +139,28 @@ func (h *handler) findMembers(ctx context.Context, req *request, p *plan, groups
 		}
 	}
 	return nil
+}
+
+// groupByTags returns the sorted distinct tags of filters with GroupBy.
+func groupByTags(filters []tsdb.Filter) []string {
+	var gb []string
+	for _, f := range filters {
+		if f.GroupBy && !slices.Contains(gb, f.Tag) {
+			gb = append(gb, f.Tag)
+		}
+	}
+	slices.Sort(gb)
+	return gb
+}
+
+// groupKey is the values of gb in tags, joined by a byte no tag value holds.
+func groupKey(tags map[string]string, gb []string) string {
+	var b strings.Builder
+	for _, k := range gb {
+		b.WriteString(tags[k])
+		b.WriteByte(0xff)
+	}
+	return b.String()
 }
 
 // annotationJSON is an annotation as OpenTSDB writes it.
@@ -268,7 +257,6 @@ func writeJSONValue(buf *bytes.Buffer, v any) {
 func writeDPS(buf *bytes.Buffer, samples []tsdb.Sample, ms bool, p *plan) {
 	buf.WriteByte('{')
 	var scratch []byte
-	fn := secondReducer(p.agg)
 	var vals []float64
 	first := true
 	for i := 0; i < len(samples); {
@@ -286,7 +274,7 @@ func writeDPS(buf *bytes.Buffer, samples []tsdb.Sample, ms bool, p *plan) {
 			}
 			v = vals[0]
 			if len(vals) > 1 {
-				v = fn(vals)
+				v = combineSecond(p.agg, vals)
 			}
 		}
 		if !first {
@@ -312,19 +300,30 @@ func floorSecond(t time.Time) int64 {
 	return s
 }
 
-// secondReducer combines samples of one second in an answer in seconds:
-// sums for the summing aggregators and count, minimum and maximum for
-// theirs, and the average otherwise (avg, dev, none).
-func secondReducer(agg string) reduceFunc {
-	switch agg {
-	case "sum", "zimsum", "count":
-		return reduceSum
-	case "min", "mimmin":
-		return reduceMin
-	case "max", "mimmax":
-		return reduceMax
+// combineSecond combines the values of one second in an answer in
+// seconds, ignoring NaN as the aggregators do: the sum for the summing
+// aggregators and count, the minimum or maximum for theirs, and the
+// average otherwise (avg, dev, none). Without a usable value it is NaN.
+func combineSecond(agg string, vs []float64) float64 {
+	sum, n := 0.0, 0
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, v := range vs {
+		if !math.IsNaN(v) {
+			sum, n = sum+v, n+1
+			lo, hi = min(lo, v), max(hi, v)
+		}
 	}
-	return reduceAvg
+	switch {
+	case n == 0:
+		return math.NaN()
+	case agg == "sum" || agg == "zimsum" || agg == "count":
+		return sum
+	case agg == "min" || agg == "mimmin":
+		return lo
+	case agg == "max" || agg == "mimmax":
+		return hi
+	}
+	return sum / float64(n)
 }
 
 // appendValue writes a value as a JSON number the way encoding/json

@@ -27,12 +27,24 @@ type queryRequest struct {
 }
 
 type subQuery struct {
-	Aggregator string        `json:"aggregator"`
-	Metric     string        `json:"metric,omitempty"`
-	TSUIDs     []string      `json:"tsuids,omitempty"`
-	Rate       bool          `json:"rate,omitempty"`
-	Downsample string        `json:"downsample,omitempty"`
-	Filters    []queryFilter `json:"filters,omitempty"`
+	Aggregator   string        `json:"aggregator"`
+	Metric       string        `json:"metric,omitempty"`
+	TSUIDs       []string      `json:"tsuids,omitempty"`
+	Rate         bool          `json:"rate,omitempty"`
+	RateOptions  *rateOptions  `json:"rateOptions,omitempty"`
+	Downsample   string        `json:"downsample,omitempty"`
+	Filters      []queryFilter `json:"filters,omitempty"`
+	ExplicitTags bool          `json:"explicitTags,omitempty"`
+}
+
+// rateOptions are OpenTSDB's counter options of a rate. A counterMax or
+// resetValue left out is OpenTSDB's default (Long.MAX_VALUE, 0), as a
+// zero in tsdb.RateOptions means.
+type rateOptions struct {
+	Counter    bool    `json:"counter"`
+	CounterMax float64 `json:"counterMax,omitempty"`
+	ResetValue float64 `json:"resetValue,omitempty"`
+	DropResets bool    `json:"dropResets,omitempty"`
 }
 
 type queryFilter struct {
@@ -124,9 +136,13 @@ func buildQuery(q tsdb.Query) (queryRequest, error) {
 		return queryRequest{}, fmt.Errorf("end %s is before start %s: %w",
 			q.End.Format(time.RFC3339), q.Start.Format(time.RFC3339), tsdb.ErrInvalid)
 	}
-	sq := subQuery{Aggregator: q.Aggregator, Metric: q.Metric, Rate: q.Rate}
+	sq := subQuery{Aggregator: q.Aggregator, Metric: q.Metric, Rate: q.Rate, ExplicitTags: q.ExplicitTags}
 	if sq.Aggregator == "" {
 		sq.Aggregator = "none"
+	}
+	if o := q.RateOptions; q.Rate && o.Counter {
+		// Without counter OpenTSDB ignores the other options.
+		sq.RateOptions = &rateOptions{Counter: true, CounterMax: o.CounterMax, ResetValue: o.ResetValue, DropResets: o.DropResets}
 	}
 	if d := q.Downsample; d != nil {
 		spec, err := downsampleSpec(*d)
@@ -153,9 +169,13 @@ func buildQuery(q tsdb.Query) (queryRequest, error) {
 	return req, nil
 }
 
-// downsampleSpec writes d as OpenTSDB's <interval><unit>-<agg>[-<fill>].
+// downsampleSpec writes d as OpenTSDB's <interval><unit>-<agg>[-<fill>],
+// the interval "0all" with All.
 func downsampleSpec(d tsdb.Downsample) (string, error) {
-	if d.Interval < time.Millisecond {
+	switch {
+	case d.All && d.Interval != 0:
+		return "", fmt.Errorf("downsample over all the range with an interval %s: %w", d.Interval, tsdb.ErrInvalid)
+	case !d.All && d.Interval < time.Millisecond:
 		return "", fmt.Errorf("downsample interval %s is below 1ms: %w", d.Interval, tsdb.ErrInvalid)
 	}
 	if d.Aggregator == "" {
@@ -163,6 +183,8 @@ func downsampleSpec(d tsdb.Downsample) (string, error) {
 	}
 	var iv string
 	switch ms := d.Interval.Milliseconds(); {
+	case d.All:
+		iv = "0all"
 	case ms%3600000 == 0:
 		iv = strconv.FormatInt(ms/3600000, 10) + "h"
 	case ms%60000 == 0:

@@ -66,6 +66,40 @@ func TestQueryRequestJSON(t *testing.T) {
 			Downsample: &tsdb.Downsample{Interval: 24 * time.Hour, Aggregator: "count", Fill: "null"}},
 			`{"start":1356998400000,"msResolution":true,"noAnnotations":true,
 			  "queries":[{"aggregator":"count","metric":"m","downsample":"24h-count-null"}]}`},
+		// A counter rate sends its options; zero max and reset are left
+		// to OpenTSDB's defaults.
+		{"counter rate", tsdb.Query{Metric: "m", Start: start, End: end, Aggregator: "sum", Rate: true,
+			RateOptions: tsdb.RateOptions{Counter: true, DropResets: true}},
+			`{"start":1356998400000,"end":1356998460500,"msResolution":true,"noAnnotations":true,
+			  "queries":[{"aggregator":"sum","metric":"m","rate":true,"rateOptions":{"counter":true,"dropResets":true}}]}`},
+		{"counter max and reset", tsdb.Query{Metric: "m", Start: start, End: end, Aggregator: "sum", Rate: true,
+			RateOptions: tsdb.RateOptions{Counter: true, CounterMax: 65535, ResetValue: 100}},
+			`{"start":1356998400000,"end":1356998460500,"msResolution":true,"noAnnotations":true,
+			  "queries":[{"aggregator":"sum","metric":"m","rate":true,"rateOptions":{"counter":true,"counterMax":65535,"resetValue":100}}]}`},
+		// Options of no counter, or without a rate, change nothing and are not sent.
+		{"options without counter", tsdb.Query{Metric: "m", Start: start, End: end, Aggregator: "sum", Rate: true,
+			RateOptions: tsdb.RateOptions{CounterMax: 10, DropResets: true}},
+			`{"start":1356998400000,"end":1356998460500,"msResolution":true,"noAnnotations":true,
+			  "queries":[{"aggregator":"sum","metric":"m","rate":true}]}`},
+		{"options without rate", tsdb.Query{Metric: "m", Start: start, End: end, Aggregator: "sum",
+			RateOptions: tsdb.RateOptions{Counter: true}},
+			`{"start":1356998400000,"end":1356998460500,"msResolution":true,"noAnnotations":true,
+			  "queries":[{"aggregator":"sum","metric":"m"}]}`},
+		// explicitTags, with the filters it refers to.
+		{"explicit tags", tsdb.Query{Metric: "m", Start: start, End: end, Aggregator: "sum", ExplicitTags: true,
+			Filters: []tsdb.Filter{{Type: tsdb.Wildcard, Tag: "host", Expr: "*"}}},
+			`{"start":1356998400000,"end":1356998460500,"msResolution":true,"noAnnotations":true,
+			  "queries":[{"aggregator":"sum","metric":"m","filters":[
+			    {"type":"wildcard","tagk":"host","filter":"*","groupBy":false}],"explicitTags":true}]}`},
+		// One bucket over the whole range: "0all-", with its fill policy.
+		{"downsample all", tsdb.Query{Metric: "m", Start: start, End: end, Aggregator: "sum",
+			Downsample: &tsdb.Downsample{All: true, Aggregator: "max"}},
+			`{"start":1356998400000,"end":1356998460500,"msResolution":true,"noAnnotations":true,
+			  "queries":[{"aggregator":"sum","metric":"m","downsample":"0all-max"}]}`},
+		{"downsample all fill", tsdb.Query{Metric: "m", Start: start, End: end, Aggregator: "sum",
+			Downsample: &tsdb.Downsample{All: true, Aggregator: "sum", Fill: "zero"}},
+			`{"start":1356998400000,"end":1356998460500,"msResolution":true,"noAnnotations":true,
+			  "queries":[{"aggregator":"sum","metric":"m","downsample":"0all-sum-zero"}]}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeTSD(t)
@@ -91,6 +125,7 @@ func TestQueryRefusesInvalidLocally(t *testing.T) {
 		{"end before start", tsdb.Query{Metric: "m", Start: start, End: start.Add(-time.Second)}},
 		{"zero interval", tsdb.Query{Metric: "m", Start: start, Downsample: &tsdb.Downsample{Aggregator: "avg"}}},
 		{"no downsample aggregator", tsdb.Query{Metric: "m", Start: start, Downsample: &tsdb.Downsample{Interval: time.Minute}}},
+		{"all with an interval", tsdb.Query{Metric: "m", Start: start, Downsample: &tsdb.Downsample{All: true, Interval: time.Minute, Aggregator: "sum"}}},
 		{"unknown fill", tsdb.Query{Metric: "m", Start: start, Downsample: &tsdb.Downsample{Interval: time.Minute, Aggregator: "avg", Fill: "scalar"}}},
 		{"filter without tag", tsdb.Query{Metric: "m", Start: start, Filters: []tsdb.Filter{{Type: tsdb.Wildcard, Expr: "*"}}}},
 	} {
