@@ -7,6 +7,7 @@ package tsdb
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"time"
@@ -164,6 +165,40 @@ type Annotation struct {
 	Description string
 	Notes       string
 	Custom      map[string]string
+}
+
+// annotationJSON is OpenTSDB's annotation object: times in Unix seconds,
+// endTime 0 for a moment.
+type annotationJSON struct {
+	TSUID       string            `json:"tsuid,omitempty"`
+	Description string            `json:"description"`
+	Notes       string            `json:"notes"`
+	Custom      map[string]string `json:"custom,omitempty"`
+	StartTime   int64             `json:"startTime"`
+	EndTime     int64             `json:"endTime"`
+}
+
+// MarshalJSON encodes a as OpenTSDB's annotation object, so our API serves
+// it and our client sends it in the one shape OpenTSDB documents.
+func (a Annotation) MarshalJSON() ([]byte, error) {
+	j := annotationJSON{TSUID: a.TSUID, Description: a.Description, Notes: a.Notes, Custom: a.Custom, StartTime: a.Start.Unix()}
+	if !a.End.IsZero() {
+		j.EndTime = a.End.Unix()
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON decodes OpenTSDB's annotation object.
+func (a *Annotation) UnmarshalJSON(b []byte) error {
+	var j annotationJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*a = Annotation{TSUID: j.TSUID, Description: j.Description, Notes: j.Notes, Custom: j.Custom, Start: time.Unix(j.StartTime, 0)}
+	if j.EndTime > 0 {
+		a.End = time.Unix(j.EndTime, 0)
+	}
+	return nil
 }
 
 // Annotator stores annotations. Alert transitions are written as

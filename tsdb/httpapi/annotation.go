@@ -95,7 +95,7 @@ func (h *handler) serveAnnotation(w http.ResponseWriter, r *http.Request) error 
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, toJSON(a))
+		writeJSON(w, http.StatusOK, a)
 		return nil
 	case http.MethodDelete:
 		if err := h.annotator.DeleteAnnotation(ctx, b.TSUID, start); err != nil {
@@ -111,7 +111,7 @@ func (h *handler) serveAnnotation(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toJSON(a))
+	writeJSON(w, http.StatusOK, a)
 	return nil
 }
 
@@ -250,7 +250,7 @@ func (h *handler) serveAnnotationBulk(w http.ResponseWriter, r *http.Request) er
 	if err := decodeJSON(body, &bs); err != nil {
 		return err
 	}
-	out := make([]annotationJSON, 0, len(bs))
+	out := make([]tsdb.Annotation, 0, len(bs))
 	for i, b := range bs {
 		start, err := annotationTime(b.StartTime)
 		if err != nil || start.IsZero() {
@@ -260,7 +260,7 @@ func (h *handler) serveAnnotationBulk(w http.ResponseWriter, r *http.Request) er
 		if err != nil {
 			return err
 		}
-		out = append(out, toJSON(a))
+		out = append(out, a)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

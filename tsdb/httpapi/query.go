@@ -163,24 +163,6 @@ func groupKey(tags map[string]string, gb []string) string {
 	return b.String()
 }
 
-// annotationJSON is an annotation as OpenTSDB writes it.
-type annotationJSON struct {
-	TSUID       string            `json:"tsuid,omitempty"`
-	Description string            `json:"description"`
-	Notes       string            `json:"notes"`
-	Custom      map[string]string `json:"custom,omitempty"`
-	StartTime   int64             `json:"startTime"`
-	EndTime     int64             `json:"endTime"`
-}
-
-func toJSON(a tsdb.Annotation) annotationJSON {
-	j := annotationJSON{TSUID: a.TSUID, Description: a.Description, Notes: a.Notes, Custom: a.Custom, StartTime: a.Start.Unix()}
-	if !a.End.IsZero() {
-		j.EndTime = a.End.Unix()
-	}
-	return j
-}
-
 // render appends one answer series to buf.
 func (h *handler) render(ctx context.Context, buf *bytes.Buffer, req *request, p *plan, g group, global []tsdb.Annotation) error {
 	s := g.series
@@ -210,29 +192,25 @@ func (h *handler) render(ctx context.Context, buf *bytes.Buffer, req *request, p
 		tsuids = slices.Compact(tsuids)
 	}
 	if !req.noAnnotations && h.annotator != nil {
-		var notes []annotationJSON
+		var notes []tsdb.Annotation
 		for _, id := range tsuids {
 			as, err := h.annotator.Annotations(ctx, id, req.start, req.end)
 			if err != nil {
 				return err
 			}
 			for _, a := range as {
-				notes = append(notes, toJSON(a))
+				notes = append(notes, a)
 			}
 		}
 		if len(notes) > 0 {
-			slices.SortStableFunc(notes, func(a, b annotationJSON) int { return int(a.StartTime - b.StartTime) })
+			slices.SortStableFunc(notes, func(a, b tsdb.Annotation) int { return a.Start.Compare(b.Start) })
 			buf.WriteString(`,"annotations":`)
 			writeJSONValue(buf, notes)
 		}
 	}
 	if len(global) > 0 {
-		notes := make([]annotationJSON, len(global))
-		for i, a := range global {
-			notes[i] = toJSON(a)
-		}
 		buf.WriteString(`,"globalAnnotations":`)
-		writeJSONValue(buf, notes)
+		writeJSONValue(buf, global)
 	}
 	if req.showTSUIDs {
 		if tsuids == nil {

@@ -14,33 +14,6 @@ import (
 	"github.com/dmonitor/dmonitor/tsdb"
 )
 
-// annotationJSON is OpenTSDB's annotation object; its times are Unix
-// seconds.
-type annotationJSON struct {
-	TSUID       string            `json:"tsuid,omitempty"`
-	Description string            `json:"description"`
-	Notes       string            `json:"notes"`
-	Custom      map[string]string `json:"custom"`
-	StartTime   int64             `json:"startTime"`
-	EndTime     int64             `json:"endTime"`
-}
-
-func toJSON(a tsdb.Annotation) annotationJSON {
-	j := annotationJSON{TSUID: a.TSUID, Description: a.Description, Notes: a.Notes, Custom: a.Custom, StartTime: a.Start.Unix()}
-	if !a.End.IsZero() {
-		j.EndTime = a.End.Unix()
-	}
-	return j
-}
-
-func fromJSON(j annotationJSON) tsdb.Annotation {
-	a := tsdb.Annotation{TSUID: j.TSUID, Description: j.Description, Notes: j.Notes, Custom: j.Custom, Start: time.Unix(j.StartTime, 0)}
-	if j.EndTime > 0 {
-		a.End = time.Unix(j.EndTime, 0)
-	}
-	return a
-}
-
 // PutAnnotation stores a with PUT /api/annotation, which creates it or
 // replaces every field of the one with the same start and TSUID. OpenTSDB
 // keeps annotation times in whole seconds: Start and End are truncated.
@@ -51,7 +24,7 @@ func (c *Client) PutAnnotation(ctx context.Context, a tsdb.Annotation) error {
 	if !a.End.IsZero() && a.End.Before(a.Start) {
 		return fmt.Errorf("opentsdb annotation: end %s is before start %s: %w", a.End, a.Start, tsdb.ErrInvalid)
 	}
-	data, err := json.Marshal(toJSON(a))
+	data, err := json.Marshal(a)
 	if err != nil {
 		return fmt.Errorf("opentsdb annotation: encoding: %w: %w", err, tsdb.ErrInvalid)
 	}
@@ -70,11 +43,11 @@ func (c *Client) Annotation(ctx context.Context, tsuid string, start time.Time) 
 	if err != nil {
 		return tsdb.Annotation{}, err
 	}
-	var j annotationJSON
-	if err := decodeJSON(r.method, c.base+r.path, resp.body, &j); err != nil {
+	var a tsdb.Annotation
+	if err := decodeJSON(r.method, c.base+r.path, resp.body, &a); err != nil {
 		return tsdb.Annotation{}, err
 	}
-	return fromJSON(j), nil
+	return a, nil
 }
 
 // DeleteAnnotation removes the annotation of tsuid ("" for a global one)
@@ -150,11 +123,11 @@ func (c *Client) Annotations(ctx context.Context, tsuid string, start, end time.
 		if tsuid == "" {
 			notes = r.GlobalAnnotations
 		}
-		for _, j := range notes {
-			if !strings.EqualFold(j.TSUID, tsuid) || seen[key{j.TSUID, j.StartTime}] {
+		for _, a := range notes {
+			k := key{a.TSUID, a.Start.Unix()}
+			if !strings.EqualFold(a.TSUID, tsuid) || seen[k] {
 				continue
 			}
-			a := fromJSON(j)
 			last := a.End
 			if last.IsZero() {
 				last = a.Start
@@ -162,7 +135,7 @@ func (c *Client) Annotations(ctx context.Context, tsuid string, start, end time.
 			if a.Start.After(end) || last.Before(start.Truncate(time.Second)) {
 				continue
 			}
-			seen[key{j.TSUID, j.StartTime}] = true
+			seen[k] = true
 			out = append(out, a)
 		}
 	}

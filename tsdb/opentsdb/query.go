@@ -60,8 +60,8 @@ type queryResult struct {
 	Tags              map[string]string `json:"tags"`
 	AggregatedTags    []string          `json:"aggregateTags"`
 	DPS               json.RawMessage   `json:"dps"`
-	Annotations       []annotationJSON  `json:"annotations"`
-	GlobalAnnotations []annotationJSON  `json:"globalAnnotations"`
+	Annotations       []tsdb.Annotation `json:"annotations"`
+	GlobalAnnotations []tsdb.Annotation `json:"globalAnnotations"`
 }
 
 // Query answers q from POST /api/query. The aggregator "" means "none"; the

@@ -21,6 +21,18 @@ import (
 	"time"
 )
 
+// annotationJSON is the fake's own copy of OpenTSDB's annotation object,
+// written from the documentation, so the client's encoding is checked
+// against it rather than against itself.
+type annotationJSON struct {
+	TSUID       string            `json:"tsuid,omitempty"`
+	Description string            `json:"description"`
+	Notes       string            `json:"notes"`
+	Custom      map[string]string `json:"custom"`
+	StartTime   int64             `json:"startTime"`
+	EndTime     int64             `json:"endTime"`
+}
+
 // fakeTSD is a conformance server for the OpenTSDB 2.4 HTTP API endpoints
 // the client calls, behaving as opentsdb.net/docs/build/html/api_http
 // documents them: /api/put stores the good points of a request, answers 204
