@@ -191,11 +191,35 @@ func (e *Evaluator) Run(ctx context.Context) error {
 	e.started = e.now()
 	e.checkCtx = checkCtx
 
+	// Build the whole schedule before anything runs, so a refusal leaves
+	// nothing to stop.
+	s, err := gocron.NewScheduler(
+		gocron.WithLogger(gocronLogger{e.log}),
+		// Long enough for the grace, the kill and the plugins' exit.
+		gocron.WithStopTimeout(e.grace+30*time.Second),
+	)
+	if err != nil {
+		return fmt.Errorf("create scheduler: %w", err)
+	}
+	if err := e.schedule(checkCtx, s, e.now()); err != nil {
+		_ = s.Shutdown()
+		return err
+	}
+
 	writerDone := make(chan struct{})
 	go func() { defer close(writerDone); e.writer.run() }()
+	// Lead, and listen to the other observers, once the jobs are known:
+	// re-checks and confirmations run them.
 	leadCtx, stopLeading := context.WithCancel(ctx)
 	leadDone := make(chan struct{})
+	go func() { defer close(leadDone); e.leadership(leadCtx) }()
 	clusterDone := make(chan struct{})
+	go func() {
+		defer close(clusterDone)
+		if e.share != nil {
+			e.cluster(leadCtx, checkCtx)
+		}
+	}()
 	stopBackground := func() {
 		stopLeading()
 		<-leadDone
@@ -204,34 +228,6 @@ func (e *Evaluator) Run(ctx context.Context) error {
 		close(e.writer.in)
 		<-writerDone
 	}
-
-	s, err := gocron.NewScheduler(
-		gocron.WithLogger(gocronLogger{e.log}),
-		// Long enough for the grace, the kill and the plugins' exit.
-		gocron.WithStopTimeout(e.grace+30*time.Second),
-	)
-	if err != nil {
-		close(leadDone)
-		close(clusterDone)
-		stopBackground()
-		return fmt.Errorf("create scheduler: %w", err)
-	}
-	if err := e.schedule(checkCtx, s, e.now()); err != nil {
-		_ = s.Shutdown()
-		close(leadDone)
-		close(clusterDone)
-		stopBackground()
-		return err
-	}
-	// Lead, and listen to the other observers, once the jobs are known:
-	// re-checks and confirmations run them.
-	go func() { defer close(leadDone); e.leadership(leadCtx) }()
-	go func() {
-		defer close(clusterDone)
-		if e.share != nil {
-			e.cluster(leadCtx, checkCtx)
-		}
-	}()
 	s.Start()
 	e.log.Info("evaluator started", "observer", e.cfg.Observer, "checks", len(e.cfg.Targets), "workers", e.cfg.Workers)
 
