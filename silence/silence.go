@@ -3,7 +3,9 @@
 // Alertmanager's silence package (matchers =, !=, =~, !~; states pending,
 // active and expired; an update that would rewrite history expires the old
 // silence and creates a new one) without its gossip: a Store is one JSON
-// file, rewritten atomically on every change.
+// file, rewritten atomically on every change. The rules themselves live in
+// Snapshot, so a store elsewhere (package redissilence, for a cluster)
+// applies the same ones.
 //
 // Every decision takes the time as an argument or from Options.Now, so tests
 // and replays drive it without a clock.

@@ -1,16 +1,13 @@
 package silence
 
 import (
-	"cmp"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +37,7 @@ type Options struct {
 }
 
 // Store holds the silences and persists them to one JSON file. It is safe
-// for concurrent use: Match and List read an immutable snapshot without
+// for concurrent use: Match and List read an immutable Snapshot without
 // taking a lock, so an evaluation is never held up by a write in progress;
 // writes are serialised and published only once they are on disk.
 type Store struct {
@@ -48,18 +45,7 @@ type Store struct {
 	opts Options
 
 	mu   sync.Mutex // serialises writes: read snap, change, persist, publish
-	snap atomic.Pointer[snapshot]
-}
-
-// snapshot is the store's content at one time. It is never changed once
-// published; a write builds a new one.
-type snapshot struct {
-	entries []*entry // sorted by ID
-}
-
-type entry struct {
-	Silence
-	ms []compiled
+	snap atomic.Pointer[Snapshot]
 }
 
 // file is the on-disk form.
@@ -94,10 +80,10 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-func load(path string) (*snapshot, error) {
+func load(path string) (*Snapshot, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return &snapshot{}, nil
+		return &Snapshot{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open silences: %w", err)
@@ -109,20 +95,10 @@ func load(path string) (*snapshot, error) {
 	if f.Version != fileVersion {
 		return nil, fmt.Errorf("read silences %s: format version %d, want %d", path, f.Version, fileVersion)
 	}
-	snap := &snapshot{entries: make([]*entry, 0, len(f.Silences))}
-	seen := make(map[string]bool, len(f.Silences))
-	for _, sil := range f.Silences {
-		if sil.ID == "" || seen[sil.ID] {
-			return nil, fmt.Errorf("read silences %s: silence with empty or duplicate id %q", path, sil.ID)
-		}
-		seen[sil.ID] = true
-		ms, err := compileAll(sil.Matchers)
-		if err != nil {
-			return nil, fmt.Errorf("read silences %s: silence %s: %w", path, sil.ID, err)
-		}
-		snap.entries = append(snap.entries, &entry{Silence: sil, ms: ms})
+	snap, err := NewSnapshot(f.Silences)
+	if err != nil {
+		return nil, fmt.Errorf("read silences %s: %w", path, err)
 	}
-	slices.SortFunc(snap.entries, func(a, b *entry) int { return cmp.Compare(a.ID, b.ID) })
 	return snap, nil
 }
 
@@ -139,84 +115,13 @@ func load(path string) (*snapshot, error) {
 // match every alert, without CreatedBy, or that does not end in the future
 // and after it starts.
 func (s *Store) Set(sil Silence) (string, error) {
-	ms, err := compileAll(sil.Matchers)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, err := s.snap.Load().Set(sil, s.opts.Now())
 	if err != nil {
 		return "", err
 	}
-	if sil.CreatedBy == "" {
-		return "", fmt.Errorf("%w: createdBy is required", ErrInvalid)
-	}
-	sil.Matchers = slices.Clone(sil.Matchers)
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.opts.Now()
-	if sil.StartsAt.IsZero() {
-		sil.StartsAt = now
-	}
-	if !sil.EndsAt.After(now) {
-		return "", fmt.Errorf("%w: endsAt %s is not in the future", ErrInvalid, sil.EndsAt.Format(time.RFC3339))
-	}
-	if !sil.EndsAt.After(sil.StartsAt) {
-		return "", fmt.Errorf("%w: endsAt %s is not after startsAt %s", ErrInvalid, sil.EndsAt.Format(time.RFC3339), sil.StartsAt.Format(time.RFC3339))
-	}
-
-	cur := s.snap.Load()
-	next := slices.Clone(cur.entries)
-	var prev *entry
-	if sil.ID != "" {
-		i, ok := find(next, sil.ID)
-		if !ok {
-			return "", fmt.Errorf("update silence %s: %w", sil.ID, ErrNotFound)
-		}
-		prev = next[i]
-		if canUpdate(prev.Silence, sil, now) {
-			sil.UpdatedAt = now
-			next[i] = &entry{Silence: sil, ms: ms}
-			return sil.ID, s.publish(next)
-		}
-		if prev.State(now) != StateExpired {
-			old := prev.Silence
-			old.Matchers = slices.Clone(old.Matchers)
-			expire(&old, now)
-			next[i] = &entry{Silence: old, ms: prev.ms}
-		}
-	}
-
-	sil.ID = newID()
-	if sil.StartsAt.Before(now) {
-		sil.StartsAt = now
-	}
-	sil.UpdatedAt = now
-	i, _ := find(next, sil.ID)
-	next = slices.Insert(next, i, &entry{Silence: sil, ms: ms})
-	return sil.ID, s.publish(next)
-}
-
-// canUpdate reports whether b may replace a under a's id without changing
-// what a has already muted: Alertmanager's rule.
-func canUpdate(a, b Silence, now time.Time) bool {
-	if !slices.Equal(a.Matchers, b.Matchers) {
-		return false
-	}
-	switch a.State(now) {
-	case StateActive:
-		// Second precision: clients echo the start back through JSON
-		// and through people's editors.
-		return b.StartsAt.Unix() == a.StartsAt.Unix() && !b.EndsAt.Before(now)
-	case StatePending:
-		return !b.StartsAt.Before(now)
-	}
-	return false
-}
-
-// expire ends sil at now; a pending silence never starts.
-func expire(sil *Silence, now time.Time) {
-	if now.Before(sil.StartsAt) {
-		sil.StartsAt = now
-	}
-	sil.EndsAt = now
-	sil.UpdatedAt = now
+	return c.ID, s.publish(c)
 }
 
 // Expire ends the silence id now. Expiring an expired silence does nothing;
@@ -224,77 +129,32 @@ func expire(sil *Silence, now time.Time) {
 func (s *Store) Expire(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.opts.Now()
-	cur := s.snap.Load()
-	i, ok := find(cur.entries, id)
-	if !ok {
-		return fmt.Errorf("expire silence %s: %w", id, ErrNotFound)
+	c, err := s.snap.Load().Expire(id, s.opts.Now())
+	if err != nil {
+		return err
 	}
-	e := cur.entries[i]
-	if e.State(now) == StateExpired {
-		return nil
-	}
-	sil := e.Silence
-	sil.Matchers = slices.Clone(sil.Matchers)
-	expire(&sil, now)
-	next := slices.Clone(cur.entries)
-	next[i] = &entry{Silence: sil, ms: e.ms}
-	return s.publish(next)
+	return s.publish(c)
 }
 
 // List returns every silence the store holds, active ones first, then
 // pending, then expired; within each, those ending first come first. Each
 // one's State(now) says where it stands.
 func (s *Store) List(now time.Time) []Silence {
-	entries := s.snap.Load().entries
-	out := make([]Silence, len(entries))
-	for i, e := range entries {
-		out[i] = e.Silence
-		out[i].Matchers = slices.Clone(e.Matchers)
-	}
-	rank := map[State]int{StateActive: 0, StatePending: 1, StateExpired: 2}
-	slices.SortStableFunc(out, func(a, b Silence) int {
-		return cmp.Or(
-			cmp.Compare(rank[a.State(now)], rank[b.State(now)]),
-			a.EndsAt.Compare(b.EndsAt),
-			cmp.Compare(a.ID, b.ID))
-	})
-	return out
+	return s.snap.Load().List(now)
 }
 
 // Match returns the id of a silence active at now that matches labels, or
 // "" when none does. When several match, the lowest id wins, so repeated
 // evaluations name the same one. It takes no lock and allocates nothing.
 func (s *Store) Match(labels map[string]string, now time.Time) string {
-	return s.match(func(name string) string { return labels[name] }, now)
+	return s.snap.Load().Match(labels, now)
 }
 
 // MatchAlert is Match for an instance of rule whose labels do not hold the
 // rule's name: matchers on "alertname" or "rule" see rule, so the caller
 // need not copy the labels to add it.
 func (s *Store) MatchAlert(rule string, labels map[string]string, now time.Time) string {
-	return s.match(func(name string) string {
-		if name == "alertname" || name == "rule" {
-			return rule
-		}
-		return labels[name]
-	}, now)
-}
-
-func (s *Store) match(label func(name string) string, now time.Time) string {
-next:
-	for _, e := range s.snap.Load().entries {
-		if e.State(now) != StateActive {
-			continue
-		}
-		for _, m := range e.ms {
-			if !m.matches(label(m.Name)) {
-				continue next
-			}
-		}
-		return e.ID
-	}
-	return ""
+	return s.snap.Load().MatchAlert(rule, labels, now)
 }
 
 // GC drops the silences that expired at least the retention before now and
@@ -302,15 +162,8 @@ next:
 func (s *Store) GC(now time.Time) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cur := s.snap.Load()
-	next := slices.DeleteFunc(slices.Clone(cur.entries), func(e *entry) bool {
-		return !now.Before(e.EndsAt.Add(s.opts.Retention))
-	})
-	n := len(cur.entries) - len(next)
-	if n == 0 {
-		return 0, nil
-	}
-	return n, s.publish(next)
+	c := s.snap.Load().GC(now, s.opts.Retention)
+	return len(c.Dropped), s.publish(c)
 }
 
 // Run collects garbage every Options.GCInterval and returns when ctx is
@@ -330,21 +183,21 @@ func (s *Store) Run(ctx context.Context) {
 	}
 }
 
-// publish writes entries to disk and then makes them what readers see, so
-// readers never see a change that a crash would lose. s.mu must be held.
-func (s *Store) publish(entries []*entry) error {
-	f := file{Version: fileVersion, Silences: make([]Silence, len(entries))}
-	for i, e := range entries {
-		f.Silences[i] = e.Silence
+// publish writes c's snapshot to disk and then makes it what readers see,
+// so readers never see a change that a crash would lose. A change that
+// changed nothing is not written. s.mu must be held.
+func (s *Store) publish(c Change) error {
+	if !c.Changed() {
+		return nil
 	}
-	b, err := json.MarshalIndent(f, "", "  ")
+	b, err := json.MarshalIndent(file{Version: fileVersion, Silences: c.Next.Silences()}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("write silences %s: %w", s.path, err)
 	}
 	if err := writeFileAtomic(s.path, append(b, '\n')); err != nil {
 		return fmt.Errorf("write silences: %w", err)
 	}
-	s.snap.Store(&snapshot{entries: entries})
+	s.snap.Store(c.Next)
 	return nil
 }
 
@@ -382,18 +235,4 @@ func writeFileAtomic(path string, b []byte) (err error) {
 	}
 	defer d.Close()
 	return d.Sync()
-}
-
-func find(entries []*entry, id string) (int, bool) {
-	return slices.BinarySearchFunc(entries, id, func(e *entry, id string) int { return cmp.Compare(e.ID, id) })
-}
-
-// newID returns a random (version 4) UUID, the form of Alertmanager's
-// silence ids.
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails, per crypto/rand
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

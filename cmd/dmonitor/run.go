@@ -32,6 +32,7 @@ import (
 	"github.com/dmonitor/dmonitor/plugin"
 	"github.com/dmonitor/dmonitor/rules"
 	"github.com/dmonitor/dmonitor/silence"
+	"github.com/dmonitor/dmonitor/silence/redissilence"
 	"github.com/dmonitor/dmonitor/tsdb"
 	"github.com/dmonitor/dmonitor/tsdb/embedded"
 	"github.com/dmonitor/dmonitor/tsdb/httpapi"
@@ -147,7 +148,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 			}
 		}()
 	}
-	silences, err := silence.Open(filepath.Join(cfg.DataDir, "silences.json"), silence.Options{})
+	silences, err := openSilences(cfg, cl, log)
 	if err != nil {
 		return err
 	}
@@ -221,6 +222,27 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 	err = g.Wait()
 	stopDispatch()
 	return errors.Join(err, <-dispDone)
+}
+
+// silenceStore is what the daemon does with the silences: the evaluator
+// matches them, the control API changes them, and Run keeps them.
+type silenceStore interface {
+	control.Silencer
+	evaluator.Silences
+	Run(ctx context.Context)
+}
+
+// openSilences returns the silences in Redis in a cluster, so that one set
+// through any node mutes the leader's alerts; alone, those in a file.
+func openSilences(cfg *config.Config, cl *cluster, log *slog.Logger) (silenceStore, error) {
+	if cl != nil {
+		return redissilence.New(cl.client, redissilence.Options{Logger: log.With("component", "silences")}), nil
+	}
+	s, err := silence.Open(filepath.Join(cfg.DataDir, "silences.json"), silence.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // backend is the TSDB as the daemon uses it, and what runs beside it.
