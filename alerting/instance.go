@@ -208,6 +208,30 @@ func (i Instance) Next(ts time.Time, in Input, p Params) (Instance, *Transition)
 	return next, &Transition{From: i.State, To: next.State, At: ts, Reason: next.Reason, Notification: n}
 }
 
+// Retire ends i at ts because it is no longer evaluated: its rule, check
+// or host left the configuration. An open incident is resolved (why goes
+// in the notification's AnnotationResolvedBy), so no page is left open
+// when its subject goes away; without one, nothing is said. The returned
+// Instance is healthy; the Transition is nil when i was healthy already.
+func (i Instance) Retire(ts time.Time, why string) (Instance, *Transition) {
+	next := Instance{Rule: i.Rule, Labels: i.Labels, State: OK, LastEval: ts}
+	var n *Notification
+	if !i.FiredAt.IsZero() {
+		next.ResolvedAt = ts
+		closing := i
+		closing.Annotations = maps.Clone(i.Annotations)
+		if closing.Annotations == nil {
+			closing.Annotations = make(map[string]string, 1)
+		}
+		closing.Annotations[AnnotationResolvedBy] = why
+		n = closing.notification(StatusResolved, ts)
+	}
+	if i.State == OK && n == nil {
+		return next, nil
+	}
+	return next, &Transition{From: i.State, To: OK, At: ts, Reason: why, Notification: n}
+}
+
 // Acknowledge records that who has seen the open incident of i: it reads
 // Acknowledged from the next evaluation on and is not repeated until it
 // resolves. The bool is false, and i unchanged, when no incident is open.

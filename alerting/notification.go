@@ -29,6 +29,10 @@ const (
 	// AnnotationOutputs holds the observers' plugin outputs, one
 	// "observer: output" per line, when the evaluator provides them.
 	AnnotationOutputs = "outputs"
+	// AnnotationResolvedBy says why an incident was resolved when it was not
+	// its condition clearing: its check, host or rule left the
+	// configuration.
+	AnnotationResolvedBy = "resolved_by"
 )
 
 // Notification is one message about one transition of one rule instance, as

@@ -87,8 +87,37 @@ var badCases = []struct {
 	{
 		// The same node twice.
 		name:  "duplicate node",
-		files: map[string]string{"nodes.txt": "a\n# b\nb\na # again\n"},
+		files: peerFiles("a\n# b\nb\na # again\n", ""),
 		want:  `nodes.txt:4: duplicate node "a" (first on line 1)`,
+	},
+	{
+		// One node written twice: with the default port and without.
+		name:  "duplicate node address",
+		files: peerFiles("a\nb\na:2929\n[::1]\n::1\n", ""),
+		want: `nodes.txt:3: duplicate node "a:2929": the same address as "a" (line 1)` + "\n" +
+			`nodes.txt:5: duplicate node "::1": the same address as "[::1]" (line 4)`,
+	},
+	{
+		// Ports outside 1..65535, or no number at all.
+		name:  "bad node ports",
+		files: peerFiles("a\na:0\nb:99999\nc:x\nd:+80\ne:\n[::1]:65536\n", ""),
+		want: `nodes.txt:2: node "a:0": want a port from 1 to 65535, got "0"` + "\n" +
+			`nodes.txt:3: node "b:99999": want a port from 1 to 65535, got "99999"` + "\n" +
+			`nodes.txt:4: node "c:x": want a port from 1 to 65535, got "x"` + "\n" +
+			`nodes.txt:5: node "d:+80": want a port from 1 to 65535, got "+80"` + "\n" +
+			`nodes.txt:6: node "e:": want a port from 1 to 65535, got ""` + "\n" +
+			`nodes.txt:7: node "[::1]:65536": want a port from 1 to 65535, got "65536"`,
+	},
+	{
+		// Entries that are neither host[:port] nor an IPv6 address. While
+		// nodes.txt is refused the mode is unknown, so quorum (3 of the 1
+		// node left) is not judged: that would be noise.
+		name:  "bad node entries",
+		files: peerFiles("a\n:2930\nb:c:d\n[b]:2930\n[::1\n", "quorum: 3\n"),
+		want: `nodes.txt:2: node ":2930": no host before the port (want host, host:port, or an IPv6 address, in brackets with a port ([::1]:2930))` + "\n" +
+			`nodes.txt:3: node "b:c:d": want host, host:port, or an IPv6 address, in brackets with a port ([::1]:2930)` + "\n" +
+			`nodes.txt:4: node "[b]:2930": want host, host:port, or an IPv6 address, in brackets with a port ([::1]:2930)` + "\n" +
+			`nodes.txt:5: node "[::1": want host, host:port, or an IPv6 address, in brackets with a port ([::1]:2930)`,
 	},
 	{
 		// Two names on one line, as if it were a list.
@@ -237,11 +266,95 @@ var badCases = []struct {
 	},
 	{
 		// A quorum the listed nodes can never reach, globally and per check.
-		name: "quorum above nodes",
+		name:  "quorum above nodes",
+		files: peerFiles("a\nb\n", "quorum: 3\nchecks:\n  up: {command: [check_dummy, '0'], quorum: 4}\n"),
+		want: "dmonitor.yaml:1:9: quorum: 3 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower quorum\n" +
+			"dmonitor.yaml:3:45: checks.up.quorum: 4 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower checks.up.quorum",
+	},
+	{
+		// A check that inherits the global quorum, or repeats it, is
+		// reported with it, once.
+		name: "quorum above nodes, inherited",
+		files: peerFiles("a\nb\n", "quorum: 3\nchecks:\n  up: {command: [check_dummy, '0']}\n"+
+			"  down: {command: [check_dummy, '2'], quorum: 3}\n"),
+		want: "dmonitor.yaml:1:9: quorum: 3 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower quorum\n" +
+			"dmonitor.yaml:4:47: checks.down.quorum: 3 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower checks.down.quorum",
+	},
+	{
+		// One node listed: its quorum is one.
+		name:  "quorum above one node",
+		files: peerFiles("a\n", "checks:\n  up: {command: [check_dummy, '0'], quorum: 2}\n"),
+		want:  "dmonitor.yaml:2:45: checks.up.quorum: 2 is more than the 1 node in nodes.txt: list every observer in nodes.txt, or lower checks.up.quorum",
+	},
+	{
+		// No nodes.txt and no Redis: this node is the only observer there
+		// will ever be, so a quorum of two never forms.
+		name:  "quorum above a lone node",
+		files: map[string]string{FileName: "quorum: 2\n"},
+		want:  "dmonitor.yaml:1:9: quorum: 2 is more than the one observer there can be with no nodes in nodes.txt and no redis.url: list the observers in nodes.txt, or lower quorum",
+	},
+	{
+		// With Redis, the nodes of nodes.txt are still all the observers.
+		name: "quorum above nodes, redis",
 		files: map[string]string{"nodes.txt": "a\nb\n",
-			FileName: "quorum: 3\nchecks:\n  up: {command: [check_dummy, '0'], quorum: 4}\n"},
-		want: "dmonitor.yaml:1:9: quorum: 3 is more than the 2 nodes in nodes.txt\n" +
-			"dmonitor.yaml:3:45: checks.up.quorum: 4 is more than the 2 nodes in nodes.txt",
+			FileName: "observer: a\nredis: {url: 'redis://127.0.0.1:6379/0'}\nquorum: 3\n"},
+		want: "dmonitor.yaml:3:9: quorum: 3 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower quorum",
+	},
+
+	// --- modes: what a node needs to find and reach its peers ---
+	{
+		// The observer (here from dmonitor.yaml) must be one of the nodes.
+		name:  "observer not in nodes",
+		files: map[string]string{"nodes.txt": "a\nb\nc\n", "token": "secret\n", FileName: "observer: x\ncontrol: {token_file: token}\n"},
+		want:  `nodes.txt: this observer "x" is not listed (nodes: a, b, c): add it, or set observer: in dmonitor.yaml (or --observer) to its entry`,
+	},
+	{
+		// The same in redis mode, and with a single node (local mode).
+		name: "observer not in nodes, redis",
+		files: map[string]string{"nodes.txt": "eu-1\nus-1\n",
+			FileName: "observer: ap-1\nredis: {url: 'redis://127.0.0.1:6379/0'}\n"},
+		want: `nodes.txt: this observer "ap-1" is not listed (nodes: eu-1, us-1): add it, or set observer: in dmonitor.yaml (or --observer) to its entry`,
+	},
+	{
+		// The entry is the name: "a" does not match "a:2930".
+		name:  "observer not in nodes, port",
+		files: map[string]string{"nodes.txt": "a:2930\n", FileName: "observer: a\n"},
+		want:  `nodes.txt: this observer "a" is not listed (nodes: a:2930): add it, or set observer: in dmonitor.yaml (or --observer) to its entry`,
+	},
+	{
+		// Peers without the token, and no control key to point at.
+		name:  "peers without token",
+		files: map[string]string{"nodes.txt": "a\nb\n", FileName: "observer: a\n"},
+		want: "dmonitor.yaml: control.token_file is not set, but the 2 nodes of nodes.txt coordinate as peers (no redis.url), " +
+			"which authenticate with the shared bearer token: set control.token_file (the same file on every node), or redis.url",
+	},
+	{
+		// The same, pointing at the control key; and the control server
+		// off as well.
+		name:  "peers without token or control port",
+		files: map[string]string{"nodes.txt": "a\nb\nc\n", FileName: "observer: a\ncontrol:\n  listen: ''\n"},
+		want: "dmonitor.yaml:2:1: control.token_file is not set, but the 3 nodes of nodes.txt coordinate as peers (no redis.url), " +
+			"which authenticate with the shared bearer token: set control.token_file (the same file on every node), or redis.url\n" +
+			"dmonitor.yaml:3:11: control.listen is \"\" (off), but the 3 nodes of nodes.txt coordinate as peers (no redis.url) over the control port: " +
+			"set control.listen to an address the other nodes reach, or redis.url",
+	},
+	{
+		// Everything at once, as Load collects it: a stranger as observer,
+		// no token, no control port, an unreachable quorum.
+		name:  "every refusal",
+		files: map[string]string{"nodes.txt": "a\nb\n", FileName: "observer: x\nquorum: 3\ncontrol: {listen: ''}\n"},
+		want: "dmonitor.yaml:2:9: quorum: 3 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower quorum\n" +
+			"dmonitor.yaml:3:1: control.token_file is not set, but the 2 nodes of nodes.txt coordinate as peers (no redis.url), " +
+			"which authenticate with the shared bearer token: set control.token_file (the same file on every node), or redis.url\n" +
+			"dmonitor.yaml:3:19: control.listen is \"\" (off), but the 2 nodes of nodes.txt coordinate as peers (no redis.url) over the control port: " +
+			"set control.listen to an address the other nodes reach, or redis.url\n" +
+			`nodes.txt: this observer "x" is not listed (nodes: a, b): add it, or set observer: in dmonitor.yaml (or --observer) to its entry`,
+	},
+	{
+		// A refused redis.url leaves the mode unknown: no peer-mode noise.
+		name:  "bad redis url, nodes",
+		files: map[string]string{"nodes.txt": "a\nb\n", FileName: "observer: a\nredis: {url: 'localhost:6379'}\n"},
+		want:  `dmonitor.yaml:2:14: redis.url: want a redis://, rediss:// or unix:// URL, got "localhost:6379"`,
 	},
 	{
 		// An explicitly empty observer name.
@@ -366,6 +479,14 @@ var badCases = []struct {
 	},
 }
 
+// peerFiles is a tree of peers whose nodes.txt is nodes, this node being
+// "a" with the shared token, and yaml the rest of dmonitor.yaml from its
+// line 1 (so the positions in messages are those of yaml alone).
+func peerFiles(nodes, yaml string) map[string]string {
+	return map[string]string{"nodes.txt": nodes, "token": "secret\n",
+		FileName: yaml + "observer: a\ncontrol: {token_file: token}\n"}
+}
+
 func TestLoadBad(t *testing.T) {
 	for _, tc := range badCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -407,12 +528,14 @@ tsdb: {backend: opentsdb}
 smtp: {tls: ssl, port: 25}
 receivers:
   ops: {}
+observer: a
 `,
 	})
 	want := `alert.d/oncall: file name is not an email address: mail: missing '@' or angle-addr
+dmonitor.yaml: control.token_file is not set, but the 2 nodes of nodes.txt coordinate as peers (no redis.url), which authenticate with the shared bearer token: set control.token_file (the same file on every node), or redis.url
 dmonitor.yaml:1:11: interval: invalid duration "5" (want e.g. 90s, 1h30m, 30d or 2w)
 dmonitor.yaml:2:10: workers: must be positive, got 0
-dmonitor.yaml:3:9: quorum: 3 is more than the 2 nodes in nodes.txt
+dmonitor.yaml:3:9: quorum: 3 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower quorum
 dmonitor.yaml:5:19: checks.disk.command: want a list of strings, got a string
 dmonitor.yaml:6:17: tsdb: backend opentsdb needs a url
 dmonitor.yaml:7:13: smtp.tls: unknown tls mode "ssl" (want none, starttls or tls)

@@ -5,6 +5,8 @@
 package config
 
 import (
+	"net"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -23,15 +25,22 @@ const (
 	DefaultControlListen = "127.0.0.1:2929"
 	DefaultSMTPAddr      = "127.0.0.1:25"
 	DefaultReceiver      = "default" // the receiver alert.d/ feeds
+	DefaultPeerPort      = 2929      // the control port of a nodes.txt entry without one, as the original dmonitor's
 	FileName             = "dmonitor.yaml"
 	hostPlaceholder      = "{{host}}"
 )
 
 // Config is a loaded, validated configuration. Every path in it is absolute.
 type Config struct {
-	Dir            string        // the config directory
-	Observer       string        // this node's name
-	Nodes          []string      // peers from nodes.txt, in file order
+	Dir      string // the config directory
+	Observer string // this node's name
+	// Nodes are the entries of nodes.txt, in file order, as written. Each
+	// is host[:port] ("eu-1", "127.0.0.1:2930", "[::1]:2931", or a bare
+	// IPv6 address such as "::1"): PeerAddr gives its control address, and
+	// the entry itself is the observer name of the node it lists. Load
+	// refuses a port outside 1..65535, two entries with one address and,
+	// when the list is not empty, an Observer that is not in it.
+	Nodes          []string
 	Interval       time.Duration // default check interval
 	Timeout        time.Duration // default plugin timeout
 	Quorum         int           // default quorum
@@ -50,6 +59,52 @@ type Config struct {
 	SMTP       SMTP
 	Receivers  map[string]*Receiver // by name; "default" holds alert.d/
 	Redis      Redis
+
+	// at is where dmonitor.yaml set the keys Validate judges, so that its
+	// errors point there; zero for a key not set and for a Config that
+	// Load did not read.
+	at positions
+}
+
+// Mode is how the nodes of a configuration coordinate; see DESIGN.md.
+type Mode string
+
+// The coordination modes, as Config.Mode chooses them.
+const (
+	ModeLocal Mode = "local" // no redis.url, and nodes.txt lists one node or none
+	ModeRedis Mode = "redis" // redis.url set
+	ModePeer  Mode = "peer"  // no redis.url, two or more nodes in nodes.txt
+)
+
+// Mode returns how this node coordinates with the others: ModeRedis when
+// redis.url is set, else ModePeer when nodes.txt lists two nodes or more,
+// else ModeLocal. A Config from Load holds what its mode needs: a peer
+// mode's control server and token.
+func (c *Config) Mode() Mode {
+	switch {
+	case c.Redis.URL != "":
+		return ModeRedis
+	case len(c.Nodes) >= 2:
+		return ModePeer
+	}
+	return ModeLocal
+}
+
+// PeerAddr returns the control address (host:port) of a nodes.txt entry:
+// the entry itself when it has a port, else the entry with DefaultPeerPort
+// (the original dmonitor's control port). An IPv6 address is written
+// [::1]:2930 with a port, and bare (::1) or in brackets ([::1]) without,
+// which gives [::1]:2929. PeerAddr does not validate: Load refuses a bad
+// entry, such as a port outside 1..65535, before anything calls it.
+func PeerAddr(entry string) string {
+	if _, _, err := net.SplitHostPort(entry); err == nil {
+		return entry
+	}
+	host := entry
+	if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	return net.JoinHostPort(host, strconv.Itoa(DefaultPeerPort))
 }
 
 // Check is one check definition: a plugin and its arguments.

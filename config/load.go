@@ -56,6 +56,20 @@ const (
 // complete Config or an error of type Errors listing every problem found,
 // never both.
 //
+// Nodes. nodes.txt lists one node per line, # starting a comment: host or
+// host:port, an IPv6 address bare (::1) or in brackets ([::1], [::1]:2930);
+// a node without a port has DefaultPeerPort (PeerAddr). A port outside
+// 1..65535, two entries with one address and two words on a line are
+// refused at their line. The entries decide the mode (Config.Mode).
+//
+// Refusals. A configuration that could never alert is refused, as
+// Validate says: an observer (observer:, by default the host name) that a
+// non-empty nodes.txt does not list; peer mode (two nodes or more, no
+// redis.url) without control.token_file or with control.listen ""; a
+// quorum, global or a check's, above the nodes of nodes.txt, or above 1
+// with neither nodes.txt nor redis.url. These checks are left out while
+// nodes.txt or redis.url has a problem of its own, which decides the mode.
+//
 // Checks. A check named in hosts.d/<host>/ is the check of that name in
 // dmonitor.yaml, or else the implicit check plugins/check_<name>, run with
 // the host as its single argument. A check command's first element with a
@@ -79,12 +93,26 @@ const (
 // are those of ParseDuration, and every one must be positive. smtp.from
 // defaults to dmonitor@<host name>, smtp.tls to starttls.
 func Load(dir string) (*Config, error) {
+	return LoadAs(dir, "")
+}
+
+// LoadAs is Load for the node named observer, as `dmonitor run --observer`
+// names it, so that nodes can share one tree: observer replaces
+// dmonitor.yaml's observer: (and the host name) before the tree is
+// validated, so the refusal of an observer nodes.txt does not list is
+// about this one. An empty observer changes nothing.
+func LoadAs(dir, observer string) (*Config, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, Errors{{File: dir, Msg: err.Error(), Err: err}}
 	}
 	l := &loader{dir: abs}
-	cfg := l.load()
+	cfg := l.load(observer)
+	// A refused nodes.txt entry or redis.url leaves the mode unknown: what
+	// Validate would say of the rest is then noise.
+	if cfg != nil && !l.modeUnknown {
+		l.errs = append(l.errs, cfg.validate()...)
+	}
 	if len(l.errs) > 0 {
 		l.errs.sort()
 		return nil, l.errs
@@ -107,6 +135,9 @@ func (c *Config) Target(host, check string) (Target, bool) {
 type loader struct {
 	dir  string // absolute
 	errs Errors
+	// modeUnknown is true when a nodes.txt entry or redis.url was refused,
+	// so Config.Mode and the number of nodes may not be what was meant.
+	modeUnknown bool
 }
 
 // checkDef is one entry of dmonitor.yaml's checks, with the nodes later
@@ -151,7 +182,7 @@ func (l *loader) errorf(path string, line int, err error, format string, args ..
 	l.errs = append(l.errs, &Error{File: l.rel(path), Line: line, Msg: fmt.Sprintf(format, args...), Err: err})
 }
 
-func (l *loader) load() *Config {
+func (l *loader) load(observer string) *Config {
 	fi, err := os.Stat(l.dir)
 	if err != nil {
 		l.errorf(l.dir, 0, err, "%s", ioMessage(err))
@@ -186,6 +217,9 @@ func (l *loader) load() *Config {
 	cfg.Nodes = l.readNodes()
 	st := l.readYAML(cfg)
 
+	if observer != "" {
+		cfg.Observer = observer
+	}
 	hostname, herr := os.Hostname()
 	if cfg.Observer == "" {
 		if herr != nil {
@@ -250,31 +284,52 @@ func (l *loader) load() *Config {
 	return cfg
 }
 
-// readNodes reads nodes.txt: one host name per line, # starts a comment.
+// readNodes reads nodes.txt: one node (host[:port]) per line, # starts a
+// comment.
 func (l *loader) readNodes() []string {
 	path := filepath.Join(l.dir, nodesFile)
+	before := len(l.errs)
 	data, ok := l.readFile(path)
 	if !ok {
+		// No file is no nodes; an unreadable one leaves them unknown.
+		l.modeUnknown = len(l.errs) > before
 		return nil
 	}
+	type entry struct {
+		node string
+		line int
+	}
 	var nodes []string
-	first := make(map[string]int)
+	first := make(map[string]entry) // by control address: "a" and "a:2929" are one node
 	for i, line := range strings.Split(string(data), "\n") {
 		if c := strings.IndexByte(line, '#'); c >= 0 {
 			line = line[:c]
 		}
 		line = strings.TrimSpace(line)
-		switch {
-		case line == "":
+		if line == "" {
 			continue
-		case strings.ContainsAny(line, " \t"):
-			l.errorf(path, i+1, nil, "want one host name per line, got %q", line)
-		case first[line] > 0:
-			l.errorf(path, i+1, nil, "duplicate node %q (first on line %d)", line, first[line])
-		default:
-			first[line] = i + 1
-			nodes = append(nodes, line)
 		}
+		if strings.ContainsAny(line, " \t") {
+			l.errorf(path, i+1, nil, "want one host name per line, got %q", line)
+			l.modeUnknown = true
+			continue
+		}
+		if why := checkNode(line); why != "" {
+			l.errorf(path, i+1, nil, "%s", why)
+			l.modeUnknown = true
+			continue
+		}
+		addr := PeerAddr(line)
+		if e, dup := first[addr]; dup {
+			if e.node == line {
+				l.errorf(path, i+1, nil, "duplicate node %q (first on line %d)", line, e.line)
+			} else {
+				l.errorf(path, i+1, nil, "duplicate node %q: the same address as %q (line %d)", line, e.node, e.line)
+			}
+			continue
+		}
+		first[addr] = entry{line, i + 1}
+		nodes = append(nodes, line)
 	}
 	return nodes
 }
@@ -291,12 +346,10 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 	if root == nil {
 		return st
 	}
-	// quorum checks that a quorum can be reached by the nodes of nodes.txt;
-	// a shorter list names no peers, so there is nothing to compare with.
-	quorum := func(p string, n *yaml.Node, dst *int) {
-		if d.positive(p, n, dst) && len(cfg.Nodes) >= 2 && *dst > len(cfg.Nodes) {
-			d.errorf(n, p, "%d is more than the %d nodes in %s", *dst, len(cfg.Nodes), nodesFile)
-		}
+	// Validate judges the keys that only together say whether this node
+	// can alert; it points at these.
+	if k := keyNode(root, "control"); k != nil {
+		cfg.at.control = posOf(k)
 	}
 	d.mapping("", root, fields{
 		"observer": func(p string, n *yaml.Node) {
@@ -308,7 +361,9 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 		"timeout":  func(p string, n *yaml.Node) { d.positiveDuration(p, n, &cfg.Timeout) },
 		"quorum": func(p string, n *yaml.Node) {
 			st.quorum = n
-			quorum(p, n, &cfg.Quorum)
+			if d.positive(p, n, &cfg.Quorum) {
+				cfg.at.quorum = posOf(n)
+			}
 		},
 		"workers":         func(p string, n *yaml.Node) { d.positive(p, n, &cfg.Workers) },
 		"repeat_interval": func(p string, n *yaml.Node) { d.duration(p, n, &cfg.RepeatInterval) },
@@ -341,7 +396,14 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 					},
 					"interval": func(p string, n *yaml.Node) { d.positiveDuration(p, n, &def.check.Interval) },
 					"timeout":  func(p string, n *yaml.Node) { d.positiveDuration(p, n, &def.check.Timeout) },
-					"quorum":   func(p string, n *yaml.Node) { quorum(p, n, &def.check.Quorum) },
+					"quorum": func(p string, n *yaml.Node) {
+						if d.positive(p, n, &def.check.Quorum) {
+							if cfg.at.checkQuorum == nil {
+								cfg.at.checkQuorum = make(map[string]pos)
+							}
+							cfg.at.checkQuorum[def.check.Name] = posOf(n)
+						}
+					},
 				})
 				if def.cmdList == nil {
 					d.errorf(k, cp, "command is required")
@@ -371,13 +433,20 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 		},
 		"redis": func(p string, n *yaml.Node) {
 			d.mapping(p, n, fields{
-				"url":       func(p string, n *yaml.Node) { d.redisURL(p, n, &cfg.Redis.URL) },
+				"url": func(p string, n *yaml.Node) {
+					if !d.redisURL(p, n, &cfg.Redis.URL) {
+						l.modeUnknown = true
+					}
+				},
 				"lease_ttl": func(p string, n *yaml.Node) { d.positiveDuration(p, n, &cfg.Redis.LeaseTTL) },
 			})
 		},
 		"control": func(p string, n *yaml.Node) {
 			d.mapping(p, n, fields{
-				"listen": func(p string, n *yaml.Node) { d.listenAddr(p, n, &cfg.Control.Listen) },
+				"listen": func(p string, n *yaml.Node) {
+					d.listenAddr(p, n, &cfg.Control.Listen)
+					cfg.at.listen = posOf(n)
+				},
 				"token_file": func(p string, n *yaml.Node) {
 					if l.path(d, p, n, &cfg.Control.TokenFile) {
 						if fi, exists, err := stat(cfg.Control.TokenFile); !exists {
@@ -865,19 +934,21 @@ func (d *decoder) httpURL(path string, n *yaml.Node, dst *string) {
 	*dst = s
 }
 
-// redisURL decodes a URL of the forms go-redis accepts.
-func (d *decoder) redisURL(path string, n *yaml.Node, dst *string) {
+// redisURL decodes a URL of the forms go-redis accepts; false when it
+// refused n.
+func (d *decoder) redisURL(path string, n *yaml.Node, dst *string) bool {
 	var s string
 	if !d.str(path, n, &s) {
-		return
+		return false
 	}
 	u, err := url.Parse(s)
 	ok := err == nil && ((u.Scheme == "redis" || u.Scheme == "rediss") && u.Host != "" || u.Scheme == "unix" && u.Path != "")
 	if !ok {
 		d.errorf(n, path, "want a redis://, rediss:// or unix:// URL, got %q", s)
-		return
+		return false
 	}
 	*dst = s
+	return true
 }
 
 // listenAddr decodes a host:port to listen on; "" is kept: it turns the

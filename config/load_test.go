@@ -235,15 +235,18 @@ func TestQuorumDefault(t *testing.T) {
 		// No nodes.txt: a single node must alert on its own.
 		{"no nodes.txt", nil, 1},
 		// One node listed, the same.
-		{"one node", map[string]string{"nodes.txt": "a\n"}, 1},
+		{"one node", peerFiles("a\n", ""), 1},
 		// Comments and blank lines are not nodes.
-		{"one node and comments", map[string]string{"nodes.txt": "# peers\n\na # me\n  \n"}, 1},
+		{"one node and comments", peerFiles("# peers\n\na # me\n  \n", ""), 1},
 		// Two nodes: both must agree.
-		{"two nodes", map[string]string{"nodes.txt": "a\nb\n"}, 2},
+		{"two nodes", peerFiles("a\nb\n", ""), 2},
 		// More nodes: still two.
-		{"five nodes", map[string]string{"nodes.txt": "a\nb\nc\nd\ne\n"}, 2},
-		// An explicit quorum wins over the default, even with one node.
-		{"explicit", map[string]string{"nodes.txt": "a\n", FileName: "quorum: 3\n"}, 3},
+		{"five nodes", peerFiles("a\nb\nc\nd\ne\n", ""), 2},
+		// An explicit quorum wins over the default.
+		{"explicit", peerFiles("a\nb\nc\nd\ne\n", "quorum: 3\n"), 3},
+		// With Redis and no nodes.txt, observers join through Redis: any
+		// quorum may be reached.
+		{"explicit, redis", map[string]string{FileName: "quorum: 3\nredis: {url: 'redis://127.0.0.1:6379/0'}\n"}, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := load(t, tree(t, tc.files))
@@ -384,4 +387,162 @@ func tree(t *testing.T, files map[string]string) string {
 		}
 	}
 	return dir
+}
+
+func TestMode(t *testing.T) {
+	const redis = "redis: {url: 'redis://127.0.0.1:6379/0'}\n"
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  Mode
+	}{
+		// Nothing at all: a single node, its own leader.
+		{"empty", nil, ModeLocal},
+		// One node listed is still alone.
+		{"one node", peerFiles("a\n", ""), ModeLocal},
+		// Two nodes without Redis: the original dmonitor's peers.
+		{"two nodes", peerFiles("a\nb\n", ""), ModePeer},
+		// Peers on one machine, told apart by their ports.
+		{"two ports", map[string]string{"nodes.txt": "127.0.0.1:2930\n127.0.0.1:2931\n", "token": "t\n",
+			FileName: "observer: 127.0.0.1:2930\ncontrol: {listen: 127.0.0.1:2930, token_file: token}\n"}, ModePeer},
+		// Redis alone.
+		{"redis", map[string]string{FileName: redis}, ModeRedis},
+		// Redis wins over nodes.txt, and needs no token.
+		{"redis and nodes", map[string]string{"nodes.txt": "a\nb\nc\n", FileName: "observer: b\n" + redis}, ModeRedis},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			equal(t, "Mode()", load(t, tree(t, tc.files)).Mode(), tc.want)
+		})
+	}
+}
+
+func TestPeerAddr(t *testing.T) {
+	for _, tc := range []struct{ entry, want string }{
+		{"127.0.0.1:2930", "127.0.0.1:2930"},          // a port: the entry itself
+		{"[::1]:2931", "[::1]:2931"},                  // an IPv6 address with a port
+		{"host", "host:2929"},                         // a host name: the default port
+		{"eu-1.example.org", "eu-1.example.org:2929"}, // a dotted one too
+		{"::1", "[::1]:2929"},                         // a bare IPv6 address, bracketed
+		{"[::1]", "[::1]:2929"},                       // an IPv6 address in brackets, no port
+		{"fe80::1%eth0", "[fe80::1%eth0]:2929"},       // with a zone
+		// PeerAddr does not validate; Load refuses these entries first.
+		{"a:0", "a:0"},
+		{"a:99999", "a:99999"},
+		{"a:x", "a:x"},
+	} {
+		if got := PeerAddr(tc.entry); got != tc.want {
+			t.Errorf("PeerAddr(%q) = %q, want %q", tc.entry, got, tc.want)
+		}
+	}
+}
+
+// TestNodes loads nodes.txt entries one at a time: the good ones are kept
+// as written, the bad ones refused at their line.
+func TestNodes(t *testing.T) {
+	for _, tc := range []struct {
+		entry string
+		want  string // the error; "" when the entry loads
+	}{
+		{"host", ""},           // a host name
+		{"127.0.0.1:2930", ""}, // an address and a port
+		{"[::1]:2931", ""},     // an IPv6 address with a port
+		{"::1", ""},            // a bare IPv6 address
+		{"[::1]", ""},          // an IPv6 address in brackets
+		{"a:1", ""},            // the lowest port
+		{"a:65535", ""},        // the highest port
+		// Port 0 is no port a peer can be reached on.
+		{"a:0", `nodes.txt:1: node "a:0": want a port from 1 to 65535, got "0"`},
+		// Beyond 16 bits.
+		{"a:99999", `nodes.txt:1: node "a:99999": want a port from 1 to 65535, got "99999"`},
+		// A service name is not resolved: a number is wanted.
+		{"a:x", `nodes.txt:1: node "a:x": want a port from 1 to 65535, got "x"`},
+		// Without brackets, a last :number is part of an IPv6 address:
+		// this is the address ::1:2930 on the default port.
+		{"::1:2930", ""},
+		// Two colons in what is no IPv6 address.
+		{"1.2.3.4:5:6", `nodes.txt:1: node "1.2.3.4:5:6": want host, host:port, or an IPv6 address, in brackets with a port ([::1]:2930)`},
+	} {
+		t.Run(tc.entry, func(t *testing.T) {
+			files := map[string]string{"nodes.txt": tc.entry + "\n"}
+			cfg, err := LoadAs(tree(t, files), tc.entry)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("LoadAs: %v", err)
+				}
+				equal(t, "Nodes", cfg.Nodes, []string{tc.entry})
+				return
+			}
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("error %v, want %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestLoadAs proves the observer given to LoadAs, as --observer gives it,
+// replaces dmonitor.yaml's before the observer is judged.
+func TestLoadAs(t *testing.T) {
+	dir := tree(t, peerFiles("eu-1\nus-1\n", ""))
+	// peerFiles names this node "a", which nodes.txt does not list.
+	if _, err := Load(dir); err == nil {
+		t.Fatal("Load accepted an observer nodes.txt does not list")
+	}
+	c, err := LoadAs(dir, "us-1")
+	if err != nil {
+		t.Fatalf("LoadAs(us-1): %v", err)
+	}
+	equal(t, "Observer", c.Observer, "us-1")
+	// "" changes nothing.
+	_, err = LoadAs(dir, "")
+	want := `nodes.txt: this observer "a" is not listed (nodes: eu-1, us-1): add it, or set observer: in dmonitor.yaml (or --observer) to its entry`
+	if err == nil || err.Error() != want {
+		t.Errorf("LoadAs(\"\") error %v, want %s", err, want)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	// A loaded Config is valid, and stays so until changed.
+	c := load(t, tree(t, peerFiles("a\nb\nc\n", "quorum: 3\n")))
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate of a loaded Config: %v", err)
+	}
+	// An observer set after Load, as run --observer did before LoadAs.
+	c.Observer = "d"
+	want := `nodes.txt: this observer "d" is not listed (nodes: a, b, c): add it, or set observer: in dmonitor.yaml (or --observer) to its entry`
+	var errs Errors
+	if err := c.Validate(); err == nil || err.Error() != want || !errors.As(err, &errs) {
+		t.Errorf("Validate error %v, want Errors: %s", err, want)
+	}
+	// Dropping a node keeps the positions of what Load read.
+	c.Observer, c.Nodes = "a", []string{"a", "b"}
+	want = "dmonitor.yaml:1:9: quorum: 3 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower quorum"
+	if err := c.Validate(); err == nil || err.Error() != want {
+		t.Errorf("Validate error %v, want %s", err, want)
+	}
+
+	// A Config built by hand: every refusal, none with a line. The check
+	// that repeats the global quorum is reported with it.
+	c = &Config{Observer: "x", Nodes: []string{"a", "b"}, Quorum: 3, Checks: map[string]*Check{
+		"same":  {Name: "same", Quorum: 3},
+		"more":  {Name: "more", Quorum: 4},
+		"fewer": {Name: "fewer", Quorum: 2},
+	}}
+	want = strings.Join([]string{
+		"dmonitor.yaml: control.token_file is not set, but the 2 nodes of nodes.txt coordinate as peers (no redis.url), " +
+			"which authenticate with the shared bearer token: set control.token_file (the same file on every node), or redis.url",
+		"dmonitor.yaml: control.listen is \"\" (off), but the 2 nodes of nodes.txt coordinate as peers (no redis.url) over the control port: " +
+			"set control.listen to an address the other nodes reach, or redis.url",
+		"dmonitor.yaml: quorum: 3 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower quorum",
+		"dmonitor.yaml: checks.more.quorum: 4 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower checks.more.quorum",
+		`nodes.txt: this observer "x" is not listed (nodes: a, b): add it, or set observer: in dmonitor.yaml (or --observer) to its entry`,
+	}, "\n")
+	if err := c.Validate(); err == nil || err.Error() != want {
+		t.Errorf("Validate error:\n%v\nwant:\n%s", err, want)
+	}
+	// Redis with no nodes.txt bounds nothing; an empty Observer is not
+	// judged.
+	c = &Config{Redis: Redis{URL: "redis://r:6379/0"}, Quorum: 5}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate(redis, no nodes) = %v, want nil", err)
+	}
 }

@@ -68,6 +68,9 @@ type APIOptions struct {
 	// Token is the bearer token mutating calls must carry (see ReadToken).
 	// Empty refuses every mutating call: the API is never open by default.
 	Token string
+	// Peers, when set, is the peer API of peer mode (share/peershare),
+	// served under /api/v1/peer/ to callers with the bearer token.
+	Peers http.Handler
 	// Now is the time the silences are listed at; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -80,6 +83,7 @@ type APIOptions struct {
 //	POST   /api/v1/silences      create or update: {"silenceID": id}
 //	DELETE /api/v1/silence/{id}  expire
 //	POST   /api/v1/acks          {rule, host, check, by, comment}
+//	       /api/v1/peer/...      the peer API (APIOptions.Peers), token only
 //
 // POST and DELETE need "Authorization: Bearer <Token>": 401 without it or
 // with another, 403 when no token is configured. Errors are
@@ -103,6 +107,9 @@ func APIHandler(o APIOptions) http.Handler {
 	mux.HandleFunc("POST /api/v1/silences", a.mutating(a.postSilence))
 	mux.HandleFunc("DELETE /api/v1/silence/{id}", a.mutating(a.deleteSilence))
 	mux.HandleFunc("POST /api/v1/acks", a.mutating(a.postAck))
+	if o.Peers != nil {
+		mux.Handle("/api/v1/peer/", a.mutating(o.Peers.ServeHTTP))
+	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		a.error(w, r, http.StatusNotFound, fmt.Errorf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -141,6 +148,10 @@ func (a *api) mutating(h http.HandlerFunc) http.HandlerFunc {
 		// the lengths, so timing reveals nothing of the token.
 		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(sum[:], a.tokenSum) != 1 {
+			// Logged: a peer with the wrong token file is a cluster that
+			// silently stopped sharing, and anything else is a probe.
+			a.Logger.Warn("control API: request without the right bearer token refused", "method", r.Method,
+				"path", r.URL.Path, "remote", r.RemoteAddr)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="dmonitor"`)
 			a.error(w, r, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
 			return

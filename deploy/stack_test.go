@@ -142,8 +142,8 @@ func (c *compose) resolves(host string) bool {
 	return false
 }
 
-// loadConfig loads a configuration tree with config.Load, failing the test
-// with every problem it names.
+// loadConfig loads a configuration tree as the stack's first evaluator
+// (eu-1) does, failing the test with every problem it names.
 func loadConfig(t *testing.T, dir string) *config.Config {
 	t.Helper()
 	// The stack's checks are Debian's plugins, as in the image; without the
@@ -151,13 +151,13 @@ func loadConfig(t *testing.T, dir string) *config.Config {
 	if _, err := os.Stat(filepath.Join(config.SystemPluginDir, "check_http")); err != nil {
 		t.Fatalf("Debian's monitoring-plugins are not installed (%v); run `make test`, which installs monitoring-plugins-basic", err)
 	}
-	cfg, err := config.Load(dir)
+	cfg, err := config.LoadAs(dir, "eu-1")
 	if err != nil {
 		var es config.Errors
 		if errors.As(err, &es) {
-			t.Fatalf("config.Load(%s) refused it:\n%v", dir, err)
+			t.Fatalf("config.LoadAs(%s, eu-1) refused it:\n%v", dir, err)
 		}
-		t.Fatalf("config.Load(%s): %v", dir, err)
+		t.Fatalf("config.LoadAs(%s, eu-1): %v", dir, err)
 	}
 	return cfg
 }

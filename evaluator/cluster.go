@@ -3,6 +3,9 @@ package evaluator
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"sync"
 	"time"
 
 	"github.com/dmonitor/dmonitor/alerting"
@@ -61,9 +64,6 @@ func stateKey(ik instKey) string { return ik.rule + "\x00" + ik.host + "\x00" + 
 // this observer has just seen go from passing to failing, so an outage is
 // confirmed in about one plugin run rather than one interval.
 func (e *Evaluator) publish(ctx context.Context, r check.Result, wasPassing bool) {
-	if e.share == nil {
-		return
-	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := e.share.Publish(pctx, r); err != nil {
@@ -148,4 +148,70 @@ func (e *Evaluator) markDirty(k instanceKey) {
 	case e.wake <- struct{}{}:
 	default:
 	}
+}
+
+// alone is the Share of a node on its own: nothing to tell, nobody to hear
+// from but itself.
+type alone struct{ observer string }
+
+func (alone) Publish(context.Context, check.Result) error { return nil }
+func (alone) RequestConfirm(context.Context, string, string, time.Duration) (bool, error) {
+	return false, nil
+}
+
+func (alone) Subscribe(ctx context.Context, _ func(check.Result)) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (alone) Confirmations(ctx context.Context, _ func(host, check, from string)) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (a alone) Heartbeat(context.Context, time.Time) error { return nil }
+
+func (a alone) Observers(context.Context) ([]ObserverSeen, error) { return nil, nil }
+
+// memState is the StateStore of an evaluator given none: the state lives
+// as long as the process. The daemon always gives one on disk.
+type memState struct {
+	mu    sync.Mutex
+	epoch int64
+	insts map[string]alerting.Instance
+}
+
+func newMemState() *memState { return &memState{insts: make(map[string]alerting.Instance)} }
+
+func (m *memState) TakeOver(_ context.Context, epoch int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.epoch = epoch
+	return nil
+}
+
+func (m *memState) LoadAll(context.Context) (map[string]alerting.Instance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.insts), nil
+}
+
+func (m *memState) Save(_ context.Context, epoch int64, key string, inst alerting.Instance) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if epoch != m.epoch {
+		return fmt.Errorf("save %q under epoch %d, current %d: %w", key, epoch, m.epoch, alerting.ErrFenced)
+	}
+	m.insts[key] = inst
+	return nil
+}
+
+func (m *memState) Delete(_ context.Context, epoch int64, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if epoch != m.epoch {
+		return fmt.Errorf("delete %q under epoch %d, current %d: %w", key, epoch, m.epoch, alerting.ErrFenced)
+	}
+	delete(m.insts, key)
+	return nil
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/rules"
-	"github.com/dmonitor/dmonitor/tsdb"
 )
 
 // Silences says which operator's silence matches an alert, if any.
@@ -350,15 +349,18 @@ func (g *engine) annotations(r *rules.Rule, env rules.Env) map[string]string {
 // silent; its instances have host = the observer and check = "heartbeat".
 const ObserverRule = "observer-up"
 
-// evaluateObservers raises an alert for each node of nodes.txt whose last
-// heartbeat is older than silentAfter (or that was never heard from once
-// silentAfter has passed since start).
-func (g *engine) evaluateObservers(now time.Time, lastSeen map[string]time.Time, silentAfter time.Duration, started time.Time) []decision {
+// evaluateObservers raises an alert for each node of nodes.txt not heard
+// from for silentAfter, counted from its last heartbeat but from no earlier
+// than since: the start of this process or of this leader term. Heartbeats
+// from before then (a Redis restored from its AOF file) say nothing of the
+// present, and the observers need a heartbeat interval to be heard again.
+func (g *engine) evaluateObservers(now time.Time, lastSeen map[string]time.Time, silentAfter time.Duration, since time.Time) []decision {
 	var out []decision
 	for _, node := range g.cfg.Nodes {
-		last, heard := lastSeen[node]
-		if !heard {
-			last = started
+		at, heard := lastSeen[node]
+		last := at
+		if last.Before(since) {
+			last = since
 		}
 		ik := instKey{ObserverRule, node, "heartbeat"}
 		inst, ok := g.instances[ik]
@@ -370,7 +372,7 @@ func (g *engine) evaluateObservers(now time.Time, lastSeen map[string]time.Time,
 		if in.Active {
 			when := "never heard from"
 			if heard {
-				when = "last heartbeat " + last.UTC().Format(time.RFC3339)
+				when = "last heartbeat " + at.UTC().Format(time.RFC3339)
 			}
 			in.Annotations = map[string]string{alerting.AnnotationSummary: fmt.Sprintf("observer %s is silent: %s", node, when)}
 		}
@@ -396,42 +398,56 @@ func receiversOf(r *rules.Rule) []string {
 	return []string{config.DefaultReceiver}
 }
 
-// restore takes up instances from the last dmonitor.alert.state of each
-// rule instance: those firing or pending, for rules that still exist. It
-// returns how many it restored.
-func (g *engine) restore(series []tsdb.Series) int {
-	n := 0
-	for _, s := range series {
-		if len(s.Samples) == 0 {
-			continue
-		}
-		ik := instKey{s.Tags["rule"], s.Tags["host"], s.Tags["check"]}
-		k := instanceKey{ik.host, ik.check}
-		var r *rules.Rule
-		for _, cand := range g.rulesFor(k) {
-			if cand.Name == ik.rule {
-				r = cand
-			}
-		}
-		if r == nil || g.cfg.Checks[k.check] == nil {
-			continue
-		}
-		last := s.Samples[len(s.Samples)-1]
-		inst := alerting.Instance{Rule: r.Name, Labels: g.labels(r, k), State: alerting.State(last.Value)}
-		switch inst.State {
-		case alerting.Firing, alerting.Acknowledged:
-			// The state was written when the instance fired; with a `for`
-			// the condition began that much earlier, which is what the
-			// incident's notifications were identified by.
-			inst.State = alerting.Firing
-			inst.FiredAt, inst.ActiveAt = last.Time, last.Time.Add(-r.For)
-		case alerting.Pending:
-			inst.ActiveAt = last.Time
-		default:
-			continue
-		}
-		g.instances[ik] = inst
-		n++
+// ruleNamed returns the rule called name in this engine (the default
+// rule and observer-up included), or nil.
+func (g *engine) ruleNamed(name string) *rules.Rule {
+	switch {
+	case name == g.def.Name:
+		return g.def
+	case name == ObserverRule:
+		return g.observerUp
+	case g.set != nil:
+		return g.set.Rule(name)
 	}
-	return n
+	return nil
+}
+
+// orphaned says why the instance ik is no longer evaluated under this
+// engine's configuration and rules, or "" when it still is.
+func (g *engine) orphaned(ik instKey) string {
+	if ik.rule == ObserverRule {
+		if !slices.Contains(g.cfg.Nodes, ik.host) {
+			return fmt.Sprintf("observer %s was removed from nodes.txt", ik.host)
+		}
+		return ""
+	}
+	k := instanceKey{ik.host, ik.check}
+	if _, ok := g.cfg.Target(ik.host, ik.check); !ok {
+		return fmt.Sprintf("check %s on %s was removed from the configuration", ik.check, ik.host)
+	}
+	for _, r := range g.rulesFor(k) {
+		if r.Name == ik.rule {
+			return ""
+		}
+	}
+	if g.ruleNamed(ik.rule) == nil {
+		return fmt.Sprintf("rule %s was removed", ik.rule)
+	}
+	return fmt.Sprintf("rule %s no longer applies to %s on %s", ik.rule, ik.check, ik.host)
+}
+
+// retire ends inst, which this engine no longer evaluates, at now: see
+// alerting.Instance.Retire. r is the rule it was evaluated by, for the
+// receivers of its resolved notification; nil (a rule gone before this
+// node took over) sends it to the default receiver. ok is false when
+// there is nothing to record.
+func (g *engine) retire(now time.Time, inst alerting.Instance, why string, r *rules.Rule) (decision, bool) {
+	next, tr := inst.Retire(now, why)
+	if tr == nil {
+		return decision{}, false
+	}
+	if r == nil {
+		r = g.def
+	}
+	return decision{rule: r, inst: next, tr: tr}, true
 }

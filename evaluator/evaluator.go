@@ -6,7 +6,6 @@ package evaluator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -34,11 +33,11 @@ type Runner interface {
 }
 
 // Store is the TSDB as the evaluator uses it: results and alert history go
-// in, and the last alert states come back out when leadership is taken.
+// in, and the rules' query functions read from it. Alert state is never
+// read back from it: anyone who can write to the TSDB could change it.
 type Store interface {
 	Appender
 	rules.Querier
-	Last(ctx context.Context, metric string, filters []tsdb.Filter) ([]tsdb.Series, error)
 }
 
 // Lease is the leader lease.
@@ -60,7 +59,10 @@ type Options struct {
 	Config *config.Config
 	Runner Runner
 	Store  Store
-	// Lease defaults to lock.Local: a single node is its own leader.
+	// Lease, Share, State and TermSender are how this node coordinates
+	// with the others: one implementation of each per coordination mode
+	// (local, redis, peer; see docs/ARCHITECTURE.md). Lease defaults to
+	// lock.Local: a single node is its own leader.
 	Lease Lease
 	// Rules are the rules of rules.d; nil gives every check the default
 	// rule.
@@ -70,19 +72,20 @@ type Options struct {
 	RepeatInterval time.Duration
 	// Silences, when set, hold back the alerts an operator silenced.
 	Silences Silences
-	// Share, in a cluster, connects this observer to the others; nil for a
-	// node on its own.
+	// Share connects this observer to the others; nil for a node on its
+	// own.
 	Share Share
-	// State, in a cluster, keeps the alert state in Redis for the next
-	// leader; nil keeps it here (restored from the TSDB after a restart).
+	// State keeps the alert state for the next term, on this node after a
+	// restart or on the next leader; nil keeps it in memory only.
 	State StateStore
-	// TermSender, in a cluster, opens each leader term's notification
-	// queues; it replaces Sender.
+	// TermSender opens each leader term's notification queues; nil hands
+	// every term's notifications to Sender.
 	TermSender TermSender
 	// Annotator, when set, gets every alert transition as a global
 	// annotation, so Grafana and the OpenTSDB UI can overlay them.
 	Annotator Annotator
-	// Sender receives notifications; nil only logs them.
+	// Sender receives notifications when TermSender is nil; nil only logs
+	// them.
 	Sender Sender
 	// Receivers are the receiver names Sender knows; a rule's notification
 	// for any other receiver is logged and not sent.
@@ -106,7 +109,6 @@ type Evaluator struct {
 	runner    Runner
 	store     Store
 	lease     Lease
-	sender    Sender
 	receivers map[string]bool
 	log       *slog.Logger
 	metrics   *metrics
@@ -135,10 +137,12 @@ type Evaluator struct {
 	checkCtx context.Context
 	rechecks sync.WaitGroup // re-checks in flight
 
-	mu     sync.Mutex // guards the engine, its data, epoch and termSend
-	epoch  int64      // the leader term's epoch; 0 while not leading
-	engine *engine
-	data   *rules.Data // the last tick's TSDB data
+	mu    sync.Mutex // guards the engine, its data, epoch and termSend
+	epoch int64      // the leader term's epoch; 0 while not leading
+	// termStart is when this term began.
+	termStart time.Time
+	engine    *engine
+	data      *rules.Data // the last tick's TSDB data
 	// termSend is the current term's Sender when TermSender is set.
 	termSend Sender
 }
@@ -146,7 +150,7 @@ type Evaluator struct {
 // New returns an Evaluator for o.
 func New(o Options) *Evaluator {
 	e := &Evaluator{
-		cfg: o.Config, runner: o.Runner, store: o.Store, lease: o.Lease, sender: o.Sender,
+		cfg: o.Config, runner: o.Runner, store: o.Store, lease: o.Lease,
 		share: o.Share, state: o.State, termSender: o.TermSender,
 		receivers: make(map[string]bool, len(o.Receivers)),
 		log:       o.Logger, now: o.Now, grace: o.ShutdownGrace, evalEvery: o.EvalInterval,
@@ -161,6 +165,15 @@ func New(o Options) *Evaluator {
 	}
 	if e.lease == nil {
 		e.lease = lock.Local{}
+	}
+	if e.share == nil {
+		e.share = alone{o.Config.Observer}
+	}
+	if e.state == nil {
+		e.state = newMemState()
+	}
+	if e.termSender == nil {
+		e.termSender = func(int64) (Sender, func(), error) { return o.Sender, func() {}, nil }
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -216,9 +229,7 @@ func (e *Evaluator) Run(ctx context.Context) error {
 	clusterDone := make(chan struct{})
 	go func() {
 		defer close(clusterDone)
-		if e.share != nil {
-			e.cluster(leadCtx, checkCtx)
-		}
+		e.cluster(leadCtx, checkCtx)
 	}()
 	stopBackground := func() {
 		stopLeading()
@@ -261,12 +272,10 @@ loop:
 func (e *Evaluator) beat(ctx context.Context) {
 	now := e.now()
 	e.writer.write([]tsdb.Point{heartbeatPoint(e.cfg.Observer, now)})
-	if e.share != nil {
-		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if err := e.share.Heartbeat(hctx, now); err != nil {
-			e.shareErr("heartbeat", err)
-		}
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := e.share.Heartbeat(hctx, now); err != nil {
+		e.shareErr("heartbeat", err)
 	}
 }
 
@@ -301,7 +310,7 @@ func (e *Evaluator) leadership(ctx context.Context) {
 			continue
 		}
 		e.log.Info("leading", "epoch", term.Epoch)
-		stopSender, err := e.beginTerm(ctx, term.Epoch)
+		stopSender, retired, err := e.beginTerm(ctx, term.Epoch)
 		if err != nil {
 			// Without its state or its queues this node must not decide:
 			// give the lease up for another node to try.
@@ -317,6 +326,9 @@ func (e *Evaluator) leadership(ctx context.Context) {
 			continue
 		}
 		e.setEpoch(term.Epoch)
+		for _, d := range retired {
+			e.transition(d)
+		}
 		termCtx, endTerm := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); e.lead(termCtx) }()
@@ -347,43 +359,48 @@ func (e *Evaluator) setEpoch(epoch int64) {
 	e.metrics.leader.Set(float64(min(epoch, 1)))
 }
 
-// beginTerm sets a new term up: in a cluster it fences the previous
-// leader out, takes over the alert state it left in Redis, and opens the
-// term's notification queues. The returned func ends the queues.
-func (e *Evaluator) beginTerm(ctx context.Context, epoch int64) (stop func(), err error) {
-	stop = func() {}
-	if e.state != nil {
-		if err := e.state.TakeOver(ctx, epoch); err != nil {
-			return nil, fmt.Errorf("take over alert state: %w", err)
-		}
-		stored, err := e.state.LoadAll(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("load alert state: %w", err)
-		}
-		e.mu.Lock()
-		clear(e.engine.instances)
-		for _, inst := range stored {
-			e.engine.instances[instKey{inst.Rule, inst.Labels[alerting.LabelHost], inst.Labels[alerting.LabelCheck]}] = inst
-		}
-		e.mu.Unlock()
-		e.log.Info("took over the alert state", "epoch", epoch, "instances", len(stored))
+// beginTerm sets a new term up: it fences the previous leader out, takes
+// over the alert state it left (in Redis, on this node's disk, from the
+// peers), and opens the term's notification queues. Stored instances that
+// the configuration no longer evaluates come back as retired, for the
+// caller to resolve once the term's epoch is in force. The returned func
+// ends the queues.
+func (e *Evaluator) beginTerm(ctx context.Context, epoch int64) (stop func(), retired []decision, err error) {
+	if err := e.state.TakeOver(ctx, epoch); err != nil {
+		return nil, nil, fmt.Errorf("take over alert state: %w", err)
 	}
-	if e.termSender != nil {
-		s, stopSend, err := e.termSender(epoch)
-		if err != nil {
-			return nil, fmt.Errorf("open notification queues: %w", err)
-		}
-		e.mu.Lock()
-		e.termSend = s
-		e.mu.Unlock()
-		stop = func() {
-			e.mu.Lock()
-			e.termSend = nil
-			e.mu.Unlock()
-			stopSend()
-		}
+	stored, err := e.state.LoadAll(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load alert state: %w", err)
 	}
-	return stop, nil
+	s, stopSend, err := e.termSender(epoch)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open notification queues: %w", err)
+	}
+	now := e.now()
+	e.mu.Lock()
+	clear(e.engine.instances)
+	for _, inst := range stored {
+		ik := instKey{inst.Rule, inst.Labels[alerting.LabelHost], inst.Labels[alerting.LabelCheck]}
+		if why := e.engine.orphaned(ik); why != "" {
+			if d, ok := e.engine.retire(now, inst, why, e.engine.ruleNamed(ik.rule)); ok {
+				retired = append(retired, d)
+			}
+			continue
+		}
+		e.engine.instances[ik] = inst
+	}
+	e.termSend = s
+	e.termStart = now
+	e.mu.Unlock()
+	e.log.Info("took over the alert state", "epoch", epoch, "instances", len(stored)-len(retired), "retired", len(retired))
+	stop = func() {
+		e.mu.Lock()
+		e.termSend = nil
+		e.mu.Unlock()
+		stopSend()
+	}
+	return stop, retired, nil
 }
 
 // lead is the leader's evaluation loop: an instance is evaluated as soon as
@@ -391,9 +408,6 @@ func (e *Evaluator) beginTerm(ctx context.Context, epoch int64) (stop func(), er
 // fresh TSDB data for the rules' query functions; that pass is also what
 // notices results going stale.
 func (e *Evaluator) lead(ctx context.Context) {
-	if e.state == nil {
-		e.restore(ctx)
-	}
 	e.tick(ctx)
 	tick := time.NewTicker(e.evalEvery)
 	defer tick.Stop()
@@ -441,13 +455,21 @@ func (e *Evaluator) tick(ctx context.Context) {
 }
 
 // heartbeatEvery is how often an observer says it is alive.
-func (e *Evaluator) heartbeatEvery() time.Duration { return min(e.cfg.Interval, 10*time.Second) }
+func (e *Evaluator) heartbeatEvery() time.Duration { return HeartbeatInterval(e.cfg) }
+
+// HeartbeatInterval is how often an observer of cfg says it is alive: its
+// default check interval, at most 10s.
+func HeartbeatInterval(cfg *config.Config) time.Duration { return min(cfg.Interval, 10*time.Second) }
+
+// SilentAfter is how long an observer of cfg may go unheard before it is
+// silent: three heartbeats missed.
+func SilentAfter(cfg *config.Config) time.Duration { return 3 * HeartbeatInterval(cfg) }
 
 // evaluateObservers alerts on the nodes of nodes.txt that went silent:
 // three heartbeats missed. Their results go stale on their own and then
 // count neither as failing nor as passing.
 func (e *Evaluator) evaluateObservers(ctx context.Context, now time.Time) {
-	if e.share == nil || len(e.cfg.Nodes) == 0 {
+	if len(e.cfg.Nodes) == 0 {
 		return
 	}
 	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -461,7 +483,7 @@ func (e *Evaluator) evaluateObservers(ctx context.Context, now time.Time) {
 		seen[o.Name] = o.LastSeen
 	}
 	e.mu.Lock()
-	decisions := e.engine.evaluateObservers(now, seen, 3*e.heartbeatEvery(), e.started)
+	decisions := e.engine.evaluateObservers(now, seen, SilentAfter(e.cfg), e.termStart)
 	e.mu.Unlock()
 	for _, d := range decisions {
 		e.transition(d)
@@ -506,13 +528,11 @@ func (e *Evaluator) recheck(rc recheck) {
 		e.log.Info("re-checking parent before deciding", "rule", rc.child.rule, "host", rc.child.host,
 			"check", rc.child.check, "parent_check", t.check)
 		e.rechecks.Go(func() { e.runJob(e.checkCtx, j) })
-		if e.share != nil {
-			ctx, cancel := context.WithTimeout(e.checkCtx, 5*time.Second)
-			if _, err := e.share.RequestConfirm(ctx, t.host, t.check, e.confirmTTL(t.check)); err != nil {
-				e.shareErr("request re-check", err)
-			}
-			cancel()
+		ctx, cancel := context.WithTimeout(e.checkCtx, 5*time.Second)
+		if _, err := e.share.RequestConfirm(ctx, t.host, t.check, e.confirmTTL(t.check)); err != nil {
+			e.shareErr("request re-check", err)
 		}
+		cancel()
 	}
 }
 
@@ -545,10 +565,7 @@ func (e *Evaluator) transition(d decision) {
 		return
 	}
 	e.mu.Lock()
-	sender := e.sender
-	if e.termSender != nil {
-		sender = e.termSend
-	}
+	sender := e.termSend
 	e.mu.Unlock()
 	for _, r := range receiversOf(d.rule) {
 		if sender == nil || !e.receivers[r] {
@@ -562,18 +579,36 @@ func (e *Evaluator) transition(d decision) {
 	}
 }
 
-// SetRules replaces the rules, as a reload does. Instances of rules that
-// keep their name keep their state, so a reload neither re-notifies a
-// firing alert nor forgets its recovery; those of removed rules are dropped.
+// SetRules replaces the rules, as a reload does. Instances that the new
+// rules still evaluate keep their state, so a reload neither re-notifies a
+// firing alert nor forgets its recovery. Those they no longer evaluate (a
+// rule removed, a check now selected by another rule) are retired: an open
+// incident is resolved, once, saying why, and never left without its
+// resolved notification.
 func (e *Evaluator) SetRules(set *rules.Set) {
+	now := e.now()
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	old := e.engine
 	e.engine = newEngine(e.cfg, set, old.repeatInterval, old.silences)
+	var retired []decision
 	for ik, inst := range old.instances {
-		if ik.rule == old.def.Name || ik.rule == ObserverRule || set != nil && set.Rule(ik.rule) != nil {
-			e.engine.instances[ik] = inst
+		if why := e.engine.orphaned(ik); why != "" {
+			if d, ok := e.engine.retire(now, inst, why, old.ruleNamed(ik.rule)); ok {
+				retired = append(retired, d)
+			}
+			continue
 		}
+		e.engine.instances[ik] = inst
+	}
+	leading := e.epoch > 0
+	e.mu.Unlock()
+	if !leading {
+		// A follower's instances are the leader's business; it takes them
+		// over, and retires what it must, when it leads.
+		return
+	}
+	for _, d := range retired {
+		e.transition(d)
 	}
 }
 
@@ -595,12 +630,10 @@ func (e *Evaluator) Acknowledge(rule, host, chk, by, comment string) error {
 			return fmt.Errorf("acknowledge %s on %s (%s): it is %s: %w", rule, host, chk, inst.State, control.ErrNotFiring)
 		}
 		e.engine.instances[ik] = acked
-		if e.state != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := e.state.Save(ctx, e.epoch, stateKey(ik), acked); err != nil {
-				return fmt.Errorf("acknowledge %s on %s (%s): store: %w", rule, host, chk, err)
-			}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.state.Save(ctx, e.epoch, stateKey(ik), acked); err != nil {
+			return fmt.Errorf("acknowledge %s on %s (%s): store: %w", rule, host, chk, err)
 		}
 		e.log.Info("alert acknowledged", "rule", rule, "host", host, "check", chk, "by", by, "comment", comment)
 		return nil
@@ -616,9 +649,6 @@ func (e *Evaluator) Acknowledge(rule, host, chk, by, comment string) error {
 // persist stores the instance of d for the next leader, after its
 // notification is queued; a refusal means this node no longer leads.
 func (e *Evaluator) persist(d decision) {
-	if e.state == nil {
-		return
-	}
 	e.mu.Lock()
 	epoch := e.epoch
 	e.mu.Unlock()
@@ -633,24 +663,6 @@ func (e *Evaluator) persist(d decision) {
 	}
 	if err != nil {
 		e.log.Error("store alert state", "rule", d.inst.Rule, "host", d.inst.Labels[alerting.LabelHost], "epoch", epoch, "err", err)
-	}
-}
-
-// restore takes up the alert states a previous leader (or this node before
-// a restart) left in the TSDB, so a firing alert is neither notified again
-// nor forgotten: its recovery will still be sent.
-func (e *Evaluator) restore(ctx context.Context) {
-	series, err := e.store.Last(ctx, MetricAlertState, nil)
-	if err != nil {
-		if !errors.Is(err, context.Canceled) {
-			e.log.Error("restore alert states from the TSDB; starting from scratch", "err", err)
-		}
-		return
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if n := e.engine.restore(series); n > 0 {
-		e.log.Info("restored alert states", "instances", n)
 	}
 }
 
@@ -706,11 +718,26 @@ func (e *Evaluator) Status() Status {
 	}
 	e.mu.Lock()
 	st := Status{Observer: e.cfg.Observer, Leader: e.epoch > 0, Epoch: e.epoch, Checks: len(e.cfg.Targets)}
+	e.mu.Unlock()
+	// A follower shows the leader's decisions, as its state store holds
+	// them, not its own idle engine: all observers seeing a check fail
+	// while a follower's page says ok would send the operator astray.
+	var stored map[string]alerting.Instance
+	if !st.Leader {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		stored, _ = e.state.LoadAll(ctx)
+		cancel()
+	}
 	var rows []row
+	e.mu.Lock()
 	for _, t := range e.cfg.Targets {
 		k := instanceKey{t.Host, t.Check.Name}
 		for _, r := range e.engine.rulesFor(k) {
-			inst, ok := e.engine.instances[instKey{r.Name, k.host, k.check}]
+			ik := instKey{r.Name, k.host, k.check}
+			inst, ok := e.engine.instances[ik]
+			if !st.Leader {
+				inst, ok = stored[stateKey(ik)]
+			}
 			rows = append(rows, row{r.Name, k, inst, ok})
 		}
 	}
@@ -747,9 +774,6 @@ func (e *Evaluator) clusterStatus(st *Status) {
 		}
 	} else if st.Leader {
 		st.LeaderName, st.LeaderEpoch = e.cfg.Observer, st.Epoch
-	}
-	if e.share == nil {
-		return
 	}
 	seen := make(map[string]time.Time)
 	if obs, err := e.share.Observers(ctx); err == nil {

@@ -3,6 +3,7 @@ package evaluator
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -64,18 +65,6 @@ func (m *memStore) Append(_ context.Context, pts []tsdb.Point) error {
 	defer m.mu.Unlock()
 	m.points = append(m.points, pts...)
 	return nil
-}
-
-func (m *memStore) Last(_ context.Context, metric string, _ []tsdb.Filter) ([]tsdb.Series, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []tsdb.Series
-	for _, p := range m.points {
-		if p.Metric == metric {
-			out = append(out, tsdb.Series{Metric: metric, Tags: p.Tags, Samples: []tsdb.Sample{{Time: p.Time, Value: p.Value}}})
-		}
-	}
-	return out, nil
 }
 
 func (m *memStore) Query(context.Context, tsdb.Query) ([]tsdb.Series, error) { return nil, nil }
@@ -239,17 +228,26 @@ func TestShutdownKillsRunningChecksAfterGrace(t *testing.T) {
 	}
 }
 
+// A firing incident the state store holds is taken up: its recovery is
+// notified under the incident's own start, and it is not paged again. The
+// TSDB's dmonitor.alert.state says otherwise (anyone may write to it), and
+// is ignored.
 func TestRestoredFiringAlertIsNotNotifiedAgain(t *testing.T) {
 	firedAt := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	state := newMemState()
+	labels := map[string]string{alerting.LabelHost: "www1", alerting.LabelCheck: "http", alerting.LabelSeverity: "critical"}
+	state.insts[stateKey(instKey{"default", "www1", "http"})] = alerting.Instance{
+		Rule: "default", Labels: labels, State: alerting.Firing, ActiveAt: firedAt, FiredAt: firedAt,
+	}
 	store := &memStore{points: []tsdb.Point{{
 		Metric: MetricAlertState, Tags: map[string]string{"rule": "default", "host": "www1", "check": "http"},
-		Time: firedAt, Value: float64(alerting.Firing),
+		Time: firedAt.Add(time.Minute), Value: float64(alerting.OK),
 	}}}
 	runner := &fakeRunner{}
 	runner.status.Store(int32(check.Critical))
 	sent := make(chanSender, 10)
 	_, stop := start(t, Options{
-		Config: testConfig(20 * time.Millisecond), Runner: runner, Store: store,
+		Config: testConfig(20 * time.Millisecond), Runner: runner, Store: store, State: state,
 		Sender: sent, Receivers: []string{"default"}, EvalInterval: 10 * time.Millisecond,
 	})
 	waitFor(t, "several failing results", func() bool { return runner.runs.Load() >= 5 })
@@ -260,6 +258,41 @@ func TestRestoredFiringAlertIsNotNotifiedAgain(t *testing.T) {
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An incident of a check that left the configuration while this node was
+// down is resolved once when it takes over, saying why.
+func TestRemovedCheckIncidentResolvedAtTakeOver(t *testing.T) {
+	firedAt := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	state := newMemState()
+	labels := map[string]string{alerting.LabelHost: "gone", alerting.LabelCheck: "http", alerting.LabelSeverity: "critical"}
+	state.insts[stateKey(instKey{"default", "gone", "http"})] = alerting.Instance{
+		Rule: "default", Labels: labels, State: alerting.Firing, ActiveAt: firedAt, FiredAt: firedAt,
+	}
+	runner := &fakeRunner{}
+	sent := make(chanSender, 10)
+	_, stop := start(t, Options{
+		Config: testConfig(time.Hour), Runner: runner, Store: &memStore{}, State: state,
+		Sender: sent, Receivers: []string{"default"}, EvalInterval: 10 * time.Millisecond,
+	})
+	n := waitNotification(t, sent)
+	if n.Status != alerting.StatusResolved || !n.StartsAt.Equal(firedAt) || n.Labels[alerting.LabelHost] != "gone" {
+		t.Fatalf("notification = %s for %v starting %v, want resolved of gone's incident from %v", n.Status, n.Labels, n.StartsAt, firedAt)
+	}
+	if why := n.Annotations[alerting.AnnotationResolvedBy]; !strings.Contains(why, "removed from the configuration") {
+		t.Errorf("resolved_by = %q, want the reason", why)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-sent:
+		t.Fatalf("second notification %s %s", n.Status, n.ID)
+	default:
+	}
+	if left, _ := state.LoadAll(context.Background()); len(left) != 0 {
+		t.Errorf("state still holds %v", left)
 	}
 }
 

@@ -186,6 +186,11 @@ func (s *Store) LoadAll(ctx context.Context) (map[string]alerting.Instance, erro
 	if err != nil {
 		return nil, fmt.Errorf("load alerts from %s: %w", s.alerts, err)
 	}
+	return s.decodeAll(raw)
+}
+
+// decodeAll decodes the hash of instances; see LoadAll for its errors.
+func (s *Store) decodeAll(raw map[string]string) (map[string]alerting.Instance, error) {
 	out := make(map[string]alerting.Instance, len(raw))
 	var errs []error
 	for k, v := range raw {
@@ -197,4 +202,23 @@ func (s *Store) LoadAll(ctx context.Context) (map[string]alerting.Instance, erro
 		out[k] = inst
 	}
 	return out, errors.Join(errs...)
+}
+
+// Snapshot returns every stored instance, as LoadAll does, and whether a
+// leader's fence is stored beside them, read together in one transaction.
+// No fence means Redis lost the state (restarted without persistence, or
+// flushed) since a leader last took over: the empty map is then not a
+// cluster without incidents.
+func (s *Store) Snapshot(ctx context.Context) (insts map[string]alerting.Instance, fenced bool, err error) {
+	var exists *redis.IntCmd
+	var all *redis.MapStringStringCmd
+	if _, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		exists = p.Exists(ctx, s.fence)
+		all = p.HGetAll(ctx, s.alerts)
+		return nil
+	}); err != nil {
+		return nil, false, fmt.Errorf("snapshot alerts from %s: %w", s.alerts, err)
+	}
+	insts, err = s.decodeAll(all.Val())
+	return insts, exists.Val() == 1, err
 }

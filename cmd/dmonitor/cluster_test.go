@@ -252,9 +252,11 @@ func TestClusterSilenceThroughFollower(t *testing.T) {
 	c.expectMail("FIRING", "127.0.0.1")
 }
 
-// mailTally counts what reached the sink, by notification id.
+// mailTally counts what reached the sink, by notification id: every
+// rule's, or rule's alone when it is set.
 type mailTally struct {
 	firing, resolved map[string]int
+	rule             string
 }
 
 func (m *mailTally) take(c *testCluster) {
@@ -262,6 +264,9 @@ func (m *mailTally) take(c *testCluster) {
 		select {
 		case msg := <-c.mail.Received:
 			id := msg.Msg.Header.Get("X-Dmonitor-Notification-Id")
+			if m.rule != "" && msg.Msg.Header.Get("X-Dmonitor-Rule") != m.rule {
+				continue
+			}
 			switch msg.Msg.Header.Get("X-Dmonitor-Status") {
 			case "firing":
 				m.firing[id]++

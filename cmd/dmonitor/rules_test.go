@@ -18,9 +18,12 @@ import (
 )
 
 // rulesTree is a configuration with two hosts, two checks run by Debian's
-// check_dummy, a quorum of two and a receiver "ops", without rules.d.
+// check_dummy, the three observers of the recorded history sharing Redis, a
+// quorum of two and a receiver "ops", without rules.d.
 var rulesTree = map[string]string{
+	"nodes.txt": "eu-1\neu-2\nus-1\n",
 	"dmonitor.yaml": `observer: eu-1
+redis: {url: "redis://127.0.0.1:9/0"}
 quorum: 2
 interval: 10s
 receivers:

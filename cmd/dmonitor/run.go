@@ -62,13 +62,10 @@ then killed, and every result is written before the process exits.`,
 			if err != nil {
 				return err
 			}
-			cfg, err := config.Load(f.dir)
+			cfg, err := config.LoadAs(f.dir, f.observer)
 			if err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "dmonitor: configuration refused, nothing started:\n%v\n", err)
 				return exitError{1}
-			}
-			if f.observer != "" {
-				cfg.Observer = f.observer
 			}
 			set, err := loadRules(cfg)
 			if err != nil {
@@ -120,23 +117,17 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 	if err != nil {
 		return err
 	}
-	// In a cluster, the lease, the results, the alert state and the
-	// notification queues live in Redis, so the next leader takes over
-	// where this one stopped; alone, queued notifications wait on disk.
-	var (
-		cl         *cluster
-		dispatcher *alerting.Dispatcher
-	)
-	if cfg.Redis.URL != "" {
-		if cl, err = openCluster(cfg, log); err != nil {
+	var token string
+	if cfg.Control.TokenFile != "" {
+		if token, err = control.ReadToken(cfg.Control.TokenFile); err != nil {
 			return err
 		}
-		defer func() {
-			if err := cl.close(); err != nil {
-				log.Error("close redis", "err", err)
-			}
-		}()
-	} else {
+	}
+	// Local and peer mode send through queues on this node's disk, which
+	// outlive every term; redis mode opens fenced queues in Redis per term.
+	var dispatcher *alerting.Dispatcher
+	var local evaluator.Sender
+	if cfg.Mode() != config.ModeRedis {
 		dispatcher, err = alerting.OpenDispatcher(rs.queues, log.With("component", "notify"),
 			alerting.DispatcherOptions{Dir: filepath.Join(cfg.DataDir, "notify")})
 		if err != nil {
@@ -147,16 +138,20 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 				log.Error("close notification queues", "err", err)
 			}
 		}()
+		local = router{dispatcher, rs.routes}
 	}
-	silences, err := openSilences(cfg, cl, log)
+	co, err := openCoordination(cfg, token, rs, local, reg, log)
 	if err != nil {
 		return err
 	}
-	var token string
-	if cfg.Control.TokenFile != "" {
-		if token, err = control.ReadToken(cfg.Control.TokenFile); err != nil {
-			return err
+	defer func() {
+		if err := co.close(); err != nil {
+			log.Error("close coordination", "err", err)
 		}
+	}()
+	silences, err := openSilences(cfg, co.cluster, log)
+	if err != nil {
+		return err
 	}
 	opts := evaluator.Options{
 		Config:         cfg,
@@ -169,11 +164,10 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 		Receivers:      slices.Sorted(maps.Keys(rs.routes)),
 		Logger:         log,
 		Registerer:     reg,
-	}
-	if cl != nil {
-		opts.Lease, opts.Share, opts.State, opts.TermSender = cl.lease, cl.share, cl.state, cl.termSender(rs, log)
-	} else {
-		opts.Sender = router{dispatcher, rs.routes}
+		Lease:          co.lease,
+		Share:          co.share,
+		State:          co.state,
+		TermSender:     co.termSender,
 	}
 	ev := evaluator.New(opts)
 
@@ -181,7 +175,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 	if cfg.Control.Listen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/api/", control.APIHandler(control.APIOptions{Silences: silences, Acks: ev, Token: token,
-			Logger: log.With("component", "control api")}))
+			Peers: co.peerAPI, Logger: log.With("component", "control api")}))
 		mux.Handle("/", control.Handler(reg, func() any { return ev.Status() }, log))
 		srv, err := httpserve.Listen("control", cfg.Control.Listen, mux, log)
 		if err != nil {
@@ -215,6 +209,14 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 	}
 	if be.run != nil {
 		g.Go(func() error { return be.run(gctx) })
+	}
+	for _, run := range co.run {
+		g.Go(func() error {
+			if err := run(gctx); err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
+		})
 	}
 	g.Go(func() error { return ev.Run(gctx) })
 	g.Go(func() error { silences.Run(gctx); return nil })

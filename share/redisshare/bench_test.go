@@ -9,6 +9,7 @@ import (
 
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/internal/redistest"
+	"github.com/dmonitor/dmonitor/share/wire"
 )
 
 // typical is a result as check_http writes it: a line of output and two
@@ -90,11 +91,11 @@ func BenchmarkPublish(b *testing.B) {
 // in size and in time.
 func BenchmarkEncode(b *testing.B) {
 	r := typical(1)
-	var wire, js int
+	var wireLen, js int
 	var tWire, tJSON time.Duration
 	for b.Loop() {
 		start := time.Now()
-		p, _, err := encode(&r)
+		p, _, err := wire.Encode(&r)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -105,10 +106,10 @@ func BenchmarkEncode(b *testing.B) {
 			b.Fatal(err)
 		}
 		tJSON += time.Since(start)
-		wire, js = len(p), len(q)
+		wireLen, js = len(p), len(q)
 	}
-	b.ReportMetric(float64(wire), "wire-bytes")
+	b.ReportMetric(float64(wireLen), "wire-bytes")
 	b.ReportMetric(float64(js), "json-bytes")
-	b.ReportMetric(float64(wire)/float64(js), "wire/json-size")
+	b.ReportMetric(float64(wireLen)/float64(js), "wire/json-size")
 	b.ReportMetric(tWire.Seconds()/tJSON.Seconds(), "wire/json-time")
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dmonitor/dmonitor/check"
+	"github.com/dmonitor/dmonitor/share/wire"
 )
 
 // DefaultPrefix is the prefix of every key and channel unless Options say
@@ -178,7 +179,7 @@ return 1
 // stored result, so a retry is harmless. Errors are Redis's or, for a
 // start outside 1678–2262, the result's.
 func (x *Exchange) Publish(ctx context.Context, r check.Result) error {
-	payload, start, err := encode(&r)
+	payload, start, err := wire.Encode(&r)
 	if err != nil {
 		return err
 	}
@@ -203,7 +204,7 @@ func (x *Exchange) PublishAll(ctx context.Context, rs []check.Result) error {
 	keys := make([]string, 0, len(rs))
 	args := make([][]any, 0, len(rs))
 	for i := range rs {
-		payload, start, err := encode(&rs[i])
+		payload, start, err := wire.Encode(&rs[i])
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -251,7 +252,7 @@ func (x *Exchange) PublishAll(ctx context.Context, rs []check.Result) error {
 // then survives by resyncing).
 func (x *Exchange) Subscribe(ctx context.Context, fn func(check.Result)) error {
 	deliver := func(payload string) {
-		r, err := decode([]byte(payload))
+		r, err := wire.Decode([]byte(payload))
 		if err != nil {
 			x.log.Warn("undecodable shared result, skipped", "channel", x.resultsChan, "err", err)
 			return
@@ -290,7 +291,7 @@ func (x *Exchange) resync(ctx context.Context, fn func(check.Result)) error {
 			}
 			for i, c := range cmds {
 				for field, v := range c.Val() {
-					r, err := decode([]byte(v))
+					r, err := wire.Decode([]byte(v))
 					if err != nil {
 						x.log.Warn("undecodable shared result, skipped", "key", keys[i], "observer", field, "err", err)
 						continue
@@ -392,4 +393,11 @@ func (x *Exchange) Confirmations(ctx context.Context, fn func(host, check, from 
 			fn(m.H, m.C, m.F)
 		}
 	})
+}
+
+// confirmMsg is a confirmation request on the wire.
+type confirmMsg struct {
+	H string `json:"h"`
+	C string `json:"c"`
+	F string `json:"f"` // the observer that asks
 }

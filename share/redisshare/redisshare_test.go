@@ -17,6 +17,7 @@ import (
 
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/internal/redistest"
+	"github.com/dmonitor/dmonitor/share/wire"
 )
 
 // t0 is the start of the first result in every test.
@@ -370,7 +371,7 @@ func TestSubscribeSurvivesRedisRestart(t *testing.T) {
 	// been lost: only a resync after reconnecting can deliver it. SAVE
 	// keeps it across the restart.
 	unannounced := result("us-1", "db", "mysql", t0, check.Critical)
-	payload, _, err := encode(&unannounced)
+	payload, _, err := wire.Encode(&unannounced)
 	if err != nil {
 		t.Fatal(err)
 	}

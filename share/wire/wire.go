@@ -1,4 +1,7 @@
-package redisshare
+// Package wire is the form in which observers exchange check results,
+// through Redis (share/redisshare) or directly (share/peershare): JSON with
+// one-letter keys, lossless (nanosecond times, NaN perfdata).
+package wire
 
 import (
 	"encoding/json"
@@ -10,7 +13,7 @@ import (
 	"github.com/dmonitor/dmonitor/check"
 )
 
-// wireResult is a check.Result as it is stored and published: JSON with
+// wireResult is a check.Result as it is stored and sent: JSON with
 // one-letter keys, lossless (nanosecond times, NaN perfdata), still readable
 // with redis-cli, and 263 bytes for a typical check_http result where
 // `dmonitor check --json` takes 418. T comes first, and encoding/json writes
@@ -74,10 +77,10 @@ func (f *wfloat) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// encode returns the wire form of r and its start time as the decimal
+// Encode returns the wire form of r and its start time as the decimal
 // string the publish script compares. A start outside the years 1678–2262
 // (other than the zero time) has no Unix nanosecond value and is refused.
-func encode(r *check.Result) ([]byte, int64, error) {
+func Encode(r *check.Result) ([]byte, int64, error) {
 	t := int64(zeroStart)
 	if !r.Start.IsZero() {
 		t = r.Start.UnixNano()
@@ -104,8 +107,8 @@ func encode(r *check.Result) ([]byte, int64, error) {
 	return b, t, nil
 }
 
-// decode parses the wire form of a result.
-func decode(b []byte) (check.Result, error) {
+// Decode parses the wire form of a result.
+func Decode(b []byte) (check.Result, error) {
 	var w wireResult
 	if err := json.Unmarshal(b, &w); err != nil {
 		return check.Result{}, err
@@ -128,9 +131,22 @@ func decode(b []byte) (check.Result, error) {
 	return r, nil
 }
 
-// confirmMsg is a confirmation request on the wire.
-type confirmMsg struct {
-	H string `json:"h"`
-	C string `json:"c"`
-	F string `json:"f"` // the observer that asks
+// Result is a check.Result that encodes as its wire form inside a larger
+// JSON document.
+type Result check.Result
+
+// MarshalJSON encodes r in the wire form.
+func (r Result) MarshalJSON() ([]byte, error) {
+	b, _, err := Encode((*check.Result)(&r))
+	return b, err
+}
+
+// UnmarshalJSON decodes the wire form.
+func (r *Result) UnmarshalJSON(b []byte) error {
+	res, err := Decode(b)
+	if err != nil {
+		return err
+	}
+	*r = Result(res)
+	return nil
 }

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dmonitor/dmonitor/alerting"
+	"github.com/dmonitor/dmonitor/alerting/localstate"
+	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/evaluator"
+	"github.com/dmonitor/dmonitor/lock"
+	"github.com/dmonitor/dmonitor/lock/peerlease"
+	"github.com/dmonitor/dmonitor/share/peershare"
+)
+
+// coordination is how this node works with the others, built for the
+// configuration's mode (docs/ARCHITECTURE.md): the evaluator's lease,
+// share, alert state and notification queues, and what runs beside them.
+type coordination struct {
+	mode       config.Mode
+	lease      evaluator.Lease
+	share      evaluator.Share // nil: alone
+	state      evaluator.StateStore
+	termSender evaluator.TermSender
+	// local is this node's own copy of the alert state, in every mode.
+	local *localstate.Store
+	// peerAPI is served on the control port in peer mode; nil otherwise.
+	peerAPI http.Handler
+	// cluster is the Redis side in redis mode; nil otherwise.
+	cluster *cluster
+	// run is what runs beside the evaluator (the peer senders).
+	run    []func(context.Context) error
+	closes []func() error
+}
+
+func (c *coordination) close() error {
+	var errs []error
+	for i := len(c.closes) - 1; i >= 0; i-- {
+		errs = append(errs, c.closes[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// statePath is where a node keeps its copy of the alert state.
+func statePath(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "state.db") }
+
+// openCoordination builds the coordination of cfg's mode. local is the
+// notification queues on this node's disk, which local and peer mode send
+// through in every term; redis mode opens a fenced queue per term instead.
+func openCoordination(cfg *config.Config, token string, rs receivers, local evaluator.Sender, reg prometheus.Registerer, log *slog.Logger) (*coordination, error) {
+	c := &coordination{mode: cfg.Mode()}
+	fixed := func(int64) (evaluator.Sender, func(), error) { return local, func() {}, nil }
+
+	// The peer exchange is made after the state store it serves, and the
+	// store hands it every write: the hook reads it once it is set, before
+	// anything is written.
+	var exchange *peershare.Exchange
+	written := func(r localstate.Record) {
+		if exchange != nil {
+			exchange.PushState(r)
+		}
+	}
+	if c.mode != config.ModePeer {
+		written = nil
+	}
+	st, err := localstate.Open(statePath(cfg), localstate.Options{Logger: log.With("component", "state"), Written: written})
+	if err != nil {
+		return nil, err
+	}
+	c.local = st
+	c.closes = append(c.closes, st.Close)
+
+	switch c.mode {
+	case config.ModeLocal:
+		c.lease, c.state, c.termSender = lock.Local{}, st, fixed
+	case config.ModePeer:
+		exchange = newPeerExchange(cfg, token, st, reg, log)
+		c.share = peerShare{exchange}
+		c.state = peerState{st, exchange, log.With("component", "state")}
+		c.termSender = fixed
+		c.peerAPI = exchange.Handler()
+		pl := peerlease.New(peerlease.Options{
+			Self: cfg.Observer, Nodes: cfg.Nodes, SilentAfter: evaluator.SilentAfter(cfg),
+			Heard: func() map[string]time.Time {
+				obs, _ := exchange.Observers(context.Background())
+				m := make(map[string]time.Time, len(obs))
+				for _, o := range obs {
+					m[o.Name] = o.LastSeen
+				}
+				return m
+			},
+			Logger: log.With("component", "lease"),
+		})
+		c.lease = pl
+		c.closes = append(c.closes, pl.Close)
+		c.run = append(c.run, exchange.Run)
+		log.Info("peer mode: deciding with the nodes of nodes.txt, no Redis", "nodes", cfg.Nodes,
+			"decider", "the live node whose name sorts first")
+	case config.ModeRedis:
+		cl, err := openCluster(cfg, log)
+		if err != nil {
+			return nil, errors.Join(err, c.close())
+		}
+		c.cluster = cl
+		c.closes = append(c.closes, cl.close)
+		c.lease, c.share = cl.lease, cl.share
+		c.state = mirrorState{primary: cl.state, local: st, log: log.With("component", "state")}
+		c.termSender = cl.termSender(rs, log)
+		c.run = append(c.run, func(ctx context.Context) error {
+			mirrorFollower(ctx, cl, st, cfg.Redis.LeaseTTL, log.With("component", "state"))
+			return nil
+		})
+	default:
+		return nil, errors.Join(fmt.Errorf("coordination mode %q is not known", c.mode), c.close())
+	}
+	return c, nil
+}
+
+// newPeerExchange builds the peer exchange of cfg's node: every other
+// entry of nodes.txt is a peer at its control address.
+func newPeerExchange(cfg *config.Config, token string, st *localstate.Store, reg prometheus.Registerer, log *slog.Logger) *peershare.Exchange {
+	var peers []peershare.Peer
+	for _, n := range cfg.Nodes {
+		if n != cfg.Observer {
+			peers = append(peers, peershare.Peer{Name: n, URL: "http://" + config.PeerAddr(n)})
+		}
+	}
+	plog := log.With("component", "peers")
+	return peershare.New(peershare.Options{
+		Self: cfg.Observer, Peers: peers, Token: token,
+		Known: func(host, chk string) bool { _, ok := cfg.Target(host, chk); return ok },
+		State: st,
+		OnState: func(ctx context.Context, recs []localstate.Record) {
+			if _, err := st.Merge(ctx, recs); err != nil {
+				plog.Error("keep the decider's alert state", "records", len(recs), "err", err)
+			}
+		},
+		Logger: plog, Registerer: reg,
+	})
+}
+
+// peerShare gives the evaluator the peers in its own terms.
+type peerShare struct{ *peershare.Exchange }
+
+func (s peerShare) Observers(ctx context.Context) ([]evaluator.ObserverSeen, error) {
+	obs, err := s.Exchange.Observers(ctx)
+	out := make([]evaluator.ObserverSeen, len(obs))
+	for i, o := range obs {
+		out[i] = evaluator.ObserverSeen{Name: o.Name, LastSeen: o.LastSeen}
+	}
+	return out, err
+}
+
+// peerState is the alert state in peer mode: this node's copy, which the
+// decider's writes reach on every peer. A node that starts deciding first
+// takes in the copies of the peers that answer, newest record first, so it
+// resumes where the last decider stopped even if it was down meanwhile.
+type peerState struct {
+	*localstate.Store
+	x   *peershare.Exchange
+	log *slog.Logger
+}
+
+// TakeOver fetches the peers' copies, merges them into this node's and
+// takes the local store over. A peer that does not answer within a few
+// seconds is skipped: it may be the decider that died.
+func (p peerState) TakeOver(ctx context.Context, epoch int64) error {
+	fctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	recs, answered := p.x.FetchState(fctx)
+	cancel()
+	applied, err := p.Store.Merge(ctx, recs)
+	if err != nil {
+		return fmt.Errorf("merge the peers' alert state: %w", err)
+	}
+	p.log.Info("took in the peers' alert state", "peers_answering", answered, "records", len(recs), "newer", len(applied))
+	return p.Store.TakeOver(ctx, epoch)
+}
+
+var _ evaluator.StateStore = peerState{}
+
+// mirrorState is the alert state in redis mode: Redis is the truth while
+// it has it, and every write also goes to this node's own copy, which
+// fills Redis again when it comes back empty (restarted without
+// persistence, or flushed), so an incident already paged is neither paged
+// again under a new id nor left without its resolved notification.
+type mirrorState struct {
+	primary evaluator.StateStore
+	local   *localstate.Store
+	log     *slog.Logger
+}
+
+// TakeOver fences Redis for epoch and reconciles: an instance this node's
+// copy holds and Redis lacks, or holds older (by evaluation time), is
+// written back to Redis.
+func (m mirrorState) TakeOver(ctx context.Context, epoch int64) error {
+	if err := m.primary.TakeOver(ctx, epoch); err != nil {
+		return err
+	}
+	if err := m.local.TakeOver(ctx, epoch); err != nil {
+		return err
+	}
+	remote, err := m.primary.LoadAll(ctx)
+	if err != nil {
+		return err
+	}
+	mine, err := m.local.LoadAll(ctx)
+	if err != nil {
+		return err
+	}
+	restored := 0
+	for key, inst := range mine {
+		if r, ok := remote[key]; ok && !r.LastEval.Before(inst.LastEval) {
+			continue
+		}
+		if err := m.primary.Save(ctx, epoch, key, inst); err != nil {
+			return fmt.Errorf("restore alert state to redis: %w", err)
+		}
+		restored++
+	}
+	if restored > 0 {
+		m.log.Warn("redis lacked alert state this node kept; restored it from the local copy", "instances", restored)
+	}
+	return nil
+}
+
+func (m mirrorState) LoadAll(ctx context.Context) (map[string]alerting.Instance, error) {
+	return m.primary.LoadAll(ctx)
+}
+
+// Save writes Redis first: a write it refuses (a newer leader) must not
+// land in the local copy either.
+func (m mirrorState) Save(ctx context.Context, epoch int64, key string, inst alerting.Instance) error {
+	if err := m.primary.Save(ctx, epoch, key, inst); err != nil {
+		return err
+	}
+	if err := m.local.Save(ctx, epoch, key, inst); err != nil {
+		m.log.Warn("keep alert state on this node", "key", key, "err", err)
+	}
+	return nil
+}
+
+func (m mirrorState) Delete(ctx context.Context, epoch int64, key string) error {
+	if err := m.primary.Delete(ctx, epoch, key); err != nil {
+		return err
+	}
+	if err := m.local.Delete(ctx, epoch, key); err != nil {
+		m.log.Warn("keep alert state on this node", "key", key, "err", err)
+	}
+	return nil
+}
+
+var _ evaluator.StateStore = mirrorState{}
+
+// mirrorFollower keeps this node's copy of the alert state in step with
+// Redis while another node leads, every lease TTL, so that whichever node
+// leads after Redis comes back empty still knows what was paged. It copies
+// only while Redis holds a leader's fence: an empty Redis is a lost state,
+// not a cluster without incidents.
+func mirrorFollower(ctx context.Context, cl *cluster, st *localstate.Store, every time.Duration, log *slog.Logger) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if cl.lease.Leading() {
+			continue // the leader writes through mirrorState
+		}
+		qctx, cancel := context.WithTimeout(ctx, every)
+		remote, fenced, err := cl.state.Snapshot(qctx)
+		cancel()
+		if err != nil || !fenced {
+			continue
+		}
+		recs, err := st.Records(ctx)
+		if err != nil {
+			log.Warn("read the local alert state", "err", err)
+			continue
+		}
+		now := time.Now().UTC()
+		var merge []localstate.Record
+		for key, inst := range remote {
+			merge = append(merge, localstate.Record{Key: key, Instance: inst, Updated: inst.LastEval})
+		}
+		for _, r := range recs {
+			if _, ok := remote[r.Key]; !ok && !r.Deleted {
+				merge = append(merge, localstate.Record{Key: r.Key, Deleted: true, Updated: now})
+			}
+		}
+		if _, err := st.Merge(ctx, merge); err != nil {
+			log.Warn("copy the leader's alert state", "err", err)
+		}
+	}
+}

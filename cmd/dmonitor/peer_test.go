@@ -1,0 +1,177 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dmonitor/dmonitor/internal/loopback"
+	"github.com/dmonitor/dmonitor/internal/smtptest"
+)
+
+// newPeerCluster writes the original dmonitor setup for three nodes on
+// loopback: nodes.txt lists their control addresses, which are also their
+// observer names, no Redis, a shared token; each node keeps its own
+// embedded TSDB. flaky names a node ("a", "b" or "c") whose view of the
+// service is broken: its check goes to a closed port.
+func newPeerCluster(t testing.TB, flaky string) *testCluster {
+	t.Helper()
+	requirePlugins(t)
+	c := &testCluster{t: t, mail: smtptest.Start(t, "127.0.0.1:0"), svc: startService(t, "127.0.0.1:0"),
+		dirs: map[string]string{}, control: map[string]string{}, nodes: map[string]*daemon{}}
+	closed := loopback.FreeAddr(t)
+	names := []string{"a", "b", "c"}
+	for _, n := range names {
+		c.control[n] = loopback.FreeAddr(t)
+	}
+	// The node that sorts first decides; keep the test's names in the same
+	// order as the addresses, so "a" is the first decider.
+	addrs := []string{c.control["a"], c.control["b"], c.control["c"]}
+	for i := range addrs {
+		for j := i + 1; j < len(addrs); j++ {
+			if addrs[j] < addrs[i] {
+				addrs[i], addrs[j] = addrs[j], addrs[i]
+			}
+		}
+	}
+	for i, n := range names {
+		c.control[n] = addrs[i]
+	}
+	nodesTxt := strings.Join(addrs, "\n") + "\n"
+	for _, name := range names {
+		port := c.svc.port()
+		if name == flaky {
+			_, port, _ = strings.Cut(closed, ":")
+		}
+		c.dirs[name] = t.TempDir()
+		writeTree(t, c.dirs[name], map[string]string{
+			"dmonitor.yaml": fmt.Sprintf(`observer: %q
+interval: 1s
+control: {listen: %q, token_file: token}
+tsdb: {listen: ""}
+smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+checks:
+  svc:
+    command: [check_tcp, -H, "{{host}}", -p, %q]
+`, c.control[name], c.control[name], c.mail.Addr, port),
+			"nodes.txt":                  nodesTxt,
+			"token":                      clusterToken + "\n",
+			"hosts.d/127.0.0.1/svc":      "",
+			"alert.d/oncall@example.org": "",
+		})
+	}
+	return c
+}
+
+// deciderState returns the deciding node and its view of the service's
+// alert, or "" while not exactly one node decides: in peer mode two may,
+// for a moment, while one that sorts first comes back.
+func (c *testCluster) deciderState() (string, string) {
+	var name string
+	for n, d := range c.nodes {
+		if d.cmd.ProcessState != nil {
+			continue
+		}
+		if st, ok := c.status(n); ok && st.Leader {
+			if name != "" {
+				return "", ""
+			}
+			name = n
+		}
+	}
+	if name == "" {
+		return "", ""
+	}
+	st, _ := c.status(name)
+	for _, in := range st.Instances {
+		if in.Check == "svc" {
+			return name, in.State
+		}
+	}
+	return name, ""
+}
+
+// TestPeerFlakyObserverAndOutage is the original dmonitor setup, three
+// nodes and no Redis: one observer whose view of the service is broken for
+// many intervals pages nobody; a real outage pages once and recovers once.
+func TestPeerFlakyObserverAndOutage(t *testing.T) {
+	c := newPeerCluster(t, "c")
+	c.startAll()
+	waitFor(t, "the first node deciding with the service up", func() bool {
+		name, state := c.deciderState()
+		return name == "a" && state == "ok"
+	})
+	waitFor(t, "ten failed runs on the flaky observer", func() bool {
+		return c.nodes["c"].metric(t, `dmonitor_checks_total{status="CRITICAL"}`) >= 10
+	})
+	if _, state := c.deciderState(); state != "ok" {
+		t.Fatalf("with one flaky observer the decider says %q, want ok", state)
+	}
+	c.noMoreMail()
+	// Every node keeps the decider's view, and says who decides.
+	for _, n := range []string{"b", "c"} {
+		if st, _ := c.status(n); st.Leader || st.LeaderName != c.control["a"] {
+			t.Errorf("node %s: leader %v, leader_name %q; want a follower naming %s", n, st.Leader, st.LeaderName, c.control["a"])
+		}
+	}
+
+	c.svc.l.Close()
+	fired := c.expectMail("FIRING", "127.0.0.1")
+	waitFor(t, "a follower to show the alert firing", func() bool {
+		st, _ := c.status("b")
+		return len(st.Instances) == 1 && st.Instances[0].State == "firing"
+	})
+	c.svc = startService(t, c.svc.addr)
+	resolved := c.expectMail("RESOLVED", "127.0.0.1")
+	if fired == "" || resolved == "" || fired == resolved {
+		t.Fatalf("ids %q and %q: want two distinct ids", fired, resolved)
+	}
+	for _, n := range []string{"a", "b", "c"} {
+		c.nodes[n].stop(t)
+	}
+	c.noMoreMail()
+}
+
+// TestPeerDeciderKilled kills the deciding node with kill -9 in the middle
+// of an incident: the next node decides within SilentAfter and a few
+// polls, the recovery is paged by it, and nothing is lost; a duplicate is
+// allowed, under the same id.
+func TestPeerDeciderKilled(t *testing.T) {
+	c := newPeerCluster(t, "")
+	c.startAll()
+	waitFor(t, "the first node deciding with the service up", func() bool {
+		name, state := c.deciderState()
+		return name == "a" && state == "ok"
+	})
+	// observer-up pages for a's death are expected; count the service's.
+	tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}, rule: "default"}
+	c.svc.l.Close()
+	waitFor(t, "the page", func() bool { tally.take(c); return len(tally.firing) == 1 })
+
+	c.nodes["a"].kill(t)
+	killed := time.Now()
+	waitFor(t, "b deciding, with the incident firing", func() bool {
+		name, state := c.deciderState()
+		return name == "b" && state == "firing"
+	})
+	// SilentAfter is three heartbeats of a 1s interval.
+	t.Logf("kill -9 of the decider to a new decider: %v (bound: silent after 3s, plus polling)", time.Since(killed))
+
+	c.svc = startService(t, c.svc.addr)
+	waitFor(t, "the recovery paged by the new decider", func() bool { tally.take(c); return len(tally.resolved) == 1 })
+	// The killed node comes back: it sorts first, takes the state over
+	// from its peers and decides again, without paging anything again.
+	c.start("a")
+	waitFor(t, "a deciding again with the service up", func() bool {
+		name, state := c.deciderState()
+		return name == "a" && state == "ok"
+	})
+	for _, n := range []string{"a", "b", "c"} {
+		c.nodes[n].stop(t)
+	}
+	tally.take(c)
+	if len(tally.firing) != 1 || len(tally.resolved) != 1 || tally.duplicates() > 1 {
+		t.Fatalf("firing %v, resolved %v: want one incident, paged and resolved, at most one duplicate", tally.firing, tally.resolved)
+	}
+}

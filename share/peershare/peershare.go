@@ -1,0 +1,539 @@
+// Package peershare lets dmonitor's observers share what they see without
+// Redis, as the original dmonitor did: each node serves a peer API on its
+// control port and pushes to every other node of nodes.txt its results
+// (batched), its heartbeat, its requests to confirm a failure at once, and,
+// on the deciding node, the alert state it decides, so whichever node
+// decides next resumes without paging again.
+//
+// # Wire
+//
+// One call carries everything a node has for a peer since its last call:
+//
+//	POST /api/v1/peer/push   an Envelope; 204 when taken
+//	GET  /api/v1/peer/state  {"records": [...]}: the node's copy of the alert state
+//
+// Both need the cluster's bearer token; the caller of Handler wraps it with
+// that check. Every envelope carries its sender's clock, so a peer whose
+// clock is off (freshness depends on it) is reported.
+//
+// # Delivery
+//
+// Each peer has its own sender goroutine and bounded queue, so a peer that
+// is down or slow delays no other. Delivery is at most once per attempt and
+// best effort: what a dead peer misses it learns from the next round of
+// results, one interval later, since every observer runs every check each
+// interval. What must not be missed, the alert state, is also fetched
+// whole by a node that starts deciding (FetchState).
+package peershare
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dmonitor/dmonitor/alerting/localstate"
+	"github.com/dmonitor/dmonitor/check"
+	"github.com/dmonitor/dmonitor/share/wire"
+)
+
+// Paths of the peer API, under the control port.
+const (
+	PushPath  = "/api/v1/peer/push"
+	StatePath = "/api/v1/peer/state"
+)
+
+// MaxClockSkew is how far a peer's clock may be from this node's before it
+// is reported: results carry their own times, and a result from a clock a
+// second ahead looks fresh for a second too long.
+const MaxClockSkew = time.Second
+
+// Envelope is one push from a node to a peer.
+type Envelope struct {
+	From   string    `json:"from"`
+	SentAt time.Time `json:"sent_at"`
+	// Heartbeat, when set, is the sender's last heartbeat time.
+	Heartbeat *time.Time          `json:"heartbeat,omitempty"`
+	Results   []wire.Result       `json:"results,omitempty"`
+	Confirm   []Target            `json:"confirm,omitempty"`
+	State     []localstate.Record `json:"state,omitempty"`
+}
+
+// Target is one host×check, the subject of a confirmation request.
+type Target struct {
+	Host  string `json:"host"`
+	Check string `json:"check"`
+}
+
+// Peer is another node of nodes.txt.
+type Peer struct {
+	// Name is its nodes.txt entry, which is also its observer name.
+	Name string
+	// URL is the base of its control API, such as http://127.0.0.1:2930.
+	URL string
+}
+
+// StateSource is the node's own copy of the alert state, served to a peer
+// that starts deciding.
+type StateSource interface {
+	Records(ctx context.Context) ([]localstate.Record, error)
+}
+
+// Options configure an Exchange. Self, Peers and Token are required.
+type Options struct {
+	// Self is this node's name: its nodes.txt entry and observer name.
+	Self  string
+	Peers []Peer
+	// Token is the bearer token every node of the cluster shares.
+	Token string
+	// Known reports whether this node runs host's check: a result for a
+	// check it does not know is dropped and counted, since no rule here
+	// could read it. Nil knows every check.
+	Known func(host, check string) bool
+	// State is served to peers that ask for it; nil serves none.
+	State StateSource
+	// OnState takes the alert state a deciding peer pushes; nil drops it.
+	OnState func(ctx context.Context, recs []localstate.Record)
+	// Client makes the calls to peers; nil uses one with a 2s timeout.
+	Client *http.Client
+	// QueueSize bounds what waits for one peer, in results; the oldest are
+	// dropped beyond it (a fresher result of the same check follows them
+	// within an interval). Default 100,000.
+	QueueSize int
+	Logger    *slog.Logger
+	// Registerer takes the exchange's metrics; nil skips them.
+	Registerer prometheus.Registerer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Exchange is one node's side of the peer exchange. Its methods are safe
+// for concurrent use; Run owns its goroutines.
+type Exchange struct {
+	self    string
+	token   string
+	known   func(host, check string) bool
+	state   StateSource
+	onState func(ctx context.Context, recs []localstate.Record)
+	client  *http.Client
+	log     *slog.Logger
+	now     func() time.Time
+	peers   []*peer
+	limit   int
+	metrics metrics
+
+	mu          sync.Mutex
+	results     func(check.Result)
+	confirms    func(host, check, from string)
+	seen        map[string]time.Time // peer → when its last heartbeat arrived, on this node's clock
+	selfBeat    time.Time
+	confirmedAt map[Target]time.Time // this node's last request per target
+	skewed      map[string]bool      // peers reported for their clock
+}
+
+// peer is the sending side of one peer: what waits for it.
+type peer struct {
+	Peer
+	wake chan struct{} // capacity 1
+
+	mu        sync.Mutex
+	heartbeat *time.Time
+	results   []wire.Result
+	confirm   []Target
+	state     []localstate.Record
+	down      bool // the last push failed; logged once per change
+}
+
+type metrics struct {
+	sent, failed, dropped *prometheus.CounterVec
+	skew                  *prometheus.GaugeVec
+}
+
+// New returns the Exchange of o.Self. Nothing is sent until Run.
+func New(o Options) *Exchange {
+	x := &Exchange{
+		self: o.Self, token: o.Token, known: o.Known, state: o.State, onState: o.OnState,
+		client: o.Client, log: o.Logger, now: o.Now, limit: o.QueueSize,
+		seen: make(map[string]time.Time), confirmedAt: make(map[Target]time.Time), skewed: make(map[string]bool),
+	}
+	if x.client == nil {
+		x.client = &http.Client{Timeout: 2 * time.Second}
+	}
+	if x.log == nil {
+		x.log = slog.New(slog.DiscardHandler)
+	}
+	if x.now == nil {
+		x.now = time.Now
+	}
+	if x.limit <= 0 {
+		x.limit = 100_000
+	}
+	for _, p := range o.Peers {
+		x.peers = append(x.peers, &peer{Peer: p, wake: make(chan struct{}, 1)})
+	}
+	x.metrics = metrics{
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmonitor_peer_pushes_total", Help: "Pushes to a peer that it took.",
+		}, []string{"peer"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmonitor_peer_push_errors_total", Help: "Pushes to a peer that failed; what they carried is dropped.",
+		}, []string{"peer"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmonitor_peer_results_dropped_total",
+			Help: "Results from or for peers dropped, by reason: unknown check, queue full, push failed.",
+		}, []string{"reason"}),
+		skew: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dmonitor_peer_clock_skew_seconds",
+			Help: "How far a peer's clock was ahead of this node's (negative: behind) at its last push.",
+		}, []string{"peer"}),
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(x.metrics.sent, x.metrics.failed, x.metrics.dropped, x.metrics.skew)
+	}
+	return x
+}
+
+// Run sends to every peer until ctx is done.
+func (x *Exchange) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, p := range x.peers {
+		wg.Go(func() { x.send(ctx, p) })
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// send pushes what waits for p whenever there is something, one push at a
+// time: results that queue up during a push go in the next one, so batches
+// grow only under load or while p is slow.
+func (x *Exchange) send(ctx context.Context, p *peer) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		}
+		p.mu.Lock()
+		env := Envelope{From: x.self, Heartbeat: p.heartbeat, Results: p.results, Confirm: p.confirm, State: p.state}
+		p.heartbeat, p.results, p.confirm, p.state = nil, nil, nil, nil
+		p.mu.Unlock()
+		env.SentAt = x.now()
+		err := x.push(ctx, p, &env)
+		p.mu.Lock()
+		wasDown := p.down
+		p.down = err != nil
+		p.mu.Unlock()
+		switch {
+		case err == nil:
+			x.metrics.sent.WithLabelValues(p.Name).Inc()
+			if wasDown {
+				x.log.Info("peer reachable again", "peer", p.Name, "url", p.URL)
+			}
+		case ctx.Err() != nil:
+			return
+		default:
+			x.metrics.failed.WithLabelValues(p.Name).Inc()
+			x.metrics.dropped.WithLabelValues("push failed").Add(float64(len(env.Results)))
+			if !wasDown {
+				x.log.Warn("cannot reach peer; its results age until it answers", "peer", p.Name, "url", p.URL, "err", err)
+			}
+		}
+	}
+}
+
+func (x *Exchange) push(ctx context.Context, p *peer, env *Envelope) error {
+	body, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("encode push to %s: %w", p.Name, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+PushPath, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("push to %s: %w", p.Name, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+x.token)
+	resp, err := x.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("push to %s: %w", p.Name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("push to %s: %s: %s", p.Name, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return nil
+}
+
+// queue adds to what waits for every peer and wakes their senders.
+func (x *Exchange) queue(add func(p *peer)) {
+	for _, p := range x.peers {
+		p.mu.Lock()
+		add(p)
+		if over := len(p.results) - x.limit; over > 0 {
+			p.results = slices.Delete(p.results, 0, over)
+			x.metrics.dropped.WithLabelValues("queue full").Add(float64(over))
+		}
+		p.mu.Unlock()
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Publish queues r for every peer. It never blocks on a peer.
+func (x *Exchange) Publish(_ context.Context, r check.Result) error {
+	x.queue(func(p *peer) { p.results = append(p.results, wire.Result(r)) })
+	return nil
+}
+
+// Subscribe delivers every result the peers push until ctx is done, then
+// returns ctx's error. Results pushed while nobody subscribes are dropped.
+func (x *Exchange) Subscribe(ctx context.Context, fn func(check.Result)) error {
+	x.mu.Lock()
+	x.results = fn
+	x.mu.Unlock()
+	<-ctx.Done()
+	x.mu.Lock()
+	x.results = nil
+	x.mu.Unlock()
+	return ctx.Err()
+}
+
+// Heartbeat tells every peer this node is alive at at.
+func (x *Exchange) Heartbeat(_ context.Context, at time.Time) error {
+	x.mu.Lock()
+	x.selfBeat = at
+	x.mu.Unlock()
+	x.queue(func(p *peer) { p.heartbeat = &at })
+	return nil
+}
+
+// Seen is a node and when its last heartbeat arrived, on this node's
+// clock (this node's own: when it last beat).
+type Seen struct {
+	Name     string
+	LastSeen time.Time
+}
+
+// Observers returns this node and every peer heard from, sorted by name.
+// A peer's time is when its heartbeat arrived here, so judging its silence
+// does not depend on its clock.
+func (x *Exchange) Observers(context.Context) ([]Seen, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make([]Seen, 0, len(x.seen)+1)
+	if !x.selfBeat.IsZero() {
+		out = append(out, Seen{x.self, x.selfBeat})
+	}
+	for n, t := range x.seen {
+		out = append(out, Seen{n, t})
+	}
+	slices.SortFunc(out, func(a, b Seen) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// RequestConfirm asks every peer to run host's check now, unless this node
+// asked within ttl. It reports whether it asked. Without a shared store a
+// round cannot be taken cluster-wide; at worst each observer that sees the
+// failure asks once, which costs each peer one extra run.
+func (x *Exchange) RequestConfirm(_ context.Context, host, chk string, ttl time.Duration) (bool, error) {
+	t := Target{host, chk}
+	now := x.now()
+	x.mu.Lock()
+	if last, ok := x.confirmedAt[t]; ok && now.Sub(last) < ttl {
+		x.mu.Unlock()
+		return false, nil
+	}
+	x.confirmedAt[t] = now
+	// Forget old requests so the map stays the size of what fails now.
+	for k, at := range x.confirmedAt {
+		if now.Sub(at) >= ttl {
+			delete(x.confirmedAt, k)
+		}
+	}
+	x.mu.Unlock()
+	x.queue(func(p *peer) { p.confirm = append(p.confirm, t) })
+	return true, nil
+}
+
+// Confirmations delivers the peers' confirmation requests until ctx is
+// done, then returns ctx's error. fn should only start the check.
+func (x *Exchange) Confirmations(ctx context.Context, fn func(host, check, from string)) error {
+	x.mu.Lock()
+	x.confirms = fn
+	x.mu.Unlock()
+	<-ctx.Done()
+	x.mu.Lock()
+	x.confirms = nil
+	x.mu.Unlock()
+	return ctx.Err()
+}
+
+// PushState queues alert state records for every peer, so each keeps a
+// copy and the next deciding node resumes from it.
+func (x *Exchange) PushState(recs ...localstate.Record) {
+	x.queue(func(p *peer) { p.state = append(p.state, recs...) })
+}
+
+// FetchState returns the alert state copies of the peers that answer
+// within ctx, and how many did. A peer that does not answer is skipped:
+// it may be the dead node whose place this one takes.
+func (x *Exchange) FetchState(ctx context.Context) ([]localstate.Record, int) {
+	type answer struct {
+		recs []localstate.Record
+		err  error
+		name string
+	}
+	answers := make(chan answer, len(x.peers))
+	for _, p := range x.peers {
+		go func() {
+			recs, err := x.fetch(ctx, p)
+			answers <- answer{recs, err, p.Name}
+		}()
+	}
+	var all []localstate.Record
+	n := 0
+	for range x.peers {
+		a := <-answers
+		if a.err != nil {
+			x.log.Info("no alert state from peer", "peer", a.name, "err", a.err)
+			continue
+		}
+		n++
+		all = append(all, a.recs...)
+	}
+	return all, n
+}
+
+func (x *Exchange) fetch(ctx context.Context, p *peer) ([]localstate.Record, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+StatePath, nil)
+	if err != nil {
+		return nil, fmt.Errorf("fetch state of %s: %w", p.Name, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+x.token)
+	resp, err := x.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch state of %s: %w", p.Name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetch state of %s: %s", p.Name, resp.Status)
+	}
+	var body struct {
+		Records []localstate.Record `json:"records"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return nil, fmt.Errorf("fetch state of %s: decode: %w", p.Name, err)
+	}
+	return body.Records, nil
+}
+
+// maxPush bounds a push body: 100,000 results of a few hundred bytes.
+const maxPush = 64 << 20
+
+// Handler serves the peer API. The caller guards it with the bearer token
+// (the same check as the control API's changes).
+func (x *Exchange) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+PushPath, x.servePush)
+	mux.HandleFunc("GET "+StatePath, x.serveState)
+	return mux
+}
+
+func (x *Exchange) servePush(w http.ResponseWriter, r *http.Request) {
+	var env Envelope
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxPush)).Decode(&env); err != nil {
+		http.Error(w, "decode push: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if env.From == "" || env.From == x.self || !x.isPeer(env.From) {
+		x.log.Warn("push from a node that is not a peer in nodes.txt, refused", "from", env.From, "remote", r.RemoteAddr)
+		http.Error(w, fmt.Sprintf("%q is not a peer of %q in nodes.txt", env.From, x.self), http.StatusForbidden)
+		return
+	}
+	now := x.now()
+	x.checkSkew(env.From, env.SentAt, now)
+
+	x.mu.Lock()
+	if env.Heartbeat != nil {
+		x.seen[env.From] = now
+	}
+	results, confirms := x.results, x.confirms
+	x.mu.Unlock()
+
+	for _, res := range env.Results {
+		switch {
+		case res.Observer != env.From:
+			x.metrics.dropped.WithLabelValues("wrong observer").Inc()
+		case x.known != nil && !x.known(res.Host, res.Check):
+			x.metrics.dropped.WithLabelValues("unknown check").Inc()
+			x.log.Debug("result for a check this node does not run, dropped", "from", env.From, "host", res.Host, "check", res.Check)
+		case results != nil:
+			results(check.Result(res))
+		}
+	}
+	if confirms != nil {
+		for _, t := range env.Confirm {
+			confirms(t.Host, t.Check, env.From)
+		}
+	}
+	if len(env.State) > 0 && x.onState != nil {
+		x.onState(r.Context(), env.State)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (x *Exchange) serveState(w http.ResponseWriter, r *http.Request) {
+	var recs []localstate.Record
+	if x.state != nil {
+		var err error
+		if recs, err = x.state.Records(r.Context()); err != nil {
+			http.Error(w, "read alert state: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(struct {
+		Records []localstate.Record `json:"records"`
+	}{Records: recs}); err != nil && !errors.Is(err, context.Canceled) {
+		x.log.Debug("write alert state to peer", "remote", r.RemoteAddr, "err", err)
+	}
+}
+
+func (x *Exchange) isPeer(name string) bool {
+	return slices.ContainsFunc(x.peers, func(p *peer) bool { return p.Name == name })
+}
+
+// checkSkew reports a peer whose clock is off by more than MaxClockSkew,
+// once per change, and keeps the gauge current.
+func (x *Exchange) checkSkew(from string, sentAt, now time.Time) {
+	if sentAt.IsZero() {
+		return
+	}
+	skew := sentAt.Sub(now)
+	x.metrics.skew.WithLabelValues(from).Set(skew.Seconds())
+	off := skew > MaxClockSkew || skew < -MaxClockSkew
+	x.mu.Lock()
+	changed := x.skewed[from] != off
+	x.skewed[from] = off
+	x.mu.Unlock()
+	switch {
+	case changed && off:
+		x.log.Warn("peer clock is off; results are judged fresh by their own times, so fix its time sync",
+			"peer", from, "skew", skew.Round(time.Millisecond), "max", MaxClockSkew)
+	case changed:
+		x.log.Info("peer clock back in step", "peer", from, "skew", skew.Round(time.Millisecond))
+	}
+}
