@@ -46,6 +46,7 @@ type engine struct {
 	set            *rules.Set
 	def            *rules.Rule
 	observerUp     *rules.Rule // the alert of an observer gone silent
+	redisDown      *rules.Rule // the alert of degraded mode
 	repeatInterval time.Duration
 	silences       Silences // nil: nothing is silenced
 
@@ -61,7 +62,12 @@ func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silence
 	if err != nil {
 		panic(err) // constants; failing to compile them is a bug
 	}
-	g := &engine{cfg: cfg, set: set, def: rules.Default(), observerUp: up, repeatInterval: repeat, silences: silences,
+	down, err := rules.Compile(rules.Rule{Name: RedisRule, Severity: "critical", Notify: []string{config.DefaultReceiver},
+		Summary: "redis is unreachable: the nodes decide among themselves (degraded, peer mode)"})
+	if err != nil {
+		panic(err)
+	}
+	g := &engine{cfg: cfg, set: set, def: rules.Default(), observerUp: up, redisDown: down, repeatInterval: repeat, silences: silences,
 		byHost: make(map[string][]instanceKey), children: make(map[string][]*rules.Rule),
 		instances: make(map[instKey]alerting.Instance), holds: make(map[instKey]hold)}
 	for _, t := range cfg.Targets {
@@ -389,6 +395,36 @@ func (g *engine) evaluateObservers(now time.Time, lastSeen map[string]time.Time,
 	return out
 }
 
+// RedisRule is the rule name of the alert of degraded mode; its one
+// instance has host = "redis" and check = "reachable".
+const RedisRule = "redis-unreachable"
+
+// evaluateRedis raises the alert of degraded mode while degraded says so,
+// and resolves it when Redis answers again.
+func (g *engine) evaluateRedis(now time.Time, degraded bool, since time.Time) []decision {
+	ik := instKey{RedisRule, "redis", "reachable"}
+	inst, ok := g.instances[ik]
+	if !ok {
+		inst = alerting.Instance{Rule: RedisRule, Labels: map[string]string{
+			alerting.LabelHost: "redis", alerting.LabelCheck: "reachable", alerting.LabelSeverity: g.redisDown.Severity}}
+	}
+	in := alerting.Input{Active: degraded}
+	if degraded {
+		in.Annotations = map[string]string{alerting.AnnotationSummary: fmt.Sprintf(
+			"redis is unreachable since %s: the nodes decide among themselves (degraded, peer mode)", since.UTC().Format(time.RFC3339))}
+	}
+	next, tr := inst.Next(now, in, alerting.Params{RepeatInterval: g.repeatInterval})
+	if next.State == alerting.OK && next.FiredAt.IsZero() {
+		delete(g.instances, ik)
+	} else {
+		g.instances[ik] = next
+	}
+	if tr == nil {
+		return nil
+	}
+	return []decision{{rule: g.redisDown, inst: next, tr: tr}}
+}
+
 // receivers returns where r's notifications go: its notify list, or the
 // default receiver (alert.d/) when it names none.
 func receiversOf(r *rules.Rule) []string {
@@ -406,6 +442,8 @@ func (g *engine) ruleNamed(name string) *rules.Rule {
 		return g.def
 	case name == ObserverRule:
 		return g.observerUp
+	case name == RedisRule:
+		return g.redisDown
 	case g.set != nil:
 		return g.set.Rule(name)
 	}
@@ -415,6 +453,12 @@ func (g *engine) ruleNamed(name string) *rules.Rule {
 // orphaned says why the instance ik is no longer evaluated under this
 // engine's configuration and rules, or "" when it still is.
 func (g *engine) orphaned(ik instKey) string {
+	if ik.rule == RedisRule {
+		if g.cfg.Redis.URL == "" {
+			return "redis.url was removed"
+		}
+		return ""
+	}
 	if ik.rule == ObserverRule {
 		if !slices.Contains(g.cfg.Nodes, ik.host) {
 			return fmt.Sprintf("observer %s was removed from nodes.txt", ik.host)

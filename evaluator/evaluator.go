@@ -84,6 +84,12 @@ type Options struct {
 	// Annotator, when set, gets every alert transition as a global
 	// annotation, so Grafana and the OpenTSDB UI can overlay them.
 	Annotator Annotator
+	// Mode names the coordination mode, for status.
+	Mode string
+	// Degraded, when set, reports whether Redis has been unreachable long
+	// enough for the nodes to decide among themselves, and since when; the
+	// leader raises the alert redis-unreachable while it does.
+	Degraded func() (bool, time.Time)
 	// Sender receives notifications when TermSender is nil; nil only logs
 	// them.
 	Sender Sender
@@ -123,6 +129,8 @@ type Evaluator struct {
 	share      Share
 	state      StateStore
 	termSender TermSender
+	mode       string
+	degraded   func() (bool, time.Time)
 	shareDown  atomic.Bool // the other observers cannot be reached; logged once
 
 	// dirty holds the instances whose inputs changed since the leader last
@@ -151,7 +159,7 @@ type Evaluator struct {
 func New(o Options) *Evaluator {
 	e := &Evaluator{
 		cfg: o.Config, runner: o.Runner, store: o.Store, lease: o.Lease,
-		share: o.Share, state: o.State, termSender: o.TermSender,
+		share: o.Share, state: o.State, termSender: o.TermSender, mode: o.Mode, degraded: o.Degraded,
 		receivers: make(map[string]bool, len(o.Receivers)),
 		log:       o.Logger, now: o.Now, grace: o.ShutdownGrace, evalEvery: o.EvalInterval,
 		live:   newLive(),
@@ -171,6 +179,9 @@ func New(o Options) *Evaluator {
 	}
 	if e.state == nil {
 		e.state = newMemState()
+	}
+	if e.degraded == nil {
+		e.degraded = func() (bool, time.Time) { return false, time.Time{} }
 	}
 	if e.termSender == nil {
 		e.termSender = func(int64) (Sender, func(), error) { return o.Sender, func() {}, nil }
@@ -452,6 +463,15 @@ func (e *Evaluator) tick(ctx context.Context) {
 	}
 	e.evaluate(now, targets, data)
 	e.evaluateObservers(ctx, now)
+	if e.cfg.Redis.URL != "" {
+		degraded, since := e.degraded()
+		e.mu.Lock()
+		decisions := e.engine.evaluateRedis(now, degraded, since)
+		e.mu.Unlock()
+		for _, d := range decisions {
+			e.transition(d)
+		}
+	}
 }
 
 // heartbeatEvery is how often an observer says it is alive.
@@ -696,6 +716,10 @@ type ObserverStatus struct {
 // Status is a snapshot of the node for the control API.
 type Status struct {
 	Observer string `json:"observer"`
+	// Mode is the coordination mode: local, redis or peer; Degraded is
+	// true while a redis-mode cluster decides among its peers.
+	Mode     string `json:"mode,omitempty"`
+	Degraded bool   `json:"degraded,omitempty"`
 	Leader   bool   `json:"leader"`
 	Epoch    int64  `json:"epoch,omitempty"`
 	// LeaderName and LeaderEpoch say who leads the cluster, as the lease
@@ -717,8 +741,9 @@ func (e *Evaluator) Status() Status {
 		ok   bool
 	}
 	e.mu.Lock()
-	st := Status{Observer: e.cfg.Observer, Leader: e.epoch > 0, Epoch: e.epoch, Checks: len(e.cfg.Targets)}
+	st := Status{Observer: e.cfg.Observer, Mode: e.mode, Leader: e.epoch > 0, Epoch: e.epoch, Checks: len(e.cfg.Targets)}
 	e.mu.Unlock()
+	st.Degraded, _ = e.degraded()
 	// A follower shows the leader's decisions, as its state store holds
 	// them, not its own idle engine: all observers seeing a check fail
 	// while a follower's page says ok would send the operator astray.

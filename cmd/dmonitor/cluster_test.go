@@ -50,6 +50,12 @@ func newClusterEvery(t testing.TB, flaky string, interval time.Duration) *testCl
 		svc: startService(t, "127.0.0.1:0"), dirs: map[string]string{}, control: map[string]string{}, nodes: map[string]*daemon{}}
 	tsdbAPI := loopback.FreeAddr(t)
 	closed := loopback.FreeAddr(t)
+	// Each node is named by its control address, as nodes.txt lists it,
+	// so the nodes can also reach each other as peers (degraded mode).
+	for _, name := range []string{"a", "b", "c"} {
+		c.control[name] = loopback.FreeAddr(t)
+	}
+	nodesTxt := c.control["a"] + "\n" + c.control["b"] + "\n" + c.control["c"] + "\n"
 	for _, name := range []string{"a", "b", "c"} {
 		port := c.svc.port()
 		if name == flaky {
@@ -59,10 +65,9 @@ func newClusterEvery(t testing.TB, flaky string, interval time.Duration) *testCl
 		if name == "a" {
 			tsdbCfg = fmt.Sprintf("{listen: %q}", tsdbAPI)
 		}
-		c.control[name] = loopback.FreeAddr(t)
 		c.dirs[name] = t.TempDir()
 		writeTree(t, c.dirs[name], map[string]string{
-			"dmonitor.yaml": fmt.Sprintf(`observer: %s
+			"dmonitor.yaml": fmt.Sprintf(`observer: %q
 interval: %s
 quorum: 2
 control: {listen: %q, token_file: token}
@@ -72,8 +77,8 @@ smtp: {addr: %q, from: dmonitor@example.org, tls: none}
 checks:
   svc:
     command: [check_tcp, -H, "{{host}}", -p, %q]
-`, name, interval, c.control[name], tsdbCfg, c.redis.URL(), c.mail.Addr, port),
-			"nodes.txt":                  "a\nb\nc\n",
+`, c.control[name], interval, c.control[name], tsdbCfg, c.redis.URL(), c.mail.Addr, port),
+			"nodes.txt":                  nodesTxt,
 			"token":                      clusterToken + "\n",
 			"hosts.d/127.0.0.1/svc":      "",
 			"alert.d/oncall@example.org": "",
@@ -263,21 +268,26 @@ func (m *mailTally) take(c *testCluster) {
 	for {
 		select {
 		case msg := <-c.mail.Received:
-			id := msg.Msg.Header.Get("X-Dmonitor-Notification-Id")
-			if m.rule != "" && msg.Msg.Header.Get("X-Dmonitor-Rule") != m.rule {
-				continue
-			}
-			switch msg.Msg.Header.Get("X-Dmonitor-Status") {
-			case "firing":
-				m.firing[id]++
-			case "resolved":
-				m.resolved[id]++
-			default:
-				c.t.Fatalf("mail without a status: %v", msg.Msg.Header)
-			}
+			m.add(c, msg)
 		default:
 			return
 		}
+	}
+}
+
+// add counts msg if it is of m's rule.
+func (m *mailTally) add(c *testCluster, msg smtptest.Message) {
+	id := msg.Msg.Header.Get("X-Dmonitor-Notification-Id")
+	if m.rule != "" && msg.Msg.Header.Get("X-Dmonitor-Rule") != m.rule {
+		return
+	}
+	switch msg.Msg.Header.Get("X-Dmonitor-Status") {
+	case "firing":
+		m.firing[id]++
+	case "resolved":
+		m.resolved[id]++
+	default:
+		c.t.Fatalf("mail without a status: %v", msg.Msg.Header)
 	}
 }
 
@@ -405,7 +415,90 @@ func TestClusterSilentObserver(t *testing.T) {
 		victim = "b"
 	}
 	c.nodes[victim].kill(t)
-	c.expectMail("FIRING", "observer-up", victim)
+	c.expectMail("FIRING", "observer-up", c.control[victim])
 	c.start(victim)
-	c.expectMail("RESOLVED", "observer-up", victim)
+	c.expectMail("RESOLVED", "observer-up", c.control[victim])
+}
+
+// TestClusterDegraded kills Redis under a cluster: the nodes decide among
+// themselves (degraded, peer mode), resolve the incident paged before, page
+// a new outage within interval + lease TTL + 5s, and say so; when Redis
+// comes back empty, the redis lease takes over from the state every node
+// kept: nothing is paged again under a new id, every incident is resolved
+// exactly once, and no observer is reported silent.
+func TestClusterDegraded(t *testing.T) {
+	c := newCluster(t, "")
+	c.startAll()
+	svc := &mailTally{firing: map[string]int{}, resolved: map[string]int{}, rule: "default"}
+	redisDown := &mailTally{firing: map[string]int{}, resolved: map[string]int{}, rule: "redis-unreachable"}
+	everything := &mailTally{firing: map[string]int{}, resolved: map[string]int{}}
+	take := func() {
+		for {
+			select {
+			case m := <-c.mail.Received:
+				for _, tl := range []*mailTally{svc, redisDown, everything} {
+					tl.add(c, m)
+				}
+			default:
+				return
+			}
+		}
+	}
+	waitFor(t, "a leader", func() bool { name, _ := c.leader(); return name != "" })
+
+	// An incident paged through Redis, still open when Redis dies.
+	c.svc.l.Close()
+	waitFor(t, "the first page", func() bool { take(); return len(svc.firing) == 1 })
+	c.redis.Kill()
+	waitFor(t, "degraded mode on every node", func() bool {
+		for _, n := range []string{"a", "b", "c"} {
+			if c.nodes[n].metric(t, "dmonitor_degraded") != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, "the redis-unreachable page", func() bool { take(); return len(redisDown.firing) == 1 })
+	c.svc = startService(t, c.svc.addr)
+	waitFor(t, "the first incident resolved while degraded", func() bool { take(); return len(svc.resolved) == 1 })
+
+	// A new outage while degraded.
+	c.svc.l.Close()
+	down := time.Now()
+	waitFor(t, "the second page, while degraded", func() bool { take(); return len(svc.firing) == 2 })
+	// Interval 1s, lease TTL 2s: the issue's bound is interval + TTL + 5s.
+	if took := time.Since(down); took > 8*time.Second {
+		t.Errorf("outage to page while degraded: %v, want under 8s", took)
+	} else {
+		t.Logf("outage to page while degraded: %v", took)
+	}
+
+	// Redis back, empty: the incident opened while degraded is resolved
+	// once, by whoever leads.
+	c.redis.Restart()
+	waitFor(t, "degraded mode over", func() bool {
+		for _, n := range []string{"a", "b", "c"} {
+			if c.nodes[n].metric(t, "dmonitor_degraded") != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, "redis-unreachable resolved", func() bool { take(); return len(redisDown.resolved) == 1 })
+	c.svc = startService(t, c.svc.addr)
+	waitFor(t, "the second incident resolved", func() bool { take(); return len(svc.resolved) == 2 })
+	for _, n := range []string{"a", "b", "c"} {
+		c.nodes[n].stop(t)
+	}
+	take()
+	if len(svc.firing) != 2 || len(svc.resolved) != 2 {
+		t.Errorf("service: firing %v, resolved %v; want two incidents, each paged and resolved once by id", svc.firing, svc.resolved)
+	}
+	if len(redisDown.firing) != 1 || len(redisDown.resolved) != 1 {
+		t.Errorf("redis-unreachable: firing %v, resolved %v; want one of each", redisDown.firing, redisDown.resolved)
+	}
+	if n := len(everything.firing); n != 3 {
+		t.Errorf("%d distinct pages in all (%v), want 3: an observer reported silent, or an incident paged again", n, everything.firing)
+	}
+	t.Logf("raw duplicates (same id twice): %d", everything.duplicates())
 }

@@ -5,17 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/alerting/localstate"
+	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/evaluator"
 	"github.com/dmonitor/dmonitor/lock"
+	"github.com/dmonitor/dmonitor/lock/failover"
 	"github.com/dmonitor/dmonitor/lock/peerlease"
 	"github.com/dmonitor/dmonitor/share/peershare"
 )
@@ -35,6 +40,8 @@ type coordination struct {
 	peerAPI http.Handler
 	// cluster is the Redis side in redis mode; nil otherwise.
 	cluster *cluster
+	// failover is the lease of degraded-capable redis mode; nil otherwise.
+	failover *failover.Lease
 	// run is what runs beside the evaluator (the peer senders).
 	run    []func(context.Context) error
 	closes []func() error
@@ -67,7 +74,7 @@ func openCoordination(cfg *config.Config, token string, rs receivers, local eval
 			exchange.PushState(r)
 		}
 	}
-	if c.mode != config.ModePeer {
+	if c.mode != config.ModePeer && !degradable(cfg, token) {
 		written = nil
 	}
 	st, err := localstate.Open(statePath(cfg), localstate.Options{Logger: log.With("component", "state"), Written: written})
@@ -86,18 +93,7 @@ func openCoordination(cfg *config.Config, token string, rs receivers, local eval
 		c.state = peerState{st, exchange, log.With("component", "state")}
 		c.termSender = fixed
 		c.peerAPI = exchange.Handler()
-		pl := peerlease.New(peerlease.Options{
-			Self: cfg.Observer, Nodes: cfg.Nodes, SilentAfter: evaluator.SilentAfter(cfg),
-			Heard: func() map[string]time.Time {
-				obs, _ := exchange.Observers(context.Background())
-				m := make(map[string]time.Time, len(obs))
-				for _, o := range obs {
-					m[o.Name] = o.LastSeen
-				}
-				return m
-			},
-			Logger: log.With("component", "lease"),
-		})
+		pl := newPeerLease(cfg, exchange, log)
 		c.lease = pl
 		c.closes = append(c.closes, pl.Close)
 		c.run = append(c.run, exchange.Run)
@@ -111,16 +107,71 @@ func openCoordination(cfg *config.Config, token string, rs receivers, local eval
 		c.cluster = cl
 		c.closes = append(c.closes, cl.close)
 		c.lease, c.share = cl.lease, cl.share
-		c.state = mirrorState{primary: cl.state, local: st, log: log.With("component", "state")}
+		mirror := mirrorState{primary: cl.state, local: st, log: log.With("component", "state")}
+		c.state = mirror
 		c.termSender = cl.termSender(rs, log)
 		c.run = append(c.run, func(ctx context.Context) error {
 			mirrorFollower(ctx, cl, st, cfg.Redis.LeaseTTL, log.With("component", "state"))
 			return nil
 		})
+		if !degradable(cfg, token) {
+			break
+		}
+		// Degraded mode: the peers stay in touch over the control port
+		// all along, so when Redis goes away they decide among
+		// themselves, from alert state every node already holds.
+		exchange = newPeerExchange(cfg, token, st, reg, log)
+		c.peerAPI = exchange.Handler()
+		peers := peerShare{exchange}
+		pl := newPeerLease(cfg, exchange, log)
+		fl := failover.New(failover.Options{
+			Primary: cl.lease, Fallback: pl, After: cfg.Redis.LeaseTTL,
+			Healthy: func(ctx context.Context) error { return cl.client.Ping(ctx).Err() },
+			Logger:  log.With("component", "failover"),
+		})
+		c.failover = fl
+		c.lease = fl
+		c.share = dualShare{redis: cl.share, peers: peers}
+		c.state = failoverState{lease: fl, redis: mirror, peers: peerState{st, exchange, log.With("component", "state")}}
+		redisTerms := c.termSender
+		c.termSender = func(epoch int64) (evaluator.Sender, func(), error) {
+			if fl.Fallback() {
+				return local, func() {}, nil
+			}
+			return redisTerms(epoch)
+		}
+		c.closes = append(c.closes, pl.Close)
+		c.run = append(c.run, exchange.Run, fl.Run)
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dmonitor_degraded", Help: "1 while Redis is unreachable and the nodes decide among themselves (peer mode).",
+		}, func() float64 {
+			if d, _ := fl.Degraded(); d {
+				return 1
+			}
+			return 0
+		}))
+		log.Info("redis mode, degraded to peer mode while redis is unreachable", "nodes", cfg.Nodes, "after", cfg.Redis.LeaseTTL)
 	default:
 		return nil, errors.Join(fmt.Errorf("coordination mode %q is not known", c.mode), c.close())
 	}
 	return c, nil
+}
+
+// newPeerLease is the election among the nodes of nodes.txt, over what
+// the peer exchange has heard.
+func newPeerLease(cfg *config.Config, x *peershare.Exchange, log *slog.Logger) *peerlease.Lease {
+	return peerlease.New(peerlease.Options{
+		Self: cfg.Observer, Nodes: cfg.Nodes, SilentAfter: evaluator.SilentAfter(cfg),
+		Heard: func() map[string]time.Time {
+			obs, _ := x.Observers(context.Background())
+			m := make(map[string]time.Time, len(obs))
+			for _, o := range obs {
+				m[o.Name] = o.LastSeen
+			}
+			return m
+		},
+		Logger: log.With("component", "lease"),
+	})
 }
 
 // newPeerExchange builds the peer exchange of cfg's node: every other
@@ -210,22 +261,33 @@ func (m mirrorState) TakeOver(ctx context.Context, epoch int64) error {
 	if err != nil {
 		return err
 	}
-	mine, err := m.local.LoadAll(ctx)
+	mine, err := m.local.Records(ctx)
 	if err != nil {
 		return err
 	}
-	restored := 0
-	for key, inst := range mine {
-		if r, ok := remote[key]; ok && !r.LastEval.Before(inst.LastEval) {
-			continue
+	restored, dropped := 0, 0
+	for _, rec := range mine {
+		r, inRedis := remote[rec.Key]
+		switch {
+		case rec.Deleted:
+			// Resolved here (while degraded, say) after Redis last heard
+			// of it: Redis must not bring the incident back.
+			if inRedis && rec.Updated.After(r.LastEval) {
+				if err := m.primary.Delete(ctx, epoch, rec.Key); err != nil {
+					return fmt.Errorf("restore alert state to redis: %w", err)
+				}
+				dropped++
+			}
+		case !inRedis || r.LastEval.Before(rec.Instance.LastEval):
+			if err := m.primary.Save(ctx, epoch, rec.Key, rec.Instance); err != nil {
+				return fmt.Errorf("restore alert state to redis: %w", err)
+			}
+			restored++
 		}
-		if err := m.primary.Save(ctx, epoch, key, inst); err != nil {
-			return fmt.Errorf("restore alert state to redis: %w", err)
-		}
-		restored++
 	}
-	if restored > 0 {
-		m.log.Warn("redis lacked alert state this node kept; restored it from the local copy", "instances", restored)
+	if restored+dropped > 0 {
+		m.log.Warn("redis lacked alert state this node kept; restored it from the local copy",
+			"instances", restored, "resolved", dropped)
 	}
 	return nil
 }
@@ -301,3 +363,120 @@ func mirrorFollower(ctx context.Context, cl *cluster, st *localstate.Store, ever
 		}
 	}
 }
+
+// degradable reports whether cfg's redis mode can fall back to peer mode
+// while Redis is down: the nodes of nodes.txt are addressable peers that
+// share a token and a control port.
+func degradable(cfg *config.Config, token string) bool {
+	return cfg.Mode() == config.ModeRedis && len(cfg.Nodes) >= 2 && token != "" && cfg.Control.Listen != ""
+}
+
+// failoverState is the alert state in degraded-capable redis mode: each
+// term keeps it where its lease was won, Redis (mirrored on every node) or
+// the peers' copies.
+type failoverState struct {
+	lease *failover.Lease
+	redis mirrorState
+	peers peerState
+}
+
+func (f failoverState) current() evaluator.StateStore {
+	if f.lease.Fallback() {
+		return f.peers
+	}
+	return f.redis
+}
+
+func (f failoverState) TakeOver(ctx context.Context, epoch int64) error {
+	return f.current().TakeOver(ctx, epoch)
+}
+
+// LoadAll reads the current side; a follower asks for status, and while
+// degraded only the local copy answers.
+func (f failoverState) LoadAll(ctx context.Context) (map[string]alerting.Instance, error) {
+	if d, _ := f.lease.Degraded(); d {
+		return f.peers.LoadAll(ctx)
+	}
+	return f.current().LoadAll(ctx)
+}
+
+func (f failoverState) Save(ctx context.Context, epoch int64, key string, inst alerting.Instance) error {
+	return f.current().Save(ctx, epoch, key, inst)
+}
+
+func (f failoverState) Delete(ctx context.Context, epoch int64, key string) error {
+	return f.current().Delete(ctx, epoch, key)
+}
+
+// dualShare shares through Redis and with the peers at once, so that
+// nothing changes for the checks when Redis goes away: a result arrives
+// twice while both work, and the newer-wins table keeps one.
+type dualShare struct {
+	redis shareAdapter
+	peers peerShare
+}
+
+func (d dualShare) Publish(ctx context.Context, r check.Result) error {
+	_ = d.peers.Publish(ctx, r)
+	_ = d.redis.Publish(ctx, r) // unreachable Redis is the failover lease's to report
+	return nil
+}
+
+func (d dualShare) Subscribe(ctx context.Context, fn func(check.Result)) error {
+	var mu sync.Mutex
+	one := func(r check.Result) { mu.Lock(); defer mu.Unlock(); fn(r) }
+	errc := make(chan error, 1)
+	go func() { errc <- d.redis.Subscribe(ctx, one) }()
+	err := d.peers.Subscribe(ctx, one)
+	return errors.Join(err, <-errc)
+}
+
+func (d dualShare) Heartbeat(ctx context.Context, at time.Time) error {
+	_ = d.peers.Heartbeat(ctx, at)
+	_ = d.redis.Heartbeat(ctx, at)
+	return nil
+}
+
+// Observers merges both views, the later heartbeat winning, so an observer
+// heard by either is alive.
+func (d dualShare) Observers(ctx context.Context) ([]evaluator.ObserverSeen, error) {
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	fromRedis, _ := d.redis.Observers(rctx)
+	cancel()
+	fromPeers, err := d.peers.Observers(ctx)
+	last := make(map[string]time.Time)
+	for _, o := range append(fromRedis, fromPeers...) {
+		if o.LastSeen.After(last[o.Name]) {
+			last[o.Name] = o.LastSeen
+		}
+	}
+	out := make([]evaluator.ObserverSeen, 0, len(last))
+	for _, n := range slices.Sorted(maps.Keys(last)) {
+		out = append(out, evaluator.ObserverSeen{Name: n, LastSeen: last[n]})
+	}
+	return out, err
+}
+
+func (d dualShare) RequestConfirm(ctx context.Context, host, chk string, ttl time.Duration) (bool, error) {
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	viaRedis, rerr := d.redis.RequestConfirm(rctx, host, chk, ttl)
+	cancel()
+	if rerr == nil {
+		// Redis takes the round cluster-wide; the peers hear it too, so a
+		// node cut off from Redis still confirms.
+		if viaRedis {
+			_, _ = d.peers.RequestConfirm(ctx, host, chk, ttl)
+		}
+		return viaRedis, nil
+	}
+	return d.peers.RequestConfirm(ctx, host, chk, ttl)
+}
+
+func (d dualShare) Confirmations(ctx context.Context, fn func(host, check, from string)) error {
+	errc := make(chan error, 1)
+	go func() { errc <- d.redis.Confirmations(ctx, fn) }()
+	err := d.peers.Confirmations(ctx, fn)
+	return errors.Join(err, <-errc)
+}
+
+var _ evaluator.Share = dualShare{}

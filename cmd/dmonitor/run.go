@@ -124,10 +124,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 		}
 	}
 	// Local and peer mode send through queues on this node's disk, which
-	// outlive every term; redis mode opens fenced queues in Redis per term.
+	// outlive every term; redis mode opens fenced queues in Redis per term,
+	// and uses the disk's while degraded.
 	var dispatcher *alerting.Dispatcher
 	var local evaluator.Sender
-	if cfg.Mode() != config.ModeRedis {
+	if cfg.Mode() != config.ModeRedis || degradable(cfg, token) {
 		dispatcher, err = alerting.OpenDispatcher(rs.queues, log.With("component", "notify"),
 			alerting.DispatcherOptions{Dir: filepath.Join(cfg.DataDir, "notify")})
 		if err != nil {
@@ -168,6 +169,10 @@ func runDaemon(ctx context.Context, cfg *config.Config, set *rules.Set, log *slo
 		Share:          co.share,
 		State:          co.state,
 		TermSender:     co.termSender,
+		Mode:           string(co.mode),
+	}
+	if co.failover != nil {
+		opts.Degraded = co.failover.Degraded
 	}
 	ev := evaluator.New(opts)
 
