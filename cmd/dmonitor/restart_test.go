@@ -1,0 +1,150 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dmonitor/dmonitor/internal/loopback"
+	"github.com/dmonitor/dmonitor/internal/smtptest"
+)
+
+// ctlPlugin is a plugin steered by a file per subject: "0" OK, "2"
+// CRITICAL, "hang" runs until the file says otherwise (no result at all:
+// the observer's result goes stale and the instance unknown).
+const ctlPlugin = `#!/bin/sh
+f="$CTL_DIR/$1"
+while [ "$(cat "$f")" = hang ]; do sleep 0.1; done
+s=$(cat "$f")
+echo "subject $1 says $s"
+exit "$s"
+`
+
+// TestKill9KeepsEveryIncident: a single node is killed with kill -9 while
+// it holds an incident in each state (firing, acknowledged, silenced,
+// unknown, suppressed by a parent that fires, and a pending one). After
+// the restart every incident ends with exactly one resolved notification,
+// and nothing is paged again.
+func TestKill9KeepsEveryIncident(t *testing.T) {
+	requirePlugins(t)
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	control := loopback.FreeAddr(t)
+	dir := t.TempDir()
+	ctl := t.TempDir()
+	t.Setenv("CTL_DIR", ctl)
+	set := func(subject, v string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(ctl, subject), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subjects := []string{"fire", "ack", "sil", "unk", "pend", "dep-ping", "dep-svc"}
+	for _, s := range subjects {
+		set(s, "0")
+	}
+	const token = "kill9-token"
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml": fmt.Sprintf(`observer: solo
+interval: 1s
+control: {listen: %q, token_file: token}
+tsdb: {listen: ""}
+smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+checks:
+  ctl:
+    command: [check_ctl, "{{host}}"]
+    timeout: 60s
+  ping:
+    command: [check_ctl, dep-ping]
+  svc:
+    command: [check_ctl, dep-svc]
+`, control, mail.Addr),
+		"rules.d/rules.yaml": `rules:
+  - name: host-up
+    select: {check: ping}
+  - name: dep-svc
+    select: {check: svc}
+    depends_on: [host-up]
+  - name: slow
+    select: {host: pend}
+    for: 1h
+`,
+		"token":                      token + "\n",
+		"hosts.d/fire/ctl":           "",
+		"hosts.d/ack/ctl":            "",
+		"hosts.d/sil/ctl":            "",
+		"hosts.d/unk/ctl":            "",
+		"hosts.d/pend/ctl":           "",
+		"hosts.d/dep/ping":           "",
+		"hosts.d/dep/svc":            "",
+		"alert.d/oncall@example.org": "",
+	})
+	writeTree(t, dir, map[string]string{"plugins/check_ctl": ctlPlugin})
+	if err := os.Chmod(filepath.Join(dir, "plugins", "check_ctl"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, dir, control)
+	waitFor(t, "every subject seen ok", func() bool {
+		for _, in := range d.instances(t) {
+			if in.State != "ok" {
+				return false
+			}
+		}
+		return len(d.instances(t)) == 7
+	})
+
+	tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}}
+	take := func() {
+		for {
+			select {
+			case m := <-mail.Received:
+				tally.add(&testCluster{t: t}, m)
+			default:
+				return
+			}
+		}
+	}
+	for _, s := range []string{"fire", "ack", "sil", "unk", "dep-svc", "pend"} {
+		set(s, "2")
+	}
+	waitFor(t, "five pages", func() bool { take(); return len(tally.firing) == 5 })
+
+	// Move each incident to the state it is to be killed in.
+	if code, resp := d.api(t, "POST", "/api/v1/acks", token, `{"rule":"default","host":"ack","check":"ctl","by":"ann"}`); code != http.StatusOK {
+		t.Fatalf("acknowledge: %d %s", code, resp)
+	}
+	body := fmt.Sprintf(`{"matchers":[{"name":"host","value":"sil","isRegex":false,"isEqual":true}],
+		"endsAt":%q,"createdBy":"ann","comment":"maintenance"}`, time.Now().Add(time.Hour).Format(time.RFC3339))
+	if code, resp := d.api(t, "POST", "/api/v1/silences", token, body); code != http.StatusOK {
+		t.Fatalf("silence: %d %s", code, resp)
+	}
+	set("unk", "hang")
+	set("dep-ping", "2")
+	want := map[string]string{"fire": "firing", "ack": "acknowledged", "sil": "silenced", "unk": "unknown", "pend": "pending"}
+	inState := func() bool {
+		for _, in := range d.instances(t) {
+			if w, ok := want[in.Host]; ok && in.State != w {
+				return false
+			}
+		}
+		return d.stateOf(t, "dep-svc") == "suppressed" && d.stateOf(t, "host-up") == "firing"
+	}
+	waitFor(t, "every incident in its state", inState)
+	waitFor(t, "the parent's page", func() bool { take(); return len(tally.firing) == 6 })
+
+	d.kill(t)
+	d = startDaemon(t, dir, control)
+	waitFor(t, "every incident restored in its state", inState)
+
+	for _, s := range subjects {
+		set(s, "0")
+	}
+	waitFor(t, "six resolved", func() bool { take(); return len(tally.resolved) == 6 })
+	d.stop(t)
+	take()
+	if len(tally.firing) != 6 || tally.duplicates() != 0 {
+		t.Fatalf("firing %v, resolved %v: want six incidents, each paged once and resolved once", tally.firing, tally.resolved)
+	}
+}
