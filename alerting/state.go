@@ -30,7 +30,7 @@ const (
 	// observers than the quorum. Never read as OK.
 	Unknown State = 4
 	// Silenced: the instance would fire (or is firing), but an operator's
-	// silence matches it: nothing new is notified while it lasts. DESIGN.md
+	// silence matches it: nothing new is notified while it lasts. The design
 	// lists values 0..4; 5 and 6 extend dmonitor.alert.state.
 	Silenced State = 5
 	// Acknowledged: the instance is firing and an operator has said they are

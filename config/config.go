@@ -66,7 +66,7 @@ type Config struct {
 	at positions
 }
 
-// Mode is how the nodes of a configuration coordinate; see DESIGN.md.
+// Mode is how the nodes of a configuration coordinate; see docs/ARCHITECTURE.md.
 type Mode string
 
 // The coordination modes, as Config.Mode chooses them.

@@ -14,7 +14,7 @@ import (
 )
 
 // writtenTags lists every metric dmonitor writes and the tags it writes it
-// with (DESIGN.md's TSDB contract). A query of any other metric, or a
+// with (the TSDB contract of docs/ARCHITECTURE.md). A query of any other metric, or a
 // filter on any other tag, finds nothing: the panel stays empty without an
 // error anyone would see.
 var writtenTags = map[string][]string{

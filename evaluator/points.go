@@ -8,7 +8,7 @@ import (
 	"github.com/dmonitor/dmonitor/tsdb"
 )
 
-// The metric names of DESIGN.md's TSDB contract.
+// The metric names of the TSDB contract (docs/ARCHITECTURE.md, README "What is written to the store").
 const (
 	MetricCheckStatus   = "dmonitor.check.status"
 	MetricCheckDuration = "dmonitor.check.duration"

@@ -1,5 +1,5 @@
 // Package redislease is the leader lease of a multi-node dmonitor, held in
-// Redis (DESIGN.md, "Leader lease (Redis)"): SET key value NX PX ttl, renewed
+// Redis (docs/ARCHITECTURE.md, "The coordination modes"): SET key value NX PX ttl, renewed
 // by compare-and-pexpire, released by compare-and-delete, each acquisition
 // also taking an epoch (fencing token) that never goes backwards, not even
 // when Redis restarts without persistence.

@@ -474,7 +474,11 @@ func TestResultsReachEveryPeer(t *testing.T) {
 
 	want := describeAll(sent)
 	for _, n := range []*node{b, cc} {
-		waitFor(t, fmt.Sprintf("%s to get %d results", n.name, len(sent)), func() bool { return len(n.got.Results()) >= len(sent) })
+		// The receiver takes the results before it answers, and the
+		// sender counts the push once it has the answer: await both.
+		waitFor(t, fmt.Sprintf("%s to get %d results and a to count the push", n.name, len(sent)), func() bool {
+			return len(n.got.Results()) >= len(sent) && metric(t, a.reg, "dmonitor_peer_pushes_total", "peer", n.name) >= 1
+		})
 		if got := describeAll(n.got.Results()); !slices.Equal(got, want) {
 			i := 0
 			for i < min(len(got), len(want)) && got[i] == want[i] {
@@ -902,19 +906,26 @@ func TestPeerAPINeedsTheToken(t *testing.T) {
 // peer in nodes.txt is refused whole.
 func TestPushFromNonPeer(t *testing.T) {
 	cases := []struct {
-		name string
-		from string
+		name     string
+		from     string
+		withSelf bool // b's peers list b too, as when given every node of nodes.txt
 	}{
 		// Not in nodes.txt.
-		{"unknown node", "z"},
+		{"unknown node", "z", false},
 		// Its own name: a copy of its nodes.txt entry elsewhere, or a loop.
-		{"the receiver itself", "b"},
+		{"the receiver itself", "b", false},
+		// Its own name, even where its peers include it.
+		{"the receiver itself among its peers", "b", true},
 		// No name at all.
-		{"no name", ""},
+		{"no name", "", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newCluster(t, []string{"a", "b"}, nil)
+			c := newCluster(t, []string{"a", "b"}, func(n *node, o *peershare.Options) {
+				if tc.withSelf && n.name == "b" {
+					o.Peers = append(o.Peers, peershare.Peer{Name: "b", URL: n.url})
+				}
+			})
 			b := c["b"]
 			b.listen(t)
 			env := peershare.Envelope{
@@ -1112,8 +1123,10 @@ func TestDownPeerDelaysNoOther(t *testing.T) {
 					return slices.Contains(describeAll(cc.got.Results()), describe(r))
 				})
 				if tc.refused {
+					// The drop is counted just after the error.
 					waitFor(t, fmt.Sprintf("push %d to b to fail", i), func() bool {
-						return metric(t, a.reg, "dmonitor_peer_push_errors_total", "peer", "b") >= float64(i+1)
+						return metric(t, a.reg, "dmonitor_peer_push_errors_total", "peer", "b") >= float64(i+1) &&
+							metric(t, a.reg, "dmonitor_peer_results_dropped_total", "reason", "push failed") >= float64(i+1)
 					})
 				}
 			}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/dmonitor/dmonitor/internal/loopback"
+	"github.com/dmonitor/dmonitor/internal/smtptest"
+)
+
+// TestReloadLeavesNoOrphan reloads the configuration with SIGHUP while
+// incidents are open: a firing check moved to a new rule, a host removed
+// while firing, a check added, a broken file. No incident is left without
+// its resolved notification, none is paged twice, and a broken file keeps
+// the configuration in force and says so.
+func TestReloadLeavesNoOrphan(t *testing.T) {
+	requirePlugins(t)
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	control := loopback.FreeAddr(t)
+	dir := t.TempDir()
+	ctl := t.TempDir()
+	t.Setenv("CTL_DIR", ctl)
+	set := func(subject, v string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(ctl, subject), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range []string{"a", "b", "c"} {
+		set(s, "0")
+	}
+	yaml := fmt.Sprintf(`observer: solo
+interval: 1s
+control: {listen: %q}
+tsdb: {listen: ""}
+smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+checks:
+  ctl:
+    command: [check_ctl, "{{host}}"]
+`, control, mail.Addr)
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml":              yaml,
+		"plugins/check_ctl":          ctlPlugin,
+		"hosts.d/a/ctl":              "",
+		"hosts.d/b/ctl":              "",
+		"alert.d/oncall@example.org": "",
+	})
+	if err := os.Chmod(filepath.Join(dir, "plugins", "check_ctl"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, dir, control)
+	tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}}
+	take := func() {
+		for {
+			select {
+			case m := <-mail.Received:
+				tally.add(&testCluster{t: t}, m)
+			default:
+				return
+			}
+		}
+	}
+	up := func() bool {
+		resp, err := http.Get("http://" + control + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == http.StatusOK
+	}
+	hup := func() {
+		t.Helper()
+		if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("a", "2")
+	set("b", "2")
+	waitFor(t, "a and b paged", func() bool { take(); return len(tally.firing) == 2 })
+
+	// a's check moves from the default rule to a rule of its own: the
+	// default rule's incident is resolved once, the new rule pages once.
+	writeTree(t, dir, map[string]string{"rules.d/a.yaml": "rules:\n  - name: a-ctl\n    select: {host: a}\n"})
+	hup()
+	waitFor(t, "a's default incident resolved and a-ctl paged", func() bool {
+		take()
+		return len(tally.resolved) == 1 && len(tally.firing) == 3
+	})
+
+	// b is removed while firing: its incident is resolved once, with the
+	// reason, after the daemon restarts on the new tree.
+	if err := os.RemoveAll(filepath.Join(dir, "hosts.d", "b")); err != nil {
+		t.Fatal(err)
+	}
+	writeTree(t, dir, map[string]string{"hosts.d/c/ctl": ""})
+	hup()
+	waitFor(t, "b's incident resolved", func() bool { take(); return len(tally.resolved) == 2 })
+	waitFor(t, "the control port back", up)
+	waitFor(t, "c checked", func() bool { return d.state(t, "c", "ctl") == "ok" })
+
+	// A broken file: refused, the configuration in force goes on.
+	writeTree(t, dir, map[string]string{"dmonitor.yaml": yaml + "nonsense: [\n"})
+	hup()
+	waitFor(t, "the refusal counted", func() bool { return d.metric(t, "dmonitor_config_last_reload_successful") == 0 })
+	if !strings.Contains(d.logText(), "configuration reload refused") {
+		t.Errorf("the refusal is not logged")
+	}
+	set("a", "0")
+	waitFor(t, "a-ctl resolved under the configuration in force", func() bool { take(); return len(tally.resolved) == 3 })
+	d.stop(t)
+	take()
+	if len(tally.firing) != 3 || len(tally.resolved) != 3 || tally.duplicates() != 0 {
+		t.Fatalf("firing %v, resolved %v: want three incidents, each paged once and resolved once", tally.firing, tally.resolved)
+	}
+}
