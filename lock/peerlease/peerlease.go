@@ -132,7 +132,7 @@ func (l *Lease) Acquire(ctx context.Context) (lock.Term, error) {
 		l.mu.Unlock()
 		name, ready := l.Decider()
 		if ready && name == l.o.Self {
-			return l.begin(), nil
+			return l.begin()
 		}
 		if ready && name != logged {
 			logged = name
@@ -146,16 +146,24 @@ func (l *Lease) Acquire(ctx context.Context) (lock.Term, error) {
 	}
 }
 
-func (l *Lease) begin() lock.Term {
+func (l *Lease) begin() (lock.Term, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// Close or another Acquire may have come between the caller's look
+	// and this one.
+	if l.closed {
+		return lock.Term{}, ErrReleased
+	}
+	if t := l.term; t != nil {
+		return lock.Term{Epoch: t.epoch, Lost: t.lost}, nil
+	}
 	epoch := max(l.o.Now().UnixMilli(), l.lastEpoch+1)
 	l.lastEpoch = epoch
 	t := &term{epoch: epoch, lost: make(chan struct{}), stop: make(chan struct{})}
 	l.term = t
 	l.o.Logger.Info("deciding", "self", l.o.Self, "epoch", epoch)
 	l.watchers.Go(func() { l.watch(t) })
-	return lock.Term{Epoch: epoch, Lost: t.lost}
+	return lock.Term{Epoch: epoch, Lost: t.lost}, nil
 }
 
 // watch ends t as soon as another node decides in this node's view.

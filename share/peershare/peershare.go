@@ -137,7 +137,7 @@ type Exchange struct {
 	confirms    func(host, check, from string)
 	seen        map[string]time.Time // peer → when its last heartbeat arrived, on this node's clock
 	selfBeat    time.Time
-	confirmedAt map[Target]time.Time // this node's last request per target
+	confirmedAt map[Target]time.Time // until when this node holds off its next request, per target
 	skewed      map[string]bool      // peers reported for their clock
 }
 
@@ -352,14 +352,15 @@ func (x *Exchange) RequestConfirm(_ context.Context, host, chk string, ttl time.
 	t := Target{host, chk}
 	now := x.now()
 	x.mu.Lock()
-	if last, ok := x.confirmedAt[t]; ok && now.Sub(last) < ttl {
+	if until, ok := x.confirmedAt[t]; ok && now.Before(until) {
 		x.mu.Unlock()
 		return false, nil
 	}
-	x.confirmedAt[t] = now
-	// Forget old requests so the map stays the size of what fails now.
-	for k, at := range x.confirmedAt {
-		if now.Sub(at) >= ttl {
+	x.confirmedAt[t] = now.Add(ttl)
+	// Forget requests whose own hold-off is over, so the map stays the
+	// size of what fails now; each check has its own ttl.
+	for k, until := range x.confirmedAt {
+		if !now.Before(until) {
 			delete(x.confirmedAt, k)
 		}
 	}

@@ -676,9 +676,6 @@ func TestRequestConfirm(t *testing.T) {
 // check (its interval over the node count); a request for a check with a
 // short ttl must not reset the hold-off of one with a long ttl.
 func TestRequestConfirmKeepsEachTargetsTTL(t *testing.T) {
-	t.Skip("BUG: peershare.go:361-365 RequestConfirm prunes every target asked ttl ago using the ttl of the current call, " +
-		"so a short-ttl request forgets long-ttl targets and they are asked again within their own ttl; " +
-		"store each target's expiry (now+ttl) and prune on it")
 	c := newCluster(t, []string{"a", "b"}, nil)
 	a := c["a"]
 	ctx := context.Background()
