@@ -54,3 +54,60 @@ func BenchmarkClusterDetection(b *testing.B) {
 		b.ReportMetric(float64(tally.duplicates()), "duplicates")
 	}
 }
+
+// BenchmarkDetectionByMode is BenchmarkClusterDetection's outage-to-page
+// figure in the two modes without a working Redis: peer mode (no Redis
+// configured) and degraded mode (Redis configured and killed before the
+// first outage). Three observers, a 10 s interval, quorum 2, ten outages
+// at random phases each.
+func BenchmarkDetectionByMode(b *testing.B) {
+	const (
+		interval = 10 * time.Second
+		trials   = 10
+	)
+	modes := []struct {
+		name  string
+		start func(b *testing.B) *testCluster
+	}{
+		{"peer", func(b *testing.B) *testCluster {
+			c := newPeerClusterEvery(b, "", interval)
+			c.startAll()
+			return c
+		}},
+		{"degraded", func(b *testing.B) *testCluster {
+			c := newClusterEvery(b, "", interval)
+			c.startAll()
+			waitFor(b, "a leader", func() bool { n, _ := c.leader(); return n != "" })
+			c.redis.Kill()
+			waitFor(b, "degraded mode", func() bool { return c.nodes["a"].metric(b, "dmonitor_degraded") == 1 })
+			return c
+		}},
+	}
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			for b.Loop() {
+				c := m.start(b)
+				waitFor(b, "one decider", func() bool { n, _ := c.deciderState(); return n != "" })
+				tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}, rule: "default"}
+				rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+				var detect []time.Duration
+				for k := range trials {
+					time.Sleep(time.Duration(rng.Int64N(int64(interval))))
+					stopped := time.Now()
+					c.svc.l.Close()
+					waitFor(b, "the page", func() bool { tally.take(c); return len(tally.firing) >= k+1 })
+					detect = append(detect, time.Since(stopped))
+					c.svc = startService(b, c.svc.addr)
+					waitFor(b, "the recovery", func() bool { tally.take(c); return len(tally.resolved) >= k+1 })
+				}
+				for _, n := range []string{"a", "b", "c"} {
+					c.nodes[n].stop(b)
+				}
+				slices.Sort(detect)
+				b.ReportMetric(detect[len(detect)/2].Seconds(), "detect-p50-s")
+				b.ReportMetric(detect[len(detect)-1].Seconds(), "detect-p99-s") // the max of 10
+				b.ReportMetric(float64(tally.duplicates()), "duplicates")
+			}
+		})
+	}
+}

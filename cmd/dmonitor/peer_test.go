@@ -17,6 +17,12 @@ import (
 // service is broken: its check goes to a closed port.
 func newPeerCluster(t testing.TB, flaky string) *testCluster {
 	t.Helper()
+	return newPeerClusterEvery(t, flaky, time.Second)
+}
+
+// newPeerClusterEvery is newPeerCluster with the checks' interval.
+func newPeerClusterEvery(t testing.TB, flaky string, interval time.Duration) *testCluster {
+	t.Helper()
 	requirePlugins(t)
 	c := &testCluster{t: t, mail: smtptest.Start(t, "127.0.0.1:0"), svc: startService(t, "127.0.0.1:0"),
 		dirs: map[string]string{}, control: map[string]string{}, nodes: map[string]*daemon{}}
@@ -47,14 +53,14 @@ func newPeerCluster(t testing.TB, flaky string) *testCluster {
 		c.dirs[name] = t.TempDir()
 		writeTree(t, c.dirs[name], map[string]string{
 			"dmonitor.yaml": fmt.Sprintf(`observer: %q
-interval: 1s
+interval: %s
 control: {listen: %q, token_file: token}
 tsdb: {listen: ""}
 smtp: {addr: %q, from: dmonitor@example.org, tls: none}
 checks:
   svc:
     command: [check_tcp, -H, "{{host}}", -p, %q]
-`, c.control[name], c.control[name], c.mail.Addr, port),
+`, c.control[name], interval, c.control[name], c.mail.Addr, port),
 			"nodes.txt":                  nodesTxt,
 			"token":                      clusterToken + "\n",
 			"hosts.d/127.0.0.1/svc":      "",
