@@ -371,35 +371,49 @@ func TestClusterLeaderKilled(t *testing.T) {
 	t.Logf("raw duplicate notifications (same id sent twice): %d of %d", tally.duplicates(), 2*trials)
 }
 
-// TestClusterRedisRestart restarts Redis (with its append-only file, as a
-// production Redis keeps one) in the middle of an incident: no transition
-// is lost and none is sent twice.
+// TestClusterRedisRestart restarts Redis in the middle of an incident,
+// once with its append-only file (as a production Redis keeps one) and once
+// empty (no persistence, or a flushed Redis): no transition is lost, none is
+// sent twice, no incident is paged again under a new id, and no observer is
+// reported silent while heartbeats resume.
 func TestClusterRedisRestart(t *testing.T) {
-	c := newCluster(t, "")
-	c.redis.Kill()
-	c.redis = redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
-	for _, n := range []string{"a", "b", "c"} { // point the nodes at the new server
-		b, err := os.ReadFile(filepath.Join(c.dirs[n], "dmonitor.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b = regexp.MustCompile(`redis://127\.0\.0\.1:\d+/0`).ReplaceAll(b, []byte(c.redis.URL()))
-		writeTree(t, c.dirs[n], map[string]string{"dmonitor.yaml": string(b)})
-	}
-	c.startAll()
-	tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}}
-	c.svc.l.Close()
-	waitFor(t, "the page", func() bool { tally.take(c); return len(tally.firing) == 1 })
+	for _, tc := range []struct {
+		name  string
+		redis []string
+	}{
+		{"aof", []string{"--appendonly", "yes", "--appendfsync", "always"}},
+		// Comes back with nothing: the alert state is refilled from the
+		// nodes' local copies.
+		{"empty", []string{"--save", ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, "")
+			c.redis.Kill()
+			c.redis = redistest.Start(t, tc.redis...)
+			for _, n := range []string{"a", "b", "c"} { // point the nodes at the new server
+				b, err := os.ReadFile(filepath.Join(c.dirs[n], "dmonitor.yaml"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				b = regexp.MustCompile(`redis://127\.0\.0\.1:\d+/0`).ReplaceAll(b, []byte(c.redis.URL()))
+				writeTree(t, c.dirs[n], map[string]string{"dmonitor.yaml": string(b)})
+			}
+			c.startAll()
+			tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}}
+			c.svc.l.Close()
+			waitFor(t, "the page", func() bool { tally.take(c); return len(tally.firing) == 1 })
 
-	c.redis.Restart()
-	c.svc = startService(t, c.svc.addr)
-	waitFor(t, "the recovery after Redis came back", func() bool { tally.take(c); return len(tally.resolved) == 1 })
-	for _, n := range []string{"a", "b", "c"} {
-		c.nodes[n].stop(t)
-	}
-	tally.take(c)
-	if len(tally.firing) != 1 || len(tally.resolved) != 1 || tally.duplicates() != 0 {
-		t.Fatalf("firing %v, resolved %v: want one of each, no duplicate", tally.firing, tally.resolved)
+			c.redis.Restart()
+			c.svc = startService(t, c.svc.addr)
+			waitFor(t, "the recovery after Redis came back", func() bool { tally.take(c); return len(tally.resolved) == 1 })
+			for _, n := range []string{"a", "b", "c"} {
+				c.nodes[n].stop(t)
+			}
+			tally.take(c)
+			if len(tally.firing) != 1 || len(tally.resolved) != 1 || tally.duplicates() != 0 {
+				t.Fatalf("firing %v, resolved %v: want one of each, no duplicate", tally.firing, tally.resolved)
+			}
+		})
 	}
 }
 

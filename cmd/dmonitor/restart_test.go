@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,5 +147,80 @@ checks:
 	take()
 	if len(tally.firing) != 6 || tally.duplicates() != 0 {
 		t.Fatalf("firing %v, resolved %v: want six incidents, each paged once and resolved once", tally.firing, tally.resolved)
+	}
+}
+
+// TestAlertStateInTSDBIsHistoryOnly writes dmonitor.alert.state through the
+// embedded store's OpenTSDB API, as anyone who reaches port 4242 can:
+// "ok" over a firing alert and "firing" for one that never fired. Across a
+// kill -9 and a restart neither changes an alert: no page again, no bogus
+// resolved, and the real incident resolves once.
+func TestAlertStateInTSDBIsHistoryOnly(t *testing.T) {
+	requirePlugins(t)
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	control, tsdbAPI := loopback.FreeAddr(t), loopback.FreeAddr(t)
+	dir, ctl := t.TempDir(), t.TempDir()
+	t.Setenv("CTL_DIR", ctl)
+	set := func(subject, v string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(ctl, subject), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("down", "0")
+	set("fine", "0")
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml": fmt.Sprintf(`observer: solo
+interval: 1s
+control: {listen: %q}
+tsdb: {listen: %q}
+smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+checks:
+  ctl:
+    command: [check_ctl, "{{host}}"]
+`, control, tsdbAPI, mail.Addr),
+		"plugins/check_ctl":          ctlPlugin,
+		"hosts.d/down/ctl":           "",
+		"hosts.d/fine/ctl":           "",
+		"alert.d/oncall@example.org": "",
+	})
+	if err := os.Chmod(filepath.Join(dir, "plugins", "check_ctl"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, dir, control)
+	tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}}
+	take := func() {
+		for {
+			select {
+			case m := <-mail.Received:
+				tally.add(&testCluster{t: t}, m)
+			default:
+				return
+			}
+		}
+	}
+	set("down", "2")
+	waitFor(t, "the page", func() bool { take(); return len(tally.firing) == 1 })
+
+	now := time.Now().Unix()
+	body := fmt.Sprintf(`[{"metric":"dmonitor.alert.state","timestamp":%d,"value":0,"tags":{"rule":"default","host":"down","check":"ctl"}},
+		{"metric":"dmonitor.alert.state","timestamp":%d,"value":2,"tags":{"rule":"default","host":"fine","check":"ctl"}}]`, now, now)
+	resp, err := http.Post("http://"+tsdbAPI+"/api/put", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("/api/put answered %s", resp.Status)
+	}
+	d.kill(t)
+	d = startDaemon(t, dir, control)
+	waitFor(t, "the firing alert restored", func() bool { return d.state(t, "down", "ctl") == "firing" && d.state(t, "fine", "ctl") == "ok" })
+	set("down", "0")
+	waitFor(t, "the recovery", func() bool { take(); return len(tally.resolved) == 1 })
+	d.stop(t)
+	take()
+	if len(tally.firing) != 1 || len(tally.resolved) != 1 || tally.duplicates() != 0 {
+		t.Fatalf("firing %v, resolved %v: want the one incident, paged once and resolved once", tally.firing, tally.resolved)
 	}
 }
