@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -16,7 +12,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -433,123 +428,4 @@ func (r router) Send(receiver string, n alerting.Notification) error {
 func loadRules(cfg *config.Config) (*rules.Set, error) {
 	names := append(slices.Collect(maps.Keys(cfg.Receivers)), config.DefaultReceiver)
 	return rules.Load(filepath.Join(cfg.Dir, "rules.d"), rules.Options{Receivers: names})
-}
-
-// daemonArgs are where runDaemon reloads its configuration from, and
-// when.
-type daemonArgs struct {
-	dir, observer string
-	hup           <-chan os.Signal
-}
-
-// reloadConfig is how runDaemon says it stopped to restart on a new
-// configuration.
-type reloadConfig struct {
-	cfg *config.Config
-	set *rules.Set
-}
-
-func (r *reloadConfig) Error() string { return "configuration reloaded" }
-
-// reloadOnHUP loads the whole configuration on every SIGHUP until ctx is
-// done. A configuration or rule set that does not load is refused with
-// every error logged, dmonitor_config_last_reload_successful 0, and the
-// one in force stays. A new rule set alone is applied in place; any other
-// change returns a *reloadConfig, which stops the daemon to restart it.
-func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, ev *evaluator.Evaluator, reg prometheus.Registerer, log *slog.Logger) error {
-	ok := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "dmonitor_config_last_reload_successful", Help: "1 when the last configuration reload (SIGHUP) was applied, 0 when it was refused.",
-	})
-	hashGauge := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "dmonitor_config_hash", Help: "A hash of the configuration in force (dmonitor.yaml, nodes.txt, hosts.d, alert.d, plugins, rules.d), to compare nodes.",
-	})
-	reg.MustRegister(ok, hashGauge)
-	ok.Set(1)
-	current, err := configHash(cfg)
-	if err != nil {
-		log.Warn("hash the configuration", "err", err)
-	}
-	hashGauge.Set(hashValue(current.all))
-
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-args.hup:
-		}
-		next, err := config.LoadAs(args.dir, args.observer)
-		var set *rules.Set
-		if err == nil {
-			set, err = loadRules(next)
-		}
-		if err != nil {
-			ok.Set(0)
-			log.Error("configuration reload refused; the previous configuration stays in force", "err", err)
-			continue
-		}
-		h, err := configHash(next)
-		if err != nil {
-			ok.Set(0)
-			log.Error("configuration reload refused; the previous configuration stays in force", "err", err)
-			continue
-		}
-		ok.Set(1)
-		if h.withoutRules == current.withoutRules {
-			ev.SetRules(set)
-			current = h
-			hashGauge.Set(hashValue(h.all))
-			log.Info("rules reloaded", "rules", len(set.Rules()))
-			continue
-		}
-		return &reloadConfig{cfg: next, set: set}
-	}
-}
-
-// treeHash is the hash of a configuration tree, with and without rules.d.
-type treeHash struct{ all, withoutRules string }
-
-// configHash hashes every file of cfg's tree (names and contents; the data
-// directory excluded), so a reload can tell what changed.
-func configHash(cfg *config.Config) (treeHash, error) {
-	all, without := sha256.New(), sha256.New()
-	err := filepath.WalkDir(cfg.Dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if path == cfg.DataDir {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(cfg.Dir, path)
-		for _, h := range []hash.Hash{all, without} {
-			if h == without && strings.HasPrefix(rel, "rules.d"+string(filepath.Separator)) {
-				continue
-			}
-			fmt.Fprintf(h, "%s\x00%d\x00", rel, len(b))
-			h.Write(b)
-		}
-		return nil
-	})
-	if err != nil {
-		return treeHash{}, fmt.Errorf("hash configuration %s: %w", cfg.Dir, err)
-	}
-	return treeHash{hex.EncodeToString(all.Sum(nil)), hex.EncodeToString(without.Sum(nil))}, nil
-}
-
-// hashValue is a hash as a gauge can show it exactly: its first 48 bits.
-func hashValue(h string) float64 {
-	if len(h) < 12 {
-		return 0
-	}
-	v, _ := strconv.ParseUint(h[:12], 16, 64)
-	return float64(v)
 }

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/evaluator"
+	"github.com/dmonitor/dmonitor/rules"
+)
+
+// daemonArgs are where runDaemon reloads its configuration from, and
+// when.
+type daemonArgs struct {
+	dir, observer string
+	hup           <-chan os.Signal
+}
+
+// reloadConfig is how runDaemon says it stopped to restart on a new
+// configuration.
+type reloadConfig struct {
+	cfg *config.Config
+	set *rules.Set
+}
+
+func (r *reloadConfig) Error() string { return "configuration reloaded" }
+
+// reloadOnHUP loads the whole configuration on every SIGHUP, and when its
+// files change, until ctx is done. A configuration or rule set that does not load is refused with
+// every error logged, dmonitor_config_last_reload_successful 0, and the
+// one in force stays. A new rule set alone is applied in place; any other
+// change returns a *reloadConfig, which stops the daemon to restart it.
+func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, ev *evaluator.Evaluator, reg prometheus.Registerer, log *slog.Logger) error {
+	ok := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dmonitor_config_last_reload_successful", Help: "1 when the last configuration reload (SIGHUP) was applied, 0 when it was refused.",
+	})
+	hashGauge := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dmonitor_config_hash", Help: "A hash of the configuration in force (dmonitor.yaml, nodes.txt, hosts.d, alert.d, plugins, rules.d), to compare nodes.",
+	})
+	reg.MustRegister(ok, hashGauge)
+	ok.Set(1)
+	current, err := configHash(cfg)
+	if err != nil {
+		log.Warn("hash the configuration", "err", err)
+	}
+	hashGauge.Set(hashValue(current.all))
+
+	changed, err := watchConfig(ctx, cfg, log)
+	if err != nil {
+		log.Warn("configuration files are not watched; reload with SIGHUP", "err", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-args.hup:
+		case <-changed:
+		}
+		next, err := config.LoadAs(args.dir, args.observer)
+		var set *rules.Set
+		if err == nil {
+			set, err = loadRules(next)
+		}
+		if err != nil {
+			ok.Set(0)
+			log.Error("configuration reload refused; the previous configuration stays in force", "err", err)
+			continue
+		}
+		h, err := configHash(next)
+		if err != nil {
+			ok.Set(0)
+			log.Error("configuration reload refused; the previous configuration stays in force", "err", err)
+			continue
+		}
+		ok.Set(1)
+		if h == current {
+			log.Debug("configuration unchanged")
+			continue
+		}
+		if h.withoutRules == current.withoutRules {
+			ev.SetRules(set)
+			current = h
+			hashGauge.Set(hashValue(h.all))
+			log.Info("rules reloaded", "rules", len(set.Rules()))
+			continue
+		}
+		return &reloadConfig{cfg: next, set: set}
+	}
+}
+
+// treeHash is the hash of a configuration tree, with and without rules.d.
+type treeHash struct{ all, withoutRules string }
+
+// configHash hashes every file of cfg's tree (names and contents; the data
+// directory excluded), so a reload can tell what changed.
+func configHash(cfg *config.Config) (treeHash, error) {
+	all, without := sha256.New(), sha256.New()
+	err := filepath.WalkDir(cfg.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if path == cfg.DataDir {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(cfg.Dir, path)
+		for _, h := range []hash.Hash{all, without} {
+			if h == without && strings.HasPrefix(rel, "rules.d"+string(filepath.Separator)) {
+				continue
+			}
+			fmt.Fprintf(h, "%s\x00%d\x00", rel, len(b))
+			h.Write(b)
+		}
+		return nil
+	})
+	if err != nil {
+		return treeHash{}, fmt.Errorf("hash configuration %s: %w", cfg.Dir, err)
+	}
+	return treeHash{hex.EncodeToString(all.Sum(nil)), hex.EncodeToString(without.Sum(nil))}, nil
+}
+
+// hashValue is a hash as a gauge can show it exactly: its first 48 bits.
+func hashValue(h string) float64 {
+	if len(h) < 12 {
+		return 0
+	}
+	v, _ := strconv.ParseUint(h[:12], 16, 64)
+	return float64(v)
+}
+
+// settle is how long the configuration files must stay quiet after a
+// change before it is reloaded: an editor's save, a `cp -r` or a
+// configuration management run is many events, and should be one reload.
+const settle = time.Second
+
+// watchConfig watches cfg's tree (the directory, hosts.d/ and each host in
+// it, alert.d/, rules.d/ and the plugin directory; the data directory is
+// not watched) and sends on the returned channel once the files have been
+// quiet for settle after a change. fsnotify watches directories one level
+// deep, so the hosts are watched one by one; a host added is seen through
+// hosts.d/, and the restart that follows watches it in turn. The watcher
+// ends with ctx.
+func watchConfig(ctx context.Context, cfg *config.Config, log *slog.Logger) (<-chan struct{}, error) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("watch configuration: %w", err)
+	}
+	dirs := []string{cfg.Dir, filepath.Join(cfg.Dir, "hosts.d"), filepath.Join(cfg.Dir, "alert.d"),
+		filepath.Join(cfg.Dir, "rules.d"), cfg.PluginDir}
+	if hosts, err := os.ReadDir(filepath.Join(cfg.Dir, "hosts.d")); err == nil {
+		for _, h := range hosts {
+			if h.IsDir() {
+				dirs = append(dirs, filepath.Join(cfg.Dir, "hosts.d", h.Name()))
+			}
+		}
+	}
+	for _, d := range dirs {
+		if err := w.Add(d); err != nil && !os.IsNotExist(err) {
+			log.Warn("configuration directory not watched", "dir", d, "err", err)
+		}
+	}
+	changed := make(chan struct{}, 1)
+	go func() {
+		defer w.Close()
+		quiet := time.NewTimer(settle)
+		quiet.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if strings.HasPrefix(ev.Name, cfg.DataDir+string(filepath.Separator)) || ev.Name == cfg.DataDir {
+					continue
+				}
+				quiet.Reset(settle)
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				log.Warn("watching the configuration", "err", err)
+			case <-quiet.C:
+				select {
+				case changed <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return changed, nil
+}
