@@ -2,19 +2,18 @@ package evaluator
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/go-co-op/gocron/v2"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/evaluator/leader"
 	"github.com/dmonitor/dmonitor/plugin"
 	"github.com/dmonitor/dmonitor/tsdb"
 )
@@ -186,11 +185,24 @@ func TestOutageNotifiedAndRecovered(t *testing.T) {
 
 func TestNoOverlappingRuns(t *testing.T) {
 	runner := &fakeRunner{block: make(chan struct{}), started: make(chan struct{}, 1)}
-	e, _ := start(t, Options{Config: testConfig(10 * time.Millisecond), Runner: runner, Store: &memStore{}})
+	reg := prometheus.NewRegistry()
+	start(t, Options{Config: testConfig(10 * time.Millisecond), Runner: runner, Store: &memStore{}, Registerer: reg})
 	<-runner.started
 	// While the first run blocks, the job comes due again and again: each
 	// time it must be skipped, not started beside the running one.
-	waitFor(t, "5 skipped runs", func() bool { return testutil.ToFloat64(e.metrics.skipped) >= 5 })
+	skipped := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "dmonitor_checks_skipped_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return 0
+	}
+	waitFor(t, "5 skipped runs", func() bool { return skipped() >= 5 })
 	if n := runner.runs.Load(); n != 1 {
 		t.Fatalf("%d runs started while the first was still running, want 1", n)
 	}
@@ -234,10 +246,15 @@ func TestShutdownKillsRunningChecksAfterGrace(t *testing.T) {
 // is ignored.
 func TestRestoredFiringAlertIsNotNotifiedAgain(t *testing.T) {
 	firedAt := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
-	state := newMemState()
+	state := leader.NewMemState()
 	labels := map[string]string{alerting.LabelHost: "www1", alerting.LabelCheck: "http", alerting.LabelSeverity: "critical"}
-	state.insts[stateKey(instKey{"default", "www1", "http"})] = alerting.Instance{
+	if err := state.TakeOver(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := state.Save(context.Background(), 1, leader.StateKey("default", "www1", "http"), alerting.Instance{
 		Rule: "default", Labels: labels, State: alerting.Firing, ActiveAt: firedAt, FiredAt: firedAt,
+	}); err != nil {
+		t.Fatal(err)
 	}
 	store := &memStore{points: []tsdb.Point{{
 		Metric: MetricAlertState, Tags: map[string]string{"rule": "default", "host": "www1", "check": "http"},
@@ -265,10 +282,15 @@ func TestRestoredFiringAlertIsNotNotifiedAgain(t *testing.T) {
 // down is resolved once when it takes over, saying why.
 func TestRemovedCheckIncidentResolvedAtTakeOver(t *testing.T) {
 	firedAt := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
-	state := newMemState()
+	state := leader.NewMemState()
 	labels := map[string]string{alerting.LabelHost: "gone", alerting.LabelCheck: "http", alerting.LabelSeverity: "critical"}
-	state.insts[stateKey(instKey{"default", "gone", "http"})] = alerting.Instance{
+	if err := state.TakeOver(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := state.Save(context.Background(), 1, leader.StateKey("default", "gone", "http"), alerting.Instance{
 		Rule: "default", Labels: labels, State: alerting.Firing, ActiveAt: firedAt, FiredAt: firedAt,
+	}); err != nil {
+		t.Fatal(err)
 	}
 	runner := &fakeRunner{}
 	sent := make(chanSender, 10)
@@ -296,42 +318,6 @@ func TestRemovedCheckIncidentResolvedAtTakeOver(t *testing.T) {
 	}
 }
 
-func TestSplaySpreadsChecks(t *testing.T) {
-	const n = 1000
-	iv := time.Minute
-	c := &config.Check{Name: "http", Interval: iv}
-	perSecond := make(map[time.Duration]int)
-	for i := range n {
-		off := splay(config.Target{Host: fmt.Sprintf("host%04d", i), Check: c}, "eu-1", nil)
-		if off < 0 || off >= iv {
-			t.Fatalf("splay %v outside [0, %v)", off, iv)
-		}
-		perSecond[off.Truncate(time.Second)]++
-	}
-	// 1000 checks over 60 s average 16.7 a second; a hash spreads them
-	// within a small factor of that, where no splay puts all in one second.
-	for sec, k := range perSecond {
-		if k > 40 {
-			t.Errorf("%d checks start in second %v of the interval", k, sec)
-		}
-	}
-	if len(perSecond) < 55 {
-		t.Errorf("checks start in only %d of 60 seconds", len(perSecond))
-	}
-}
-
-func TestSplayStaggersObservers(t *testing.T) {
-	c := &config.Check{Name: "http", Interval: 30 * time.Second}
-	nodes := []string{"a", "b", "c"}
-	tgt := config.Target{Host: "www1", Check: c}
-	a, b, cc := splay(tgt, "a", nodes), splay(tgt, "b", nodes), splay(tgt, "c", nodes)
-	for _, d := range []time.Duration{(b - a + 30*time.Second) % (30 * time.Second), (cc - b + 30*time.Second) % (30 * time.Second)} {
-		if d != 10*time.Second {
-			t.Errorf("observers %v, %v, %v apart by %v, want interval/3 = 10s", a, b, cc, d)
-		}
-	}
-}
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -340,30 +326,5 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func TestScheduleSlotsBoundJobsAndSkipPastStarts(t *testing.T) {
-	c := &config.Check{Name: "svc", Command: []string{"/bin/true"}, Interval: 30 * time.Second, Timeout: time.Second}
-	cfg := testConfig(30 * time.Second)
-	cfg.Checks = map[string]*config.Check{"svc": c}
-	cfg.Targets = nil
-	for i := range 10000 {
-		cfg.Targets = append(cfg.Targets, config.Target{Host: fmt.Sprintf("h%05d", i), Check: c})
-	}
-	e := New(Options{Config: cfg, Runner: &fakeRunner{}, Store: &memStore{}})
-	s, err := gocron.NewScheduler()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Shutdown() })
-	// A start computed from a "now" long gone (slow registration, say)
-	// must still be accepted: gocron refuses starts in the past.
-	if err := e.schedule(context.Background(), s, time.Now().Add(-time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	// 30 s in 100 ms slots: at most 300 jobs for 10,000 checks.
-	if n := len(s.Jobs()); n > 300 || n < 250 {
-		t.Fatalf("%d gocron jobs for 10,000 checks at 30s, want at most 300 (one per slot) and most slots used", n)
 	}
 }

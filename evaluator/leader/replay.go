@@ -1,4 +1,4 @@
-package evaluator
+package leader
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/evaluator/observer"
 	"github.com/dmonitor/dmonitor/rules"
 	"github.com/dmonitor/dmonitor/tsdb"
 )
@@ -354,13 +355,13 @@ func (h *history) load(ctx context.Context, q rules.Querier, targets []instanceK
 		}
 		return s, nil
 	}
-	statuses, err := query(MetricCheckStatus)
+	statuses, err := query(observer.MetricCheckStatus)
 	if err != nil {
 		return 1, err
 	}
 	// The run time says when the daemon had each result, and so when it
 	// went stale; without it a run counts from its start.
-	durations, err := query(MetricCheckDuration)
+	durations, err := query(observer.MetricCheckDuration)
 	if err != nil {
 		return 2, err
 	}

@@ -1,4 +1,4 @@
-package evaluator
+package observer
 
 import (
 	"context"
@@ -54,13 +54,13 @@ type slotKey struct{ interval, offset time.Duration }
 // splay slot, each running its targets side by side. Overlaps are guarded
 // by each target's own flag rather than gocron's singleton mode, which costs
 // a goroutine and a buffered channel per job.
-func (e *Evaluator) schedule(ctx context.Context, s gocron.Scheduler, now time.Time) error {
+func (ob *Observer) schedule(ctx context.Context, s gocron.Scheduler, now time.Time) error {
 	slots := make(map[slotKey][]*job)
 	var order []slotKey
-	for _, t := range e.cfg.Targets {
+	for _, t := range ob.cfg.Targets {
 		j := &job{target: t, cmd: plugin.Command{Argv: t.Check.Argv(t.Host), Timeout: t.Check.Timeout}}
-		e.jobs[instanceKey{t.Host, t.Check.Name}] = j
-		k := slotKey{t.Check.Interval, splay(t, e.cfg.Observer, e.cfg.Nodes).Truncate(slotWidth)}
+		ob.jobs[instanceKey{t.Host, t.Check.Name}] = j
+		k := slotKey{t.Check.Interval, splay(t, ob.cfg.Observer, ob.cfg.Nodes).Truncate(slotWidth)}
 		if _, ok := slots[k]; !ok {
 			order = append(order, k)
 		}
@@ -77,7 +77,7 @@ func (e *Evaluator) schedule(ctx context.Context, s gocron.Scheduler, now time.T
 		}
 		_, err := s.NewJob(
 			gocron.DurationJob(k.interval),
-			gocron.NewTask(func() { e.runSlot(ctx, jobs) }),
+			gocron.NewTask(func() { ob.runSlot(ctx, jobs) }),
 			gocron.WithStartAt(gocron.WithStartDateTime(start)),
 		)
 		if err != nil {
@@ -91,30 +91,30 @@ func (e *Evaluator) schedule(ctx context.Context, s gocron.Scheduler, now time.T
 // runSlot runs the targets of one slot concurrently (the runner bounds how
 // many plugins really run) and returns when all of them have, so stopping
 // the scheduler waits for every check it started.
-func (e *Evaluator) runSlot(ctx context.Context, jobs []*job) {
+func (ob *Observer) runSlot(ctx context.Context, jobs []*job) {
 	if len(jobs) == 1 {
-		e.runJob(ctx, jobs[0])
+		ob.runJob(ctx, jobs[0])
 		return
 	}
 	var wg sync.WaitGroup
 	for _, j := range jobs {
-		wg.Go(func() { e.runJob(ctx, j) })
+		wg.Go(func() { ob.runJob(ctx, j) })
 	}
 	wg.Wait()
 }
 
 // runJob runs j once unless its previous run is still going.
-func (e *Evaluator) runJob(ctx context.Context, j *job) {
+func (ob *Observer) runJob(ctx context.Context, j *job) {
 	if !j.running.CompareAndSwap(false, true) {
-		e.metrics.skipped.Inc()
-		e.log.Debug("check still running, skipped", "host", j.target.Host, "check", j.target.Check.Name)
+		ob.metrics.skipped.Inc()
+		ob.log.Debug("check still running, skipped", "host", j.target.Host, "check", j.target.Check.Name)
 		return
 	}
 	defer j.running.Store(false)
-	r := e.runner.Run(ctx, j.cmd)
+	r := ob.runner.Run(ctx, j.cmd)
 	if ctx.Err() != nil {
 		return // killed by shutdown: not an observation of the target
 	}
-	r.Host, r.Check, r.Observer = j.target.Host, j.target.Check.Name, e.cfg.Observer
-	e.record(ctx, r)
+	r.Host, r.Check, r.Observer = j.target.Host, j.target.Check.Name, ob.cfg.Observer
+	ob.record(ctx, r)
 }

@@ -1,4 +1,4 @@
-package evaluator
+package observer
 
 import (
 	"math"
@@ -17,10 +17,10 @@ const (
 	MetricObserverUp    = "dmonitor.observer.up"
 )
 
-// resultPoints appends to dst the datapoints that record r: its status, its
+// ResultPoints appends to dst the datapoints that record r: its status, its
 // run time and every perfdata value in its base unit. The point's time is
 // when the plugin started.
-func resultPoints(dst []tsdb.Point, r *check.Result) []tsdb.Point {
+func ResultPoints(dst []tsdb.Point, r *check.Result) []tsdb.Point {
 	host, chk, obs := tsdb.SanitizeTag(r.Host), tsdb.SanitizeTag(r.Check), tsdb.SanitizeTag(r.Observer)
 	tags := map[string]string{"host": host, "check": chk, "observer": obs}
 	dst = append(dst,

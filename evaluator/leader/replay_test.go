@@ -1,4 +1,4 @@
-package evaluator
+package leader
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/evaluator/observer"
 	"github.com/dmonitor/dmonitor/rules"
 	"github.com/dmonitor/dmonitor/tsdb"
 	"github.com/dmonitor/dmonitor/tsdb/embedded"
@@ -80,7 +81,7 @@ func replayFixture(t *testing.T) (*config.Config, *rules.Set, *embedded.Store) {
 				case tg.Host == "www1" && tg.Check == http && obs == "eu-2" && in(s, 780, 840):
 					r.Duration = 3 * time.Second
 				}
-				pts = resultPoints(pts, &r)
+				pts = observer.ResultPoints(pts, &r)
 			}
 		}
 	}

@@ -1,9 +1,11 @@
-package evaluator
+package observer
 
 import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dmonitor/dmonitor/tsdb"
 )
@@ -19,18 +21,20 @@ type Annotator interface {
 	PutAnnotation(ctx context.Context, a tsdb.Annotation) error
 }
 
-// writer batches datapoints into the store. It never delays a point to
+// Writer batches datapoints into the store. It never delays a point to
 // fill a batch: it appends whatever has queued up while the previous append
 // ran, so batches grow only under load. A point handed to write is appended
 // before run returns, unless the store refuses it. Annotations go through
 // the same queue, so a slow remote store never blocks the leader.
-type writer struct {
+type Writer struct {
 	store     Appender
 	annotator Annotator // nil: annotations are not written
 	in        chan item
 	maxBatch  int
 	log       *slog.Logger
-	metrics   *metrics
+	written   prometheus.Counter
+	failed    prometheus.Counter
+	done      chan struct{}
 }
 
 // item is one thing to write: points, or an annotation.
@@ -39,24 +43,44 @@ type item struct {
 	annotation *tsdb.Annotation
 }
 
-func newWriter(store Appender, annotator Annotator, log *slog.Logger, m *metrics) *writer {
-	return &writer{store: store, annotator: annotator, in: make(chan item, 1024), maxBatch: 5000, log: log, metrics: m}
+// NewWriter returns a Writer into store, and of annotations into
+// annotator (nil: they are not written). reg takes its metrics; nil skips
+// them. Run it, and Close it once nothing writes any more.
+func NewWriter(store Appender, annotator Annotator, log *slog.Logger, reg prometheus.Registerer) *Writer {
+	w := &Writer{store: store, annotator: annotator, in: make(chan item, 1024), maxBatch: 5000, log: log,
+		done: make(chan struct{}),
+		written: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dmonitor_tsdb_points_written_total", Help: "Datapoints appended to the TSDB.",
+		}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dmonitor_tsdb_append_errors_total", Help: "Batches the TSDB refused or failed to take.",
+		}),
+	}
+	if w.log == nil {
+		w.log = slog.New(slog.DiscardHandler)
+	}
+	if reg != nil {
+		reg.MustRegister(w.written, w.failed)
+	}
+	return w
 }
 
-// write queues points; it blocks while the queue is full, so a slow store
+// Write queues points; it blocks while the queue is full, so a slow store
 // slows the checks down rather than losing their results.
-func (w *writer) write(points []tsdb.Point) { w.in <- item{points: points} }
+func (w *Writer) Write(points []tsdb.Point) { w.in <- item{points: points} }
 
-// annotate queues an annotation, if the store takes them.
-func (w *writer) annotate(a tsdb.Annotation) {
+// Annotate queues an annotation, if the store takes them.
+func (w *Writer) Annotate(a tsdb.Annotation) {
 	if w.annotator != nil {
 		w.in <- item{annotation: &a}
 	}
 }
 
-// run appends queued points until in is closed and drained. The store gets
-// its own context: shutdown must flush, not abandon, what is queued.
-func (w *writer) run() {
+// Run appends queued points until Close, then appends what is still
+// queued and returns. The store gets its own context: shutdown must flush,
+// not abandon, what is queued.
+func (w *Writer) Run() {
+	defer close(w.done)
 	batch := make([]tsdb.Point, 0, w.maxBatch)
 	var notes []tsdb.Annotation
 	for it := range w.in {
@@ -84,14 +108,14 @@ func (w *writer) run() {
 	}
 }
 
-func (w *writer) add(batch []tsdb.Point, notes []tsdb.Annotation, it item) ([]tsdb.Point, []tsdb.Annotation) {
+func (w *Writer) add(batch []tsdb.Point, notes []tsdb.Annotation, it item) ([]tsdb.Point, []tsdb.Annotation) {
 	if it.annotation != nil {
 		return batch, append(notes, *it.annotation)
 	}
 	return append(batch, it.points...), notes
 }
 
-func (w *writer) putAnnotation(a tsdb.Annotation) {
+func (w *Writer) putAnnotation(a tsdb.Annotation) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := w.annotator.PutAnnotation(ctx, a); err != nil {
@@ -99,13 +123,20 @@ func (w *writer) putAnnotation(a tsdb.Annotation) {
 	}
 }
 
-func (w *writer) append(batch []tsdb.Point) {
+func (w *Writer) append(batch []tsdb.Point) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := w.store.Append(ctx, batch); err != nil {
-		w.metrics.appendErrors.Inc()
+		w.failed.Inc()
 		w.log.Error("tsdb append failed", "points", len(batch), "err", err)
 		return
 	}
-	w.metrics.pointsWritten.Add(float64(len(batch)))
+	w.written.Add(float64(len(batch)))
+}
+
+// Close ends the writing once everything queued is written, and waits for
+// Run to return. Nothing may Write or Annotate after it.
+func (w *Writer) Close() {
+	close(w.in)
+	<-w.done
 }
