@@ -24,7 +24,7 @@ func BenchmarkClusterDetection(b *testing.B) {
 		c := newClusterEvery(b, "", interval)
 		c.startAll()
 		waitFor(b, "a leader", func() bool { n, _ := c.leader(); return n != "" })
-		tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}}
+		tally := newTally("")
 		tally.take(c)
 		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 		var detect []time.Duration
@@ -88,7 +88,7 @@ func BenchmarkDetectionByMode(b *testing.B) {
 			for b.Loop() {
 				c := m.start(b)
 				waitFor(b, "one decider", func() bool { n, _ := c.deciderState(); return n != "" })
-				tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}, rule: "default"}
+				tally := newTally("default")
 				rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 				var detect []time.Duration
 				for k := range trials {

@@ -264,11 +264,23 @@ type mailTally struct {
 	rule             string
 }
 
-func (m *mailTally) take(c *testCluster) {
+// newTally returns an empty tally of rule's mails ("" for every rule).
+func newTally(rule string) *mailTally {
+	return &mailTally{firing: map[string]int{}, resolved: map[string]int{}, rule: rule}
+}
+
+// take counts the mails that reached the cluster's sink.
+func (m *mailTally) take(c *testCluster) { drain(c.t, c.mail, m) }
+
+// drain counts every mail that has reached mail so far into each tally.
+func drain(t testing.TB, mail *smtptest.Server, tallies ...*mailTally) {
+	t.Helper()
 	for {
 		select {
-		case msg := <-c.mail.Received:
-			m.add(c, msg)
+		case msg := <-mail.Received:
+			for _, m := range tallies {
+				m.add(t, msg)
+			}
 		default:
 			return
 		}
@@ -276,7 +288,8 @@ func (m *mailTally) take(c *testCluster) {
 }
 
 // add counts msg if it is of m's rule.
-func (m *mailTally) add(c *testCluster, msg smtptest.Message) {
+func (m *mailTally) add(t testing.TB, msg smtptest.Message) {
+	t.Helper()
 	id := msg.Msg.Header.Get("X-Dmonitor-Notification-Id")
 	if m.rule != "" && msg.Msg.Header.Get("X-Dmonitor-Rule") != m.rule {
 		return
@@ -287,7 +300,7 @@ func (m *mailTally) add(c *testCluster, msg smtptest.Message) {
 	case "resolved":
 		m.resolved[id]++
 	default:
-		c.t.Fatalf("mail without a status: %v", msg.Msg.Header)
+		t.Fatalf("mail without a status: %v", msg.Msg.Header)
 	}
 }
 
@@ -335,7 +348,7 @@ func TestClusterLeaderKilled(t *testing.T) {
 	}
 	c := newCluster(t, "")
 	c.startAll()
-	tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}}
+	tally := newTally("")
 	const trials = 20
 	seed := time.Now().UnixNano()
 	t.Logf("kill moments seeded with %d", seed)
@@ -399,7 +412,7 @@ func TestClusterRedisRestart(t *testing.T) {
 				writeTree(t, c.dirs[n], map[string]string{"dmonitor.yaml": string(b)})
 			}
 			c.startAll()
-			tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}}
+			tally := newTally("")
 			c.svc.l.Close()
 			waitFor(t, "the page", func() bool { tally.take(c); return len(tally.firing) == 1 })
 
@@ -443,21 +456,8 @@ func TestClusterSilentObserver(t *testing.T) {
 func TestClusterDegraded(t *testing.T) {
 	c := newCluster(t, "")
 	c.startAll()
-	svc := &mailTally{firing: map[string]int{}, resolved: map[string]int{}, rule: "default"}
-	redisDown := &mailTally{firing: map[string]int{}, resolved: map[string]int{}, rule: "redis-unreachable"}
-	everything := &mailTally{firing: map[string]int{}, resolved: map[string]int{}}
-	take := func() {
-		for {
-			select {
-			case m := <-c.mail.Received:
-				for _, tl := range []*mailTally{svc, redisDown, everything} {
-					tl.add(c, m)
-				}
-			default:
-				return
-			}
-		}
-	}
+	svc, redisDown, everything := newTally("default"), newTally("redis-unreachable"), newTally("")
+	take := func() { drain(t, c.mail, svc, redisDown, everything) }
 	waitFor(t, "a leader", func() bool { name, _ := c.leader(); return name != "" })
 
 	// An incident paged through Redis, still open when Redis dies.

@@ -151,7 +151,7 @@ func TestPeerDeciderKilled(t *testing.T) {
 		return name == "a" && state == "ok"
 	})
 	// observer-up pages for a's death are expected; count the service's.
-	tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}, rule: "default"}
+	tally := newTally("default")
 	c.svc.l.Close()
 	waitFor(t, "the page", func() bool { tally.take(c); return len(tally.firing) == 1 })
 

@@ -23,14 +23,7 @@ func TestReloadLeavesNoOrphan(t *testing.T) {
 	mail := smtptest.Start(t, "127.0.0.1:0")
 	control := loopback.FreeAddr(t)
 	dir := t.TempDir()
-	ctl := t.TempDir()
-	t.Setenv("CTL_DIR", ctl)
-	set := func(subject, v string) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(ctl, subject), []byte(v), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	set := steer(t)
 	for _, s := range []string{"a", "b", "c"} {
 		set(s, "0")
 	}
@@ -45,26 +38,14 @@ checks:
 `, control, mail.Addr)
 	writeTree(t, dir, map[string]string{
 		"dmonitor.yaml":              yaml,
-		"plugins/check_ctl":          ctlPlugin,
 		"hosts.d/a/ctl":              "",
 		"hosts.d/b/ctl":              "",
 		"alert.d/oncall@example.org": "",
 	})
-	if err := os.Chmod(filepath.Join(dir, "plugins", "check_ctl"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	writeCtlPlugin(t, dir)
 	d := startDaemon(t, dir, control)
-	tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}}
-	take := func() {
-		for {
-			select {
-			case m := <-mail.Received:
-				tally.add(&testCluster{t: t}, m)
-			default:
-				return
-			}
-		}
-	}
+	tally := newTally("")
+	take := func() { drain(t, mail, tally) }
 	up := func() bool {
 		resp, err := http.Get("http://" + control + "/healthz")
 		if err == nil {

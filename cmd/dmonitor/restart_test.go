@@ -24,6 +24,29 @@ echo "subject $1 says $s"
 exit "$s"
 `
 
+// steer points check_ctl at a fresh directory of subjects and returns the
+// func that sets what a subject says.
+func steer(t *testing.T) func(subject, v string) {
+	t.Helper()
+	ctl := t.TempDir()
+	t.Setenv("CTL_DIR", ctl)
+	return func(subject, v string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(ctl, subject), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// writeCtlPlugin puts check_ctl in dir's plugins/.
+func writeCtlPlugin(t *testing.T, dir string) {
+	t.Helper()
+	writeTree(t, dir, map[string]string{"plugins/check_ctl": ctlPlugin})
+	if err := os.Chmod(filepath.Join(dir, "plugins", "check_ctl"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestKill9KeepsEveryIncident: a single node is killed with kill -9 while
 // it holds an incident in each state (firing, acknowledged, silenced,
 // unknown, suppressed by a parent that fires, and a pending one). After
@@ -34,14 +57,7 @@ func TestKill9KeepsEveryIncident(t *testing.T) {
 	mail := smtptest.Start(t, "127.0.0.1:0")
 	control := loopback.FreeAddr(t)
 	dir := t.TempDir()
-	ctl := t.TempDir()
-	t.Setenv("CTL_DIR", ctl)
-	set := func(subject, v string) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(ctl, subject), []byte(v), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	set := steer(t)
 	subjects := []string{"fire", "ack", "sil", "unk", "pend", "dep-ping", "dep-svc"}
 	for _, s := range subjects {
 		set(s, "0")
@@ -82,10 +98,7 @@ checks:
 		"hosts.d/dep/svc":            "",
 		"alert.d/oncall@example.org": "",
 	})
-	writeTree(t, dir, map[string]string{"plugins/check_ctl": ctlPlugin})
-	if err := os.Chmod(filepath.Join(dir, "plugins", "check_ctl"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	writeCtlPlugin(t, dir)
 	d := startDaemon(t, dir, control)
 	waitFor(t, "every subject seen ok", func() bool {
 		for _, in := range d.instances(t) {
@@ -96,17 +109,8 @@ checks:
 		return len(d.instances(t)) == 7
 	})
 
-	tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}}
-	take := func() {
-		for {
-			select {
-			case m := <-mail.Received:
-				tally.add(&testCluster{t: t}, m)
-			default:
-				return
-			}
-		}
-	}
+	tally := newTally("")
+	take := func() { drain(t, mail, tally) }
 	for _, s := range []string{"fire", "ack", "sil", "unk", "dep-svc", "pend"} {
 		set(s, "2")
 	}
@@ -159,14 +163,8 @@ func TestAlertStateInTSDBIsHistoryOnly(t *testing.T) {
 	requirePlugins(t)
 	mail := smtptest.Start(t, "127.0.0.1:0")
 	control, tsdbAPI := loopback.FreeAddr(t), loopback.FreeAddr(t)
-	dir, ctl := t.TempDir(), t.TempDir()
-	t.Setenv("CTL_DIR", ctl)
-	set := func(subject, v string) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(ctl, subject), []byte(v), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := t.TempDir()
+	set := steer(t)
 	set("down", "0")
 	set("fine", "0")
 	writeTree(t, dir, map[string]string{
@@ -179,26 +177,14 @@ checks:
   ctl:
     command: [check_ctl, "{{host}}"]
 `, control, tsdbAPI, mail.Addr),
-		"plugins/check_ctl":          ctlPlugin,
 		"hosts.d/down/ctl":           "",
 		"hosts.d/fine/ctl":           "",
 		"alert.d/oncall@example.org": "",
 	})
-	if err := os.Chmod(filepath.Join(dir, "plugins", "check_ctl"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	writeCtlPlugin(t, dir)
 	d := startDaemon(t, dir, control)
-	tally := &mailTally{firing: map[string]int{}, resolved: map[string]int{}}
-	take := func() {
-		for {
-			select {
-			case m := <-mail.Received:
-				tally.add(&testCluster{t: t}, m)
-			default:
-				return
-			}
-		}
-	}
+	tally := newTally("")
+	take := func() { drain(t, mail, tally) }
 	set("down", "2")
 	waitFor(t, "the page", func() bool { take(); return len(tally.firing) == 1 })
 
