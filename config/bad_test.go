@@ -487,10 +487,12 @@ func peerFiles(nodes, yaml string) map[string]string {
 		FileName: yaml + "observer: a\ncontrol: {token_file: token}\n"}
 }
 
+// TestLoadBad loads each bad tree as the node that runs it (LoadAs, which
+// judges the observer too).
 func TestLoadBad(t *testing.T) {
 	for _, tc := range badCases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := Load(tree(t, tc.files))
+			cfg, err := LoadAs(tree(t, tc.files), "")
 			if err == nil {
 				t.Fatalf("Load succeeded, want error:\n%s", tc.want)
 			}

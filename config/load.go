@@ -63,8 +63,8 @@ const (
 // refused at their line. The entries decide the mode (Config.Mode).
 //
 // Refusals. A configuration that could never alert is refused, as
-// Validate says: an observer (observer:, by default the host name) that a
-// non-empty nodes.txt does not list; peer mode (two nodes or more, no
+// Validate says (LoadAs also refuses an observer that a non-empty
+// nodes.txt does not list): peer mode (two nodes or more, no
 // redis.url) without control.token_file or with control.listen ""; a
 // quorum, global or a check's, above the nodes of nodes.txt, or above 1
 // with neither nodes.txt nor redis.url. These checks are left out while
@@ -93,15 +93,21 @@ const (
 // are those of ParseDuration, and every one must be positive. smtp.from
 // defaults to dmonitor@<host name>, smtp.tls to starttls.
 func Load(dir string) (*Config, error) {
-	return LoadAs(dir, "")
+	return loadTree(dir, "", false)
 }
 
-// LoadAs is Load for the node named observer, as `dmonitor run --observer`
-// names it, so that nodes can share one tree: observer replaces
-// dmonitor.yaml's observer: (and the host name) before the tree is
-// validated, so the refusal of an observer nodes.txt does not list is
-// about this one. An empty observer changes nothing.
+// LoadAs is Load for the node that is to run as observer, as `dmonitor
+// run --observer` names it, so that nodes can share one tree: observer
+// replaces dmonitor.yaml's observer: (and the host name), and the tree is
+// refused, as Validate says, when a non-empty nodes.txt does not list it.
+// An empty observer keeps dmonitor.yaml's (or the host name). Load does not
+// judge the observer, so `dmonitor check` and `rules check` work on a
+// cluster's tree anywhere.
 func LoadAs(dir, observer string) (*Config, error) {
+	return loadTree(dir, observer, true)
+}
+
+func loadTree(dir, observer string, asNode bool) (*Config, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, Errors{{File: dir, Msg: err.Error(), Err: err}}
@@ -111,7 +117,7 @@ func LoadAs(dir, observer string) (*Config, error) {
 	// A refused nodes.txt entry or redis.url leaves the mode unknown: what
 	// Validate would say of the rest is then noise.
 	if cfg != nil && !l.modeUnknown {
-		l.errs = append(l.errs, cfg.validate()...)
+		l.errs = append(l.errs, cfg.validate(asNode)...)
 	}
 	if len(l.errs) > 0 {
 		l.errs.sort()

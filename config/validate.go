@@ -39,24 +39,25 @@ type positions struct {
 //     observers join through Redis and any quorum may be reached). A
 //     check's quorum equal to the global one is reported with it.
 //
-// Load calls Validate, so a loaded Config is valid; call it again after
-// changing one, as after overriding Observer. It returns nil or Errors,
+// Load makes the same checks but the first, and LoadAs all of them; call
+// Validate again after changing a Config, as after overriding Observer. It returns nil or Errors,
 // positioned as Load's are when c came from Load. An empty Observer is not
 // judged: Load reports why it has none.
 func (c *Config) Validate() error {
-	if errs := c.validate(); len(errs) > 0 {
+	if errs := c.validate(true); len(errs) > 0 {
 		return errs
 	}
 	return nil
 }
 
-func (c *Config) validate() Errors {
+// validate makes Validate's checks, the observer's only when asNode.
+func (c *Config) validate(asNode bool) Errors {
 	var errs Errors
 	at := func(file string, p pos, format string, args ...any) {
 		errs = append(errs, &Error{File: file, Line: p.line, Col: p.col, Msg: fmt.Sprintf(format, args...)})
 	}
 
-	if len(c.Nodes) > 0 && c.Observer != "" && !slices.Contains(c.Nodes, c.Observer) {
+	if asNode && len(c.Nodes) > 0 && c.Observer != "" && !slices.Contains(c.Nodes, c.Observer) {
 		at(nodesFile, pos{}, "this observer %q is not listed (nodes: %s): add it, or set observer: in %s (or --observer) to its entry",
 			c.Observer, strings.Join(c.Nodes, ", "), FileName)
 	}
