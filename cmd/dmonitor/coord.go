@@ -34,8 +34,6 @@ type coordination struct {
 	share      evaluator.Share // nil: alone
 	state      evaluator.StateStore
 	termSender evaluator.TermSender
-	// local is this node's own copy of the alert state, in every mode.
-	local *localstate.Store
 	// peerAPI is served on the control port in peer mode; nil otherwise.
 	peerAPI http.Handler
 	// cluster is the Redis side in redis mode; nil otherwise.
@@ -81,7 +79,6 @@ func openCoordination(cfg *config.Config, token string, rs receivers, local eval
 	if err != nil {
 		return nil, err
 	}
-	c.local = st
 	c.closes = append(c.closes, st.Close)
 
 	switch c.mode {
