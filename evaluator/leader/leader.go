@@ -669,9 +669,10 @@ func (l *Leader) Status() Status {
 	// them, not its own idle engine: all observers seeing a check fail
 	// while a follower's page says ok would send the operator astray.
 	var stored map[string]alerting.Instance
+	var storedErr error
 	if !st.Leader {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		stored, _ = l.state.LoadAll(ctx)
+		stored, storedErr = l.state.LoadAll(ctx)
 		cancel()
 	}
 	var rows []row
@@ -692,9 +693,13 @@ func (l *Leader) Status() Status {
 	for _, r := range rows {
 		latest, _ := l.latest(r.k)
 		is := InstanceStatus{Rule: r.rule, Host: r.k.host, Check: r.k.check, State: alerting.OK}
-		if r.ok {
+		switch {
+		case r.ok:
 			is.State, is.Reason, is.Since = r.inst.State, r.inst.Reason, r.inst.ActiveAt
-		} else if len(latest) == 0 {
+		case storedErr != nil:
+			// Not known to be fine: the leader's decisions cannot be read.
+			is.State, is.Reason = alerting.Unknown, "the alert state cannot be read: "+storedErr.Error()
+		case len(latest) == 0:
 			is.State, is.Reason = alerting.Unknown, "no result yet"
 		}
 		for _, res := range latest {
