@@ -198,9 +198,7 @@ func (h *handler) render(ctx context.Context, buf *bytes.Buffer, req *request, p
 			if err != nil {
 				return err
 			}
-			for _, a := range as {
-				notes = append(notes, a)
-			}
+			notes = append(notes, as...)
 		}
 		if len(notes) > 0 {
 			slices.SortStableFunc(notes, func(a, b tsdb.Annotation) int { return a.Start.Compare(b.Start) })
