@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -150,8 +151,8 @@ type peer struct {
 	heartbeat *time.Time
 	results   []wire.Result
 	confirm   []Target
-	state     []localstate.Record
-	down      bool // the last push failed; logged once per change
+	state     map[string]localstate.Record // by key: only the newest record of an instance waits
+	down      bool                         // the last push failed; logged once per change
 }
 
 type metrics struct {
@@ -179,7 +180,7 @@ func New(o Options) *Exchange {
 		x.limit = 100_000
 	}
 	for _, p := range o.Peers {
-		x.peers = append(x.peers, &peer{Peer: p, wake: make(chan struct{}, 1)})
+		x.peers = append(x.peers, &peer{Peer: p, wake: make(chan struct{}, 1), state: make(map[string]localstate.Record)})
 	}
 	x.metrics = metrics{
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -213,19 +214,30 @@ func (x *Exchange) Run(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// StateRetry is how long a push that carried alert state waits before it
+// is tried again after a failure.
+const StateRetry = time.Second
+
 // send pushes what waits for p whenever there is something, one push at a
 // time: results that queue up during a push go in the next one, so batches
-// grow only under load or while p is slow.
+// grow only under load or while p is slow. A failed push drops its results
+// (fresher ones follow within an interval) but keeps its alert state, which
+// is tried again every StateRetry until p takes it: a page the next decider
+// does not know of would be paged again, under another id, and the first
+// never resolved.
 func (x *Exchange) send(ctx context.Context, p *peer) {
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.wake:
+		case <-retry:
 		}
+		retry = nil
 		p.mu.Lock()
-		env := Envelope{From: x.self, Heartbeat: p.heartbeat, Results: p.results, Confirm: p.confirm, State: p.state}
-		p.heartbeat, p.results, p.confirm, p.state = nil, nil, nil, nil
+		env := Envelope{From: x.self, Heartbeat: p.heartbeat, Results: p.results, Confirm: p.confirm, State: p.pendingState()}
+		p.heartbeat, p.results, p.confirm = nil, nil, nil
 		p.mu.Unlock()
 		env.SentAt = x.now()
 		err := x.push(ctx, p, &env)
@@ -235,6 +247,9 @@ func (x *Exchange) send(ctx context.Context, p *peer) {
 		p.mu.Unlock()
 		switch {
 		case err == nil:
+			p.mu.Lock()
+			p.delivered(env.State)
+			p.mu.Unlock()
 			x.metrics.sent.WithLabelValues(p.Name).Inc()
 			if wasDown {
 				x.log.Info("peer reachable again", "peer", p.Name, "url", p.URL)
@@ -247,6 +262,31 @@ func (x *Exchange) send(ctx context.Context, p *peer) {
 			if !wasDown {
 				x.log.Warn("cannot reach peer; its results age until it answers", "peer", p.Name, "url", p.URL, "err", err)
 			}
+			if len(env.State) > 0 {
+				retry = time.After(StateRetry)
+			}
+		}
+	}
+}
+
+// pendingState returns the state records waiting for p, by key; p.mu held.
+func (p *peer) pendingState() []localstate.Record {
+	if len(p.state) == 0 {
+		return nil
+	}
+	out := make([]localstate.Record, 0, len(p.state))
+	for _, k := range slices.Sorted(maps.Keys(p.state)) {
+		out = append(out, p.state[k])
+	}
+	return out
+}
+
+// delivered forgets the records p has taken, unless a newer one of the
+// same key was queued meanwhile; p.mu held.
+func (p *peer) delivered(recs []localstate.Record) {
+	for _, r := range recs {
+		if cur, ok := p.state[r.Key]; ok && cur.Updated.Equal(r.Updated) && cur.Epoch == r.Epoch {
+			delete(p.state, r.Key)
 		}
 	}
 }
@@ -383,9 +423,14 @@ func (x *Exchange) Confirmations(ctx context.Context, fn func(host, check, from 
 }
 
 // PushState queues alert state records for every peer, so each keeps a
-// copy and the next deciding node resumes from it.
+// copy and the next deciding node resumes from it. Only the newest record
+// of each key waits, and it waits until the peer has taken it.
 func (x *Exchange) PushState(recs ...localstate.Record) {
-	x.queue(func(p *peer) { p.state = append(p.state, recs...) })
+	x.queue(func(p *peer) {
+		for _, r := range recs {
+			p.state[r.Key] = r
+		}
+	})
 }
 
 // FetchState returns the alert state copies of the peers that answer

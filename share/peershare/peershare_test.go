@@ -1145,3 +1145,52 @@ func TestDownPeerDelaysNoOther(t *testing.T) {
 		})
 	}
 }
+
+// TestStateRetriedUntilTaken: alert state pushed while a peer is down is
+// not dropped like results: it reaches the peer once the peer answers, so
+// the next decider knows what was paged.
+func TestStateRetriedUntilTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there until the peer "comes back"
+	c := newCluster(t, []string{"a"}, func(n *node, o *peershare.Options) {
+		o.Peers = append(o.Peers, peershare.Peer{Name: "z", URL: "http://" + addr})
+	})
+	a := c["a"]
+	r := record("down\x00web1\x00http", t0.Add(5), 9)
+	a.x.PushState(r)
+	a.run(t)
+	waitFor(t, "a failed push to z", func() bool {
+		return metric(t, a.reg, "dmonitor_peer_push_errors_total", "peer", "z") >= 1
+	})
+
+	got := make(chan []localstate.Record, 10)
+	l, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("the port of the peer that was down was taken meanwhile: %v", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var env peershare.Envelope
+		if err := json.NewDecoder(req.Body).Decode(&env); err != nil {
+			t.Errorf("decode push: %v", err)
+		}
+		if len(env.State) > 0 {
+			got <- env.State
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	select {
+	case recs := <-got:
+		if g, w := recordsJSON(t, recs), recordsJSON(t, []localstate.Record{r}); g != w {
+			t.Fatalf("z got %s, want %s", g, w)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the state pushed while z was down never reached it")
+	}
+}
