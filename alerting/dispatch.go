@@ -49,6 +49,21 @@ type DispatcherOptions struct {
 	// queues survive a restart; see OpenDispatcher. NewDispatcher keeps the
 	// queues in memory only.
 	Dir string
+	// Replica, when set, is told of every notification queued and every
+	// one done, after its journal: how the queues of a node that may die
+	// are kept by others, so they can be delivered without it.
+	Replica Replica
+}
+
+// Replica keeps a copy of a Dispatcher's queues elsewhere. Its methods are
+// called right after the journal's, in each queue's order, and must not
+// block.
+type Replica interface {
+	// Queued: n waits for receiver.
+	Queued(receiver string, n Notification)
+	// Done: the notification id of receiver was delivered, or dropped as
+	// undeliverable.
+	Done(receiver, id string)
 }
 
 // ReceiverStats counts what happened to one receiver's notifications since
@@ -343,6 +358,9 @@ func (d *Dispatcher) Send(receiver string, n Notification) error {
 	q.items = append(q.items, n)
 	q.queued[n.ID]++
 	q.mu.Unlock()
+	if d.opts.Replica != nil {
+		d.opts.Replica.Queued(receiver, n)
+	}
 	select {
 	case q.wake <- struct{}{}:
 	default: // a wake-up is already pending
@@ -575,6 +593,9 @@ func (d *Dispatcher) pop(ctx context.Context, q *queue, id string, update func(*
 	update(&q.stats)
 	closed := q.closed
 	q.mu.Unlock()
+	if d.opts.Replica != nil {
+		d.opts.Replica.Done(q.name, id)
+	}
 	if q.journal == nil || closed {
 		return
 	}

@@ -612,3 +612,50 @@ func TestDispatcherJournalKill9(t *testing.T) {
 	t.Logf("child sent %d (printed), delivered %d; after kill -9 and reopen: %d delivered from #%d",
 		len(sent), len(childDelivered), len(got), first)
 }
+
+// replicaLog records what a Replica is told, in order.
+type replicaLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *replicaLog) Queued(receiver string, n Notification) {
+	r.add("queued " + receiver + " " + n.ID)
+}
+func (r *replicaLog) Done(receiver, id string) { r.add("done " + receiver + " " + id) }
+
+func (r *replicaLog) add(e string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+}
+
+func (r *replicaLog) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events)
+}
+
+// The Replica hears of every notification queued and of every one done,
+// delivered or dropped, in order; a duplicate Send is not queued again.
+func TestDispatcherReplica(t *testing.T) {
+	h := newHandNotifier()
+	rep := &replicaLog{}
+	d := NewDispatcher(map[string]Notifier{"ops": h}, nil, DispatcherOptions{Replica: rep})
+	for _, id := range []string{"a", "b", "a"} {
+		if err := d.Send("ops", note(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := run(t, d)
+	h.expect(t, "a")
+	h.replies <- reply{}
+	h.expect(t, "b")
+	h.replies <- reply{retry: false, err: errors.New("550 no such user")}
+	waitStats(t, d, "ops", func(s ReceiverStats) bool { return s.Sent == 1 && s.Failed == 1 })
+	stop()
+	want := []string{"queued ops a", "queued ops b", "done ops a", "done ops b"}
+	if got := rep.all(); !slices.Equal(got, want) {
+		t.Errorf("replica heard %v, want %v", got, want)
+	}
+}

@@ -40,6 +40,11 @@ type coordination struct {
 	cluster *cluster
 	// failover is the lease of degraded-capable redis mode; nil otherwise.
 	failover *failover.Lease
+	// dispatcher is the notification queues on this node's disk, which
+	// local and peer mode send through in every term, and redis mode
+	// while degraded; nil in redis mode without degraded mode, whose
+	// queues are opened in Redis per term. The caller runs it.
+	dispatcher *alerting.Dispatcher
 	// run is what runs beside the evaluator (the peer senders).
 	run    []func(context.Context) error
 	closes []func() error
@@ -56,44 +61,60 @@ func (c *coordination) close() error {
 // statePath is where a node keeps its copy of the alert state.
 func statePath(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "state.db") }
 
-// openCoordination builds the coordination of cfg's mode. local is the
-// notification queues on this node's disk, which local and peer mode send
-// through in every term; redis mode opens a fenced queue per term instead.
-func openCoordination(cfg *config.Config, token string, rs receivers, local evaluator.Sender, reg prometheus.Registerer, log *slog.Logger) (*coordination, error) {
+// openCoordination builds the coordination of cfg's mode, with rs's
+// notification queues.
+func openCoordination(cfg *config.Config, token string, rs receivers, reg prometheus.Registerer, log *slog.Logger) (*coordination, error) {
 	c := &coordination{mode: cfg.Mode()}
-	fixed := func(int64) (evaluator.Sender, func(), error) { return local, func() {}, nil }
+	peers := c.mode == config.ModePeer || degradable(cfg, token)
 
 	// The peer exchange is made after the state store it serves, and the
 	// store hands it every write: the hook reads it once it is set, before
 	// anything is written.
 	var exchange *peershare.Exchange
-	written := func(r localstate.Record) {
-		if exchange != nil {
-			exchange.PushState(r)
-		}
-	}
-	if c.mode != config.ModePeer && !degradable(cfg, token) {
-		written = nil
+	var written func(localstate.Record)
+	if peers {
+		written = func(r localstate.Record) { exchange.PushState(r) }
 	}
 	st, err := localstate.Open(statePath(cfg), localstate.Options{Logger: log.With("component", "state"), Written: written})
 	if err != nil {
 		return nil, err
 	}
 	c.closes = append(c.closes, st.Close)
+	dopts := alerting.DispatcherOptions{Dir: filepath.Join(cfg.DataDir, "notify")}
+	if peers {
+		exchange = newPeerExchange(cfg, token, st, reg, log)
+		c.peerAPI = exchange.Handler()
+		c.run = append(c.run, exchange.Run)
+		// The peers hold what the queues hold, so a decider that dies with
+		// a notification undelivered leaves it to the next one.
+		dopts.Replica = exchange
+	}
+	var local evaluator.Sender
+	if c.mode != config.ModeRedis || peers {
+		d, err := alerting.OpenDispatcher(rs.queues, log.With("component", "notify"), dopts)
+		if err != nil {
+			return nil, errors.Join(err, c.close())
+		}
+		c.dispatcher = d
+		c.closes = append(c.closes, d.Close)
+		local = router{d, rs.routes}
+	}
+	fixed := func(int64) (evaluator.Sender, func(), error) { return local, func() {}, nil }
+	var ps peerState
+	if peers {
+		ps = peerState{Store: st, x: exchange, queues: c.dispatcher, log: log.With("component", "state")}
+	}
 
 	switch c.mode {
 	case config.ModeLocal:
 		c.lease, c.state, c.termSender = lock.Local{}, st, fixed
 	case config.ModePeer:
-		exchange = newPeerExchange(cfg, token, st, reg, log)
 		c.share = peerShare{exchange}
-		c.state = peerState{st, exchange, log.With("component", "state")}
+		c.state = ps
 		c.termSender = fixed
-		c.peerAPI = exchange.Handler()
 		pl := newPeerLease(cfg, exchange, log)
 		c.lease = pl
 		c.closes = append(c.closes, pl.Close)
-		c.run = append(c.run, exchange.Run)
 		log.Info("peer mode: deciding with the nodes of nodes.txt, no Redis", "nodes", cfg.Nodes,
 			"decider", "the live node whose name sorts first")
 	case config.ModeRedis:
@@ -117,9 +138,6 @@ func openCoordination(cfg *config.Config, token string, rs receivers, local eval
 		// Degraded mode: the peers stay in touch over the control port
 		// all along, so when Redis goes away they decide among
 		// themselves, from alert state every node already holds.
-		exchange = newPeerExchange(cfg, token, st, reg, log)
-		c.peerAPI = exchange.Handler()
-		peers := peerShare{exchange}
 		pl := newPeerLease(cfg, exchange, log)
 		fl := failover.New(failover.Options{
 			Primary: cl.lease, Fallback: pl, After: cfg.Redis.LeaseTTL,
@@ -128,8 +146,8 @@ func openCoordination(cfg *config.Config, token string, rs receivers, local eval
 		})
 		c.failover = fl
 		c.lease = fl
-		c.share = dualShare{redis: cl.share, peers: peers}
-		c.state = failoverState{lease: fl, redis: mirror, peers: peerState{st, exchange, log.With("component", "state")}}
+		c.share = dualShare{redis: cl.share, peers: peerShare{exchange}}
+		c.state = failoverState{lease: fl, redis: mirror, peers: ps}
 		redisTerms := c.termSender
 		c.termSender = func(epoch int64) (evaluator.Sender, func(), error) {
 			if fl.Fallback() {
@@ -138,7 +156,7 @@ func openCoordination(cfg *config.Config, token string, rs receivers, local eval
 			return redisTerms(epoch)
 		}
 		c.closes = append(c.closes, pl.Close)
-		c.run = append(c.run, exchange.Run, fl.Run)
+		c.run = append(c.run, fl.Run)
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dmonitor_degraded", Help: "1 while Redis is unreachable and the nodes decide among themselves (peer mode).",
 		}, func() float64 {
@@ -212,22 +230,33 @@ func (s peerShare) Observers(ctx context.Context) ([]evaluator.ObserverSeen, err
 // resumes where the last decider stopped even if it was down meanwhile.
 type peerState struct {
 	*localstate.Store
-	x   *peershare.Exchange
-	log *slog.Logger
+	x *peershare.Exchange
+	// queues take the notifications the last decider left undelivered.
+	queues *alerting.Dispatcher
+	log    *slog.Logger
 }
 
 // TakeOver fetches the peers' copies, merges them into this node's and
-// takes the local store over. A peer that does not answer within a few
-// seconds is skipped: it may be the decider that died.
+// takes the local store over; the notifications the peers hold for a
+// decider that did not report them done are queued here, under their own
+// ids (a receiver drops one it has). A peer that does not answer within a
+// few seconds is skipped: it may be the decider that died.
 func (p peerState) TakeOver(ctx context.Context, epoch int64) error {
 	fctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	recs, answered := p.x.FetchState(fctx)
+	f := p.x.FetchState(fctx)
 	cancel()
-	applied, err := p.Store.Merge(ctx, recs)
+	applied, err := p.Store.Merge(ctx, f.Records)
 	if err != nil {
 		return fmt.Errorf("merge the peers' alert state: %w", err)
 	}
-	p.log.Info("took in the peers' alert state", "peers_answering", answered, "records", len(recs), "newer", len(applied))
+	for _, q := range f.Queued {
+		if err := p.queues.Send(q.Receiver, q.Notification); err != nil {
+			p.log.Error("queue a notification the last decider left undelivered", "receiver", q.Receiver,
+				"id", q.Notification.ID, "err", err)
+		}
+	}
+	p.log.Info("took in the peers' alert state", "peers_answering", f.Answered, "records", len(f.Records),
+		"newer", len(applied), "notifications_taken_over", len(f.Queued))
 	return p.Store.TakeOver(ctx, epoch)
 }
 

@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
@@ -179,5 +182,49 @@ func TestPeerDeciderKilled(t *testing.T) {
 	tally.take(c)
 	if len(tally.firing) != 1 || len(tally.resolved) != 1 || tally.duplicates() > 1 {
 		t.Fatalf("firing %v, resolved %v: want one incident, paged and resolved, at most one duplicate", tally.firing, tally.resolved)
+	}
+}
+
+// TestPeerDeciderDiesWithPageUndelivered: the deciding node queues a page
+// its mail relay refuses, and dies with kill -9 before the relay takes it.
+// Its peers hold what its queues held, so the next decider delivers that
+// page (the same id), and later its recovery: nothing is lost with the
+// node that queued it.
+func TestPeerDeciderDiesWithPageUndelivered(t *testing.T) {
+	c := newPeerCluster(t, "")
+	c.startAll()
+	waitFor(t, "the first node deciding with the service up", func() bool {
+		name, state := c.deciderState()
+		return name == "a" && state == "ok"
+	})
+	c.mail.Refuse(func(stage string) *gosmtp.SMTPError {
+		if stage != "mail" {
+			return nil
+		}
+		return &gosmtp.SMTPError{Code: 451, Message: "try again later"}
+	})
+	c.svc.l.Close()
+	select {
+	case <-c.mail.Refused:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the decider never tried to mail the page")
+	}
+	waitFor(t, "b to hold a's undelivered page", func() bool {
+		code, body := c.nodes["b"].api(t, "GET", "/api/v1/peer/state", clusterToken, "")
+		return code == http.StatusOK && strings.Contains(body, `"queued"`)
+	})
+	c.nodes["a"].kill(t)
+	c.mail.Refuse(nil)
+
+	tally := newTally("default")
+	waitFor(t, "the page, delivered by the next decider", func() bool { tally.take(c); return len(tally.firing) == 1 })
+	c.svc = startService(t, c.svc.addr)
+	waitFor(t, "the recovery", func() bool { tally.take(c); return len(tally.resolved) == 1 })
+	for _, n := range []string{"b", "c"} {
+		c.nodes[n].stop(t)
+	}
+	tally.take(c)
+	if len(tally.firing) != 1 || len(tally.resolved) != 1 || tally.duplicates() > 1 {
+		t.Fatalf("firing %v, resolved %v: want the one page and its recovery", tally.firing, tally.resolved)
 	}
 }

@@ -144,25 +144,7 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 			return err
 		}
 	}
-	// Local and peer mode send through queues on this node's disk, which
-	// outlive every term; redis mode opens fenced queues in Redis per term,
-	// and uses the disk's while degraded.
-	var dispatcher *alerting.Dispatcher
-	var local evaluator.Sender
-	if cfg.Mode() != config.ModeRedis || degradable(cfg, token) {
-		dispatcher, err = alerting.OpenDispatcher(rs.queues, log.With("component", "notify"),
-			alerting.DispatcherOptions{Dir: filepath.Join(cfg.DataDir, "notify")})
-		if err != nil {
-			return err
-		}
-		defer func() {
-			if err := dispatcher.Close(); err != nil {
-				log.Error("close notification queues", "err", err)
-			}
-		}()
-		local = router{dispatcher, rs.routes}
-	}
-	co, err := openCoordination(cfg, token, rs, local, reg, log)
+	co, err := openCoordination(cfg, token, rs, reg, log)
 	if err != nil {
 		return err
 	}
@@ -224,8 +206,8 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 	// when ctx ends or as soon as one of them fails.
 	dispCtx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
 	dispDone := make(chan error, 1)
-	if dispatcher != nil {
-		go func() { dispDone <- dispatcher.Run(dispCtx) }()
+	if co.dispatcher != nil {
+		go func() { dispDone <- co.dispatcher.Run(dispCtx) }()
 	} else {
 		dispDone <- nil
 	}

@@ -28,6 +28,7 @@ package peershare
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,6 +44,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/alerting/localstate"
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/share/wire"
@@ -68,7 +70,31 @@ type Envelope struct {
 	Results   []wire.Result       `json:"results,omitempty"`
 	Confirm   []Target            `json:"confirm,omitempty"`
 	State     []localstate.Record `json:"state,omitempty"`
+	// Queued are the notifications the sender's queues took since its last
+	// push, and Done those it delivered (or dropped): every peer holds the
+	// queued ones until they are done, so that if the sender dies with
+	// some undelivered, the next decider delivers them.
+	Queued []QueuedNotification `json:"queued,omitempty"`
+	Done   []DoneNotification   `json:"done,omitempty"`
 }
+
+// QueuedNotification is a notification waiting in a decider's queue of
+// Receiver (a destination, such as "ops/email").
+type QueuedNotification struct {
+	Receiver     string                `json:"receiver"`
+	Notification alerting.Notification `json:"notification"`
+}
+
+// DoneNotification names a notification a decider's queue of Receiver is
+// done with.
+type DoneNotification struct {
+	Receiver string `json:"receiver"`
+	ID       string `json:"id"`
+}
+
+// MaxHeld bounds the notifications a node holds for its peers; beyond it
+// the oldest are forgotten, and logged.
+const MaxHeld = 100_000
 
 // Target is one host×check, the subject of a confirmation request.
 type Target struct {
@@ -139,7 +165,9 @@ type Exchange struct {
 	seen        map[string]time.Time // peer → when its last heartbeat arrived, on this node's clock
 	selfBeat    time.Time
 	confirmedAt map[Target]time.Time // until when this node holds off its next request, per target
-	skewed      map[string]bool      // peers reported for their clock
+	held        map[string]heldNote  // the peers' queued notifications, by receiver and id
+	heldSeq     uint64
+	skewed      map[string]bool // peers reported for their clock
 }
 
 // peer is the sending side of one peer: what waits for it.
@@ -152,7 +180,9 @@ type peer struct {
 	results   []wire.Result
 	confirm   []Target
 	state     map[string]localstate.Record // by key: only the newest record of an instance waits
-	down      bool                         // the last push failed; logged once per change
+	queued    map[string]QueuedNotification
+	done      []DoneNotification
+	down      bool // the last push failed; logged once per change
 }
 
 type metrics struct {
@@ -166,6 +196,7 @@ func New(o Options) *Exchange {
 		self: o.Self, token: o.Token, known: o.Known, state: o.State, onState: o.OnState,
 		client: o.Client, log: o.Logger, now: o.Now, limit: o.QueueSize,
 		seen: make(map[string]time.Time), confirmedAt: make(map[Target]time.Time), skewed: make(map[string]bool),
+		held: make(map[string]heldNote),
 	}
 	if x.client == nil {
 		x.client = &http.Client{Timeout: 2 * time.Second}
@@ -180,7 +211,8 @@ func New(o Options) *Exchange {
 		x.limit = 100_000
 	}
 	for _, p := range o.Peers {
-		x.peers = append(x.peers, &peer{Peer: p, wake: make(chan struct{}, 1), state: make(map[string]localstate.Record)})
+		x.peers = append(x.peers, &peer{Peer: p, wake: make(chan struct{}, 1), state: make(map[string]localstate.Record),
+			queued: make(map[string]QueuedNotification)})
 	}
 	x.metrics = metrics{
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -214,8 +246,8 @@ func (x *Exchange) Run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// StateRetry is how long a push that carried alert state waits before it
-// is tried again after a failure.
+// StateRetry is how long a push that carried alert state or notifications
+// waits before it is tried again after a failure.
 const StateRetry = time.Second
 
 // send pushes what waits for p whenever there is something, one push at a
@@ -236,8 +268,9 @@ func (x *Exchange) send(ctx context.Context, p *peer) {
 		}
 		retry = nil
 		p.mu.Lock()
-		env := Envelope{From: x.self, Heartbeat: p.heartbeat, Results: p.results, Confirm: p.confirm, State: p.pendingState()}
-		p.heartbeat, p.results, p.confirm = nil, nil, nil
+		env := Envelope{From: x.self, Heartbeat: p.heartbeat, Results: p.results, Confirm: p.confirm, State: p.pendingState(),
+			Queued: p.pendingQueued(), Done: p.done}
+		p.heartbeat, p.results, p.confirm, p.done = nil, nil, nil, nil
 		p.mu.Unlock()
 		env.SentAt = x.now()
 		err := x.push(ctx, p, &env)
@@ -249,6 +282,9 @@ func (x *Exchange) send(ctx context.Context, p *peer) {
 		case err == nil:
 			p.mu.Lock()
 			p.delivered(env.State)
+			for _, q := range env.Queued {
+				delete(p.queued, noteKey(q.Receiver, q.Notification.ID))
+			}
 			p.mu.Unlock()
 			x.metrics.sent.WithLabelValues(p.Name).Inc()
 			if wasDown {
@@ -262,12 +298,34 @@ func (x *Exchange) send(ctx context.Context, p *peer) {
 			if !wasDown {
 				x.log.Warn("cannot reach peer; its results age until it answers", "peer", p.Name, "url", p.URL, "err", err)
 			}
-			if len(env.State) > 0 {
+			if len(env.State)+len(env.Queued)+len(env.Done) > 0 {
+				// Done ids go back in front of any newer ones; queued
+				// notifications and state stayed where they were.
+				p.mu.Lock()
+				p.done = append(env.Done, p.done...)
+				p.mu.Unlock()
 				retry = time.After(StateRetry)
 			}
 		}
 	}
 }
+
+// pendingQueued returns the queued notifications waiting for p, oldest
+// first; p.mu held.
+func (p *peer) pendingQueued() []QueuedNotification {
+	if len(p.queued) == 0 {
+		return nil
+	}
+	out := slices.Collect(maps.Values(p.queued))
+	slices.SortStableFunc(out, func(a, b QueuedNotification) int {
+		return a.Notification.EvaluatedAt.Compare(b.Notification.EvaluatedAt)
+	})
+	return out
+}
+
+// noteKey is the key of a notification of receiver in the maps that hold
+// them.
+func noteKey(receiver, id string) string { return receiver + "\x00" + id }
 
 // pendingState returns the state records waiting for p, by key; p.mu held.
 func (p *peer) pendingState() []localstate.Record {
@@ -433,57 +491,146 @@ func (x *Exchange) PushState(recs ...localstate.Record) {
 	})
 }
 
-// FetchState returns the alert state copies of the peers that answer
-// within ctx, and how many did. A peer that does not answer is skipped:
-// it may be the dead node whose place this one takes.
-func (x *Exchange) FetchState(ctx context.Context) ([]localstate.Record, int) {
+// Queued tells every peer that n waits in this node's queue of receiver
+// (alerting.Replica), so they hold it until Done.
+func (x *Exchange) Queued(receiver string, n alerting.Notification) {
+	q := QueuedNotification{Receiver: receiver, Notification: n}
+	x.queue(func(p *peer) { p.queued[noteKey(receiver, n.ID)] = q })
+}
+
+// Done tells every peer that this node's queue of receiver is done with
+// id (alerting.Replica).
+func (x *Exchange) Done(receiver, id string) {
+	x.queue(func(p *peer) {
+		k := noteKey(receiver, id)
+		if _, waiting := p.queued[k]; waiting {
+			delete(p.queued, k) // never sent: nothing for p to forget
+			return
+		}
+		p.done = append(p.done, DoneNotification{Receiver: receiver, ID: id})
+	})
+}
+
+var _ alerting.Replica = (*Exchange)(nil)
+
+// heldNote is a peer's queued notification, held here.
+type heldNote struct {
+	QueuedNotification
+	from string
+	seq  uint64 // arrival order, for the bound
+}
+
+// hold keeps what env says of its sender's queues.
+func (x *Exchange) hold(env *Envelope) {
+	if len(env.Queued)+len(env.Done) == 0 {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, q := range env.Queued {
+		x.heldSeq++
+		x.held[noteKey(q.Receiver, q.Notification.ID)] = heldNote{QueuedNotification: q, from: env.From, seq: x.heldSeq}
+	}
+	for _, d := range env.Done {
+		delete(x.held, noteKey(d.Receiver, d.ID))
+	}
+	if over := len(x.held) - MaxHeld; over > 0 {
+		oldest := slices.SortedFunc(maps.Keys(x.held), func(a, b string) int { return cmp.Compare(x.held[a].seq, x.held[b].seq) })
+		for _, k := range oldest[:over] {
+			delete(x.held, k)
+		}
+		x.log.Warn("too many notifications held for peers; the oldest forgotten", "forgotten", over, "max", MaxHeld)
+	}
+}
+
+// heldNotes returns the notifications held for the peers, oldest first.
+func (x *Exchange) heldNotes() []QueuedNotification {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	hs := slices.SortedFunc(maps.Values(x.held), func(a, b heldNote) int { return cmp.Compare(a.seq, b.seq) })
+	out := make([]QueuedNotification, len(hs))
+	for i, h := range hs {
+		out[i] = h.QueuedNotification
+	}
+	return out
+}
+
+// Fetched is what the peers that answered FetchState hold.
+type Fetched struct {
+	// Records are their copies of the alert state.
+	Records []localstate.Record
+	// Queued are the notifications they hold that a decider had queued and
+	// not reported done, oldest first, without duplicates.
+	Queued []QueuedNotification
+	// Answered counts the peers that answered.
+	Answered int
+}
+
+// FetchState returns what the peers that answer within ctx hold: their
+// alert state copies and the notifications they hold. A peer that does
+// not answer is skipped: it may be the dead node whose place this one
+// takes.
+func (x *Exchange) FetchState(ctx context.Context) Fetched {
 	type answer struct {
-		recs []localstate.Record
+		body stateBody
 		err  error
 		name string
 	}
 	answers := make(chan answer, len(x.peers))
 	for _, p := range x.peers {
 		go func() {
-			recs, err := x.fetch(ctx, p)
-			answers <- answer{recs, err, p.Name}
+			body, err := x.fetch(ctx, p)
+			answers <- answer{body, err, p.Name}
 		}()
 	}
-	var all []localstate.Record
-	n := 0
+	var f Fetched
+	seen := make(map[string]bool)
 	for range x.peers {
 		a := <-answers
 		if a.err != nil {
 			x.log.Info("no alert state from peer", "peer", a.name, "err", a.err)
 			continue
 		}
-		n++
-		all = append(all, a.recs...)
+		f.Answered++
+		f.Records = append(f.Records, a.body.Records...)
+		for _, q := range a.body.Queued {
+			if k := noteKey(q.Receiver, q.Notification.ID); !seen[k] {
+				seen[k] = true
+				f.Queued = append(f.Queued, q)
+			}
+		}
 	}
-	return all, n
+	slices.SortStableFunc(f.Queued, func(a, b QueuedNotification) int {
+		return a.Notification.EvaluatedAt.Compare(b.Notification.EvaluatedAt)
+	})
+	return f
 }
 
-func (x *Exchange) fetch(ctx context.Context, p *peer) ([]localstate.Record, error) {
+// stateBody is the answer of the state endpoint.
+type stateBody struct {
+	Records []localstate.Record  `json:"records"`
+	Queued  []QueuedNotification `json:"queued,omitempty"`
+}
+
+func (x *Exchange) fetch(ctx context.Context, p *peer) (stateBody, error) {
+	var body stateBody
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+StatePath, nil)
 	if err != nil {
-		return nil, fmt.Errorf("fetch state of %s: %w", p.Name, err)
+		return body, fmt.Errorf("fetch state of %s: %w", p.Name, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+x.token)
 	resp, err := x.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetch state of %s: %w", p.Name, err)
+		return body, fmt.Errorf("fetch state of %s: %w", p.Name, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch state of %s: %s", p.Name, resp.Status)
-	}
-	var body struct {
-		Records []localstate.Record `json:"records"`
+		return body, fmt.Errorf("fetch state of %s: %s", p.Name, resp.Status)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("fetch state of %s: decode: %w", p.Name, err)
+		return body, fmt.Errorf("fetch state of %s: decode: %w", p.Name, err)
 	}
-	return body.Records, nil
+	return body, nil
 }
 
 // maxPush bounds a push body: 100,000 results of a few hundred bytes.
@@ -538,6 +685,7 @@ func (x *Exchange) servePush(w http.ResponseWriter, r *http.Request) {
 	if len(env.State) > 0 && x.onState != nil {
 		x.onState(r.Context(), env.State)
 	}
+	x.hold(&env)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -551,9 +699,7 @@ func (x *Exchange) serveState(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	if err := json.NewEncoder(w).Encode(struct {
-		Records []localstate.Record `json:"records"`
-	}{Records: recs}); err != nil && !errors.Is(err, context.Canceled) {
+	if err := json.NewEncoder(w).Encode(stateBody{Records: recs, Queued: x.heldNotes()}); err != nil && !errors.Is(err, context.Canceled) {
 		x.log.Debug("write alert state to peer", "remote", r.RemoteAddr, "err", err)
 	}
 }

@@ -789,7 +789,8 @@ func TestFetchState(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), within)
 			defer cancel()
-			got, answered := cl["b"].x.FetchState(ctx)
+			f := cl["b"].x.FetchState(ctx)
+			got, answered := f.Records, f.Answered
 			if answered != tc.answered {
 				t.Errorf("FetchState answered = %d, want %d", answered, tc.answered)
 			}
@@ -1193,4 +1194,41 @@ func TestStateRetriedUntilTaken(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the state pushed while z was down never reached it")
 	}
+}
+
+// TestQueuedNotificationsHeld: what a decider's queues hold is held by its
+// peers until it is done, so a decider that dies with a notification
+// undelivered leaves it to its successor, once, oldest first.
+func TestQueuedNotificationsHeld(t *testing.T) {
+	c := newCluster(t, []string{"a", "b", "c"}, nil)
+	a, b, cc := c["a"], c["b"], c["c"]
+	note := func(id string, at int) alerting.Notification {
+		return alerting.Notification{ID: id, Status: alerting.StatusFiring, Rule: "default", EvaluatedAt: t0.Add(time.Duration(at) * time.Second)}
+	}
+	a.x.Queued("ops/email", note("late", 2))
+	a.x.Queued("ops/email", note("early", 1))
+	a.x.Queued("ops/webhook", note("early", 1))
+	a.x.Done("ops/webhook", "early") // never pushed: nothing for the peers to hold
+	a.run(t)
+	ids := func(f peershare.Fetched) []string {
+		var out []string
+		for _, q := range f.Queued {
+			out = append(out, q.Receiver+" "+q.Notification.ID)
+		}
+		return out
+	}
+	want := []string{"ops/email early", "ops/email late"}
+	waitFor(t, "b and c to hold a's queue", func() bool {
+		return slices.Equal(ids(b.x.FetchState(context.Background())), want) &&
+			slices.Equal(ids(cc.x.FetchState(context.Background())), want)
+	})
+	// Both b's peers hold the same two: fetched once each.
+	if got := ids(b.x.FetchState(context.Background())); !slices.Equal(got, want) {
+		t.Fatalf("b fetched %v, want %v", got, want)
+	}
+
+	a.x.Done("ops/email", "early")
+	waitFor(t, "the delivered one forgotten", func() bool {
+		return slices.Equal(ids(b.x.FetchState(context.Background())), []string{"ops/email late"})
+	})
 }
