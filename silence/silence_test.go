@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -555,5 +556,81 @@ func TestRunCollects(t *testing.T) {
 			t.Fatal("Run did not collect the expired silence within 10s")
 		}
 		time.Sleep(5 * time.Millisecond) // the poll interval, not a wait for the event
+	}
+}
+
+// TestMerge: a peer's silences are taken in by id, the later UpdatedAt
+// winning, persisted, and not handed on again; an operator's Set and
+// Expire are handed on.
+func TestMerge(t *testing.T) {
+	var handed [][]Silence
+	c := &clock{now: t0}
+	path := filepath.Join(t.TempDir(), "silences.json")
+	s, err := Open(path, Options{Now: c.Now, Changed: func(sils []Silence) { handed = append(handed, sils) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := mustSet(t, s, 0, time.Hour, eq("host", "www1"))
+	if len(handed) != 1 || handed[0][0].ID != mine {
+		t.Fatalf("Set handed on %v, want the new silence", handed)
+	}
+	held := s.List(t0)[0]
+	theirs := Silence{ID: "peer-1", Matchers: []Matcher{eq("host", "db1")}, StartsAt: t0, EndsAt: t0.Add(time.Hour),
+		CreatedBy: "bob", UpdatedAt: t0.Add(time.Second)}
+	older, newer := held, held
+	older.Comment, older.UpdatedAt = "older", held.UpdatedAt.Add(-time.Second)
+	newer.Comment, newer.UpdatedAt = "newer", held.UpdatedAt.Add(time.Second)
+
+	steps := []struct {
+		name  string
+		in    []Silence
+		taken int
+	}{
+		// A silence this store never saw is added as it is.
+		{"unknown", []Silence{theirs}, 1},
+		// The same again changes nothing.
+		{"same", []Silence{theirs}, 0},
+		// An older version of one held loses.
+		{"older", []Silence{older}, 0},
+		// A newer version wins.
+		{"newer", []Silence{newer}, 1},
+	}
+	for _, st := range steps {
+		n, err := s.Merge(st.in)
+		if err != nil || n != st.taken {
+			t.Errorf("%s: Merge = %d, %v; want %d taken", st.name, n, err, st.taken)
+		}
+	}
+	if _, err := s.Merge([]Silence{{ID: "bad", Matchers: []Matcher{re("host", "(")}, CreatedBy: "x"}, {ID: "other", Matchers: []Matcher{eq("a", "b")}}}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a bad matcher: Merge error %v, want ErrInvalid", err)
+	}
+	if len(handed) != 1 {
+		t.Errorf("Merge handed silences on: %v", handed[1:])
+	}
+	if got := s.Match(map[string]string{"host": "db1"}, t0.Add(time.Minute)); got != "peer-1" {
+		t.Errorf("the peer's silence matches %q, want peer-1", got)
+	}
+
+	// What was merged is on disk.
+	r, err := Open(path, Options{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var comments []string
+	for _, sil := range r.List(t0) {
+		comments = append(comments, sil.ID+":"+sil.Comment)
+	}
+	if want := []string{mine + ":newer", "peer-1:"}; !slices.Equal(comments, want) && !slices.Equal(comments, []string{want[1], want[0]}) {
+		t.Errorf("reopened store holds %v, want %v", comments, want)
+	}
+	if id := r.Match(map[string]string{"a": "b"}, t0.Add(time.Minute)); id != "" {
+		t.Errorf("silence %s of the refused batch was taken", id)
+	}
+
+	if err := s.Expire(mine); err != nil {
+		t.Fatal(err)
+	}
+	if len(handed) != 2 || handed[1][0].ID != mine || handed[1][0].State(c.Now()) != StateExpired {
+		t.Errorf("Expire handed on %v, want the expired silence", handed[1:])
 	}
 }

@@ -186,6 +186,42 @@ func (s *Snapshot) Expire(id string, now time.Time) (Change, error) {
 	return Change{Next: &Snapshot{next}, Stored: []Silence{sil}}, nil
 }
 
+// Merge returns the change that takes in sils as another store holds
+// them (a peer's): a silence s does not hold is added as it is, and one it
+// holds is replaced when the other's UpdatedAt is later. Every change goes
+// through Set or Expire on some store, which stamps UpdatedAt, so the
+// latest write of each silence wins on every store. A silence whose
+// matchers do not compile is refused with ErrInvalid, and nothing is
+// taken.
+func (s *Snapshot) Merge(sils []Silence) (Change, error) {
+	next := slices.Clone(s.all())
+	c := Change{Next: s}
+	for _, sil := range sils {
+		if sil.ID == "" {
+			return Change{}, fmt.Errorf("%w: merge a silence without an id", ErrInvalid)
+		}
+		ms, err := compileAll(sil.Matchers)
+		if err != nil {
+			return Change{}, fmt.Errorf("merge silence %s: %w", sil.ID, err)
+		}
+		sil.Matchers = slices.Clone(sil.Matchers)
+		i, ok := find(next, sil.ID)
+		switch {
+		case !ok:
+			next = slices.Insert(next, i, &entry{Silence: sil, ms: ms})
+		case sil.UpdatedAt.After(next[i].UpdatedAt):
+			next[i] = &entry{Silence: sil, ms: ms}
+		default:
+			continue
+		}
+		c.Stored = append(c.Stored, sil)
+	}
+	if len(c.Stored) > 0 {
+		c.Next = &Snapshot{next}
+	}
+	return c, nil
+}
+
 // GC returns the change that drops the silences that expired at least
 // retention before now.
 func (s *Snapshot) GC(now time.Time, retention time.Duration) Change {

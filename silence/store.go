@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,10 @@ type Options struct {
 	// Now is the clock of Set, Expire and Run, which take no time argument;
 	// nil means time.Now.
 	Now func() time.Time
+	// Changed, when set, is given the silences each Set or Expire stored,
+	// once they are on disk: how a node hands its operators' silences to
+	// its peers. It is not called for Merge. It must not block.
+	Changed func([]Silence)
 }
 
 // Store holds the silences and persists them to one JSON file. It is safe
@@ -121,7 +126,11 @@ func (s *Store) Set(sil Silence) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return c.ID, s.publish(c)
+	if err := s.publish(c); err != nil {
+		return "", err
+	}
+	s.changed(c)
+	return c.ID, nil
 }
 
 // Expire ends the silence id now. Expiring an expired silence does nothing;
@@ -133,7 +142,31 @@ func (s *Store) Expire(id string) error {
 	if err != nil {
 		return err
 	}
-	return s.publish(c)
+	if err := s.publish(c); err != nil {
+		return err
+	}
+	s.changed(c)
+	return nil
+}
+
+// Merge takes in sils as another store holds them, with the rules of
+// Snapshot.Merge, and persists what changed. It reports how many silences
+// it took.
+func (s *Store) Merge(sils []Silence) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, err := s.snap.Load().Merge(sils)
+	if err != nil {
+		return 0, err
+	}
+	return len(c.Stored), s.publish(c)
+}
+
+// changed hands c's stored silences to Options.Changed.
+func (s *Store) changed(c Change) {
+	if s.opts.Changed != nil && len(c.Stored) > 0 {
+		s.opts.Changed(slices.Clone(c.Stored))
+	}
 }
 
 // List returns every silence the store holds, active ones first, then

@@ -212,6 +212,13 @@ func TestClusterFlakyObserverAndOutage(t *testing.T) {
 func TestClusterSilenceThroughFollower(t *testing.T) {
 	c := newCluster(t, "")
 	c.startAll()
+	silenceThroughFollower(t, c)
+}
+
+// silenceThroughFollower sets a silence through a node that does not lead,
+// and expires it there, and checks the leader mutes and then pages.
+func silenceThroughFollower(t *testing.T, c *testCluster) {
+	t.Helper()
 	leaderState := func() string {
 		name, _ := c.leader()
 		if name == "" {

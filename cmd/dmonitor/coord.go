@@ -23,6 +23,8 @@ import (
 	"github.com/dmonitor/dmonitor/lock/failover"
 	"github.com/dmonitor/dmonitor/lock/peerlease"
 	"github.com/dmonitor/dmonitor/share/peershare"
+	"github.com/dmonitor/dmonitor/silence"
+	"github.com/dmonitor/dmonitor/silence/redissilence"
 )
 
 // coordination is how this node works with the others, built for the
@@ -36,8 +38,9 @@ type coordination struct {
 	termSender evaluator.TermSender
 	// peerAPI is served on the control port in peer mode; nil otherwise.
 	peerAPI http.Handler
-	// cluster is the Redis side in redis mode; nil otherwise.
-	cluster *cluster
+	// silences are the operators' silences: in Redis in redis mode, in a
+	// file on every node otherwise, shared with the peers in peer mode.
+	silences silenceStore
 	// failover is the lease of degraded-capable redis mode; nil otherwise.
 	failover *failover.Lease
 	// dispatcher is the notification queues on this node's disk, which
@@ -80,9 +83,27 @@ func openCoordination(cfg *config.Config, token string, rs receivers, reg promet
 		return nil, err
 	}
 	c.closes = append(c.closes, st.Close)
+	// In peer mode each node keeps the silences in a file and hands the
+	// ones its operators set to its peers; in redis mode they live in
+	// Redis (below).
+	var fileSilences *silence.Store
+	if c.mode != config.ModeRedis {
+		var sopts silence.Options
+		if c.mode == config.ModePeer {
+			sopts.Changed = func(sils []silence.Silence) { exchange.PushSilences(sils) }
+		}
+		if fileSilences, err = silence.Open(filepath.Join(cfg.DataDir, "silences.json"), sopts); err != nil {
+			return nil, errors.Join(err, c.close())
+		}
+		c.silences = fileSilences
+	}
 	dopts := alerting.DispatcherOptions{Dir: filepath.Join(cfg.DataDir, "notify")}
 	if peers {
-		exchange = newPeerExchange(cfg, token, st, reg, log)
+		var shared peershare.SilenceStore
+		if c.mode == config.ModePeer {
+			shared = fileSilences
+		}
+		exchange = newPeerExchange(cfg, token, st, shared, reg, log)
 		c.peerAPI = exchange.Handler()
 		c.run = append(c.run, exchange.Run)
 		// The peers hold what the queues hold, so a decider that dies with
@@ -103,6 +124,10 @@ func openCoordination(cfg *config.Config, token string, rs receivers, reg promet
 	var ps peerState
 	if peers {
 		ps = peerState{Store: st, x: exchange, queues: c.dispatcher, log: log.With("component", "state")}
+		if c.mode == config.ModePeer {
+			ps.silences = fileSilences
+			c.run = append(c.run, func(ctx context.Context) error { ps.catchUp(ctx); return nil })
+		}
 	}
 
 	switch c.mode {
@@ -122,8 +147,8 @@ func openCoordination(cfg *config.Config, token string, rs receivers, reg promet
 		if err != nil {
 			return nil, errors.Join(err, c.close())
 		}
-		c.cluster = cl
 		c.closes = append(c.closes, cl.close)
+		c.silences = redissilence.New(cl.client, redissilence.Options{Logger: log.With("component", "silences")})
 		c.lease, c.share = cl.lease, cl.share
 		mirror := mirrorState{primary: cl.state, local: st, log: log.With("component", "state")}
 		c.state = mirror
@@ -191,7 +216,7 @@ func newPeerLease(cfg *config.Config, x *peershare.Exchange, log *slog.Logger) *
 
 // newPeerExchange builds the peer exchange of cfg's node: every other
 // entry of nodes.txt is a peer at its control address.
-func newPeerExchange(cfg *config.Config, token string, st *localstate.Store, reg prometheus.Registerer, log *slog.Logger) *peershare.Exchange {
+func newPeerExchange(cfg *config.Config, token string, st *localstate.Store, sils peershare.SilenceStore, reg prometheus.Registerer, log *slog.Logger) *peershare.Exchange {
 	var peers []peershare.Peer
 	for _, n := range cfg.Nodes {
 		if n != cfg.Observer {
@@ -202,7 +227,7 @@ func newPeerExchange(cfg *config.Config, token string, st *localstate.Store, reg
 	return peershare.New(peershare.Options{
 		Self: cfg.Observer, Peers: peers, Token: token,
 		Known: func(host, chk string) bool { _, ok := cfg.Target(host, chk); return ok },
-		State: st,
+		State: st, Silences: sils,
 		OnState: func(ctx context.Context, recs []localstate.Record) {
 			if _, err := st.Merge(ctx, recs); err != nil {
 				plog.Error("keep the decider's alert state", "records", len(recs), "err", err)
@@ -233,7 +258,10 @@ type peerState struct {
 	x *peershare.Exchange
 	// queues take the notifications the last decider left undelivered.
 	queues *alerting.Dispatcher
-	log    *slog.Logger
+	// silences take the peers' silences; nil when they are not shared
+	// through the peers (degraded mode keeps them in Redis).
+	silences *silence.Store
+	log      *slog.Logger
 }
 
 // TakeOver fetches the peers' copies, merges them into this node's and
@@ -249,6 +277,7 @@ func (p peerState) TakeOver(ctx context.Context, epoch int64) error {
 	if err != nil {
 		return fmt.Errorf("merge the peers' alert state: %w", err)
 	}
+	p.takeSilences(f.Silences)
 	for _, q := range f.Queued {
 		if err := p.queues.Send(q.Receiver, q.Notification); err != nil {
 			p.log.Error("queue a notification the last decider left undelivered", "receiver", q.Receiver,
@@ -258,6 +287,40 @@ func (p peerState) TakeOver(ctx context.Context, epoch int64) error {
 	p.log.Info("took in the peers' alert state", "peers_answering", f.Answered, "records", len(f.Records),
 		"newer", len(applied), "notifications_taken_over", len(f.Queued))
 	return p.Store.TakeOver(ctx, epoch)
+}
+
+// takeSilences merges the peers' silences into this node's.
+func (p peerState) takeSilences(sils []silence.Silence) {
+	if p.silences == nil || len(sils) == 0 {
+		return
+	}
+	if _, err := p.silences.Merge(sils); err != nil {
+		p.log.Error("take the peers' silences", "err", err)
+	}
+}
+
+// catchUp takes in, once, what the peers hold of the alert state and the
+// silences, so that a node that was down shows and applies them before it
+// ever decides. It asks every few seconds until one peer answers, or ctx
+// is done.
+func (p peerState) catchUp(ctx context.Context) {
+	for {
+		fctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		f := p.x.FetchState(fctx)
+		cancel()
+		if f.Answered > 0 {
+			if _, err := p.Store.Merge(ctx, f.Records); err != nil {
+				p.log.Warn("take in the peers' alert state", "err", err)
+			}
+			p.takeSilences(f.Silences)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(3 * time.Second):
+		}
+	}
 }
 
 var _ evaluator.StateStore = peerState{}

@@ -228,3 +228,16 @@ func TestPeerDeciderDiesWithPageUndelivered(t *testing.T) {
 		t.Fatalf("firing %v, resolved %v: want the one page and its recovery", tally.firing, tally.resolved)
 	}
 }
+
+// TestPeerSilenceThroughFollower: in peer mode too, a silence set through
+// a node that does not decide reaches the decider (pushed to every peer),
+// and so does its expiry.
+func TestPeerSilenceThroughFollower(t *testing.T) {
+	c := newPeerCluster(t, "")
+	c.startAll()
+	waitFor(t, "the first node deciding with the service up", func() bool {
+		name, state := c.deciderState()
+		return name == "a" && state == "ok"
+	})
+	silenceThroughFollower(t, c)
+}

@@ -31,8 +31,6 @@ import (
 	"github.com/dmonitor/dmonitor/internal/httpserve"
 	"github.com/dmonitor/dmonitor/plugin"
 	"github.com/dmonitor/dmonitor/rules"
-	"github.com/dmonitor/dmonitor/silence"
-	"github.com/dmonitor/dmonitor/silence/redissilence"
 	"github.com/dmonitor/dmonitor/tsdb"
 	"github.com/dmonitor/dmonitor/tsdb/embedded"
 	"github.com/dmonitor/dmonitor/tsdb/httpapi"
@@ -153,10 +151,7 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 			log.Error("close coordination", "err", err)
 		}
 	}()
-	silences, err := openSilences(cfg, co.cluster, log)
-	if err != nil {
-		return err
-	}
+	silences := co.silences
 	opts := evaluator.Options{
 		Config:         cfg,
 		Rules:          set,
@@ -240,19 +235,6 @@ type silenceStore interface {
 	control.Silencer
 	evaluator.Silences
 	Run(ctx context.Context)
-}
-
-// openSilences returns the silences in Redis in a cluster, so that one set
-// through any node mutes the leader's alerts; alone, those in a file.
-func openSilences(cfg *config.Config, cl *cluster, log *slog.Logger) (silenceStore, error) {
-	if cl != nil {
-		return redissilence.New(cl.client, redissilence.Options{Logger: log.With("component", "silences")}), nil
-	}
-	s, err := silence.Open(filepath.Join(cfg.DataDir, "silences.json"), silence.Options{})
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
 }
 
 // backend is the TSDB as the daemon uses it, and what runs beside it.

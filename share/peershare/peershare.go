@@ -48,6 +48,7 @@ import (
 	"github.com/dmonitor/dmonitor/alerting/localstate"
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/share/wire"
+	"github.com/dmonitor/dmonitor/silence"
 )
 
 // Paths of the peer API, under the control port.
@@ -76,6 +77,9 @@ type Envelope struct {
 	// some undelivered, the next decider delivers them.
 	Queued []QueuedNotification `json:"queued,omitempty"`
 	Done   []DoneNotification   `json:"done,omitempty"`
+	// Silences are the operators' silences the sender stored since its
+	// last push, so a silence set through any node mutes every decider.
+	Silences []silence.Silence `json:"silences,omitempty"`
 }
 
 // QueuedNotification is a notification waiting in a decider's queue of
@@ -110,6 +114,13 @@ type Peer struct {
 	URL string
 }
 
+// SilenceStore is the node's silences as the exchange shares them.
+type SilenceStore interface {
+	List(now time.Time) []silence.Silence
+	// Merge takes in a peer's silences, the latest write of each winning.
+	Merge(sils []silence.Silence) (int, error)
+}
+
 // StateSource is the node's own copy of the alert state, served to a peer
 // that starts deciding.
 type StateSource interface {
@@ -131,6 +142,9 @@ type Options struct {
 	State StateSource
 	// OnState takes the alert state a deciding peer pushes; nil drops it.
 	OnState func(ctx context.Context, recs []localstate.Record)
+	// Silences are this node's silences, served to peers, and given those
+	// the peers push; nil neither serves nor takes any.
+	Silences SilenceStore
 	// Client makes the calls to peers; nil uses one with a 2s timeout.
 	Client *http.Client
 	// QueueSize bounds what waits for one peer, in results; the oldest are
@@ -147,17 +161,18 @@ type Options struct {
 // Exchange is one node's side of the peer exchange. Its methods are safe
 // for concurrent use; Run owns its goroutines.
 type Exchange struct {
-	self    string
-	token   string
-	known   func(host, check string) bool
-	state   StateSource
-	onState func(ctx context.Context, recs []localstate.Record)
-	client  *http.Client
-	log     *slog.Logger
-	now     func() time.Time
-	peers   []*peer
-	limit   int
-	metrics metrics
+	self     string
+	token    string
+	known    func(host, check string) bool
+	state    StateSource
+	onState  func(ctx context.Context, recs []localstate.Record)
+	silences SilenceStore
+	client   *http.Client
+	log      *slog.Logger
+	now      func() time.Time
+	peers    []*peer
+	limit    int
+	metrics  metrics
 
 	mu          sync.Mutex
 	results     func(check.Result)
@@ -182,7 +197,8 @@ type peer struct {
 	state     map[string]localstate.Record // by key: only the newest record of an instance waits
 	queued    map[string]QueuedNotification
 	done      []DoneNotification
-	down      bool // the last push failed; logged once per change
+	silences  map[string]silence.Silence // by id: only the latest write waits
+	down      bool                       // the last push failed; logged once per change
 }
 
 type metrics struct {
@@ -193,7 +209,7 @@ type metrics struct {
 // New returns the Exchange of o.Self. Nothing is sent until Run.
 func New(o Options) *Exchange {
 	x := &Exchange{
-		self: o.Self, token: o.Token, known: o.Known, state: o.State, onState: o.OnState,
+		self: o.Self, token: o.Token, known: o.Known, state: o.State, onState: o.OnState, silences: o.Silences,
 		client: o.Client, log: o.Logger, now: o.Now, limit: o.QueueSize,
 		seen: make(map[string]time.Time), confirmedAt: make(map[Target]time.Time), skewed: make(map[string]bool),
 		held: make(map[string]heldNote),
@@ -212,7 +228,7 @@ func New(o Options) *Exchange {
 	}
 	for _, p := range o.Peers {
 		x.peers = append(x.peers, &peer{Peer: p, wake: make(chan struct{}, 1), state: make(map[string]localstate.Record),
-			queued: make(map[string]QueuedNotification)})
+			queued: make(map[string]QueuedNotification), silences: make(map[string]silence.Silence)})
 	}
 	x.metrics = metrics{
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -269,7 +285,7 @@ func (x *Exchange) send(ctx context.Context, p *peer) {
 		retry = nil
 		p.mu.Lock()
 		env := Envelope{From: x.self, Heartbeat: p.heartbeat, Results: p.results, Confirm: p.confirm, State: p.pendingState(),
-			Queued: p.pendingQueued(), Done: p.done}
+			Queued: p.pendingQueued(), Done: p.done, Silences: slices.Collect(maps.Values(p.silences))}
 		p.heartbeat, p.results, p.confirm, p.done = nil, nil, nil, nil
 		p.mu.Unlock()
 		env.SentAt = x.now()
@@ -285,6 +301,11 @@ func (x *Exchange) send(ctx context.Context, p *peer) {
 			for _, q := range env.Queued {
 				delete(p.queued, noteKey(q.Receiver, q.Notification.ID))
 			}
+			for _, sil := range env.Silences {
+				if cur, ok := p.silences[sil.ID]; ok && cur.UpdatedAt.Equal(sil.UpdatedAt) {
+					delete(p.silences, sil.ID)
+				}
+			}
 			p.mu.Unlock()
 			x.metrics.sent.WithLabelValues(p.Name).Inc()
 			if wasDown {
@@ -298,7 +319,7 @@ func (x *Exchange) send(ctx context.Context, p *peer) {
 			if !wasDown {
 				x.log.Warn("cannot reach peer; its results age until it answers", "peer", p.Name, "url", p.URL, "err", err)
 			}
-			if len(env.State)+len(env.Queued)+len(env.Done) > 0 {
+			if len(env.State)+len(env.Queued)+len(env.Done)+len(env.Silences) > 0 {
 				// Done ids go back in front of any newer ones; queued
 				// notifications and state stayed where they were.
 				p.mu.Lock()
@@ -491,6 +512,16 @@ func (x *Exchange) PushState(recs ...localstate.Record) {
 	})
 }
 
+// PushSilences queues silences an operator stored here for every peer,
+// until each has taken them.
+func (x *Exchange) PushSilences(sils []silence.Silence) {
+	x.queue(func(p *peer) {
+		for _, sil := range sils {
+			p.silences[sil.ID] = sil
+		}
+	})
+}
+
 // Queued tells every peer that n waits in this node's queue of receiver
 // (alerting.Replica), so they hold it until Done.
 func (x *Exchange) Queued(receiver string, n alerting.Notification) {
@@ -562,6 +593,8 @@ type Fetched struct {
 	// Queued are the notifications they hold that a decider had queued and
 	// not reported done, oldest first, without duplicates.
 	Queued []QueuedNotification
+	// Silences are their silences.
+	Silences []silence.Silence
 	// Answered counts the peers that answered.
 	Answered int
 }
@@ -593,6 +626,7 @@ func (x *Exchange) FetchState(ctx context.Context) Fetched {
 		}
 		f.Answered++
 		f.Records = append(f.Records, a.body.Records...)
+		f.Silences = append(f.Silences, a.body.Silences...)
 		for _, q := range a.body.Queued {
 			if k := noteKey(q.Receiver, q.Notification.ID); !seen[k] {
 				seen[k] = true
@@ -608,8 +642,9 @@ func (x *Exchange) FetchState(ctx context.Context) Fetched {
 
 // stateBody is the answer of the state endpoint.
 type stateBody struct {
-	Records []localstate.Record  `json:"records"`
-	Queued  []QueuedNotification `json:"queued,omitempty"`
+	Records  []localstate.Record  `json:"records"`
+	Queued   []QueuedNotification `json:"queued,omitempty"`
+	Silences []silence.Silence    `json:"silences,omitempty"`
 }
 
 func (x *Exchange) fetch(ctx context.Context, p *peer) (stateBody, error) {
@@ -686,6 +721,11 @@ func (x *Exchange) servePush(w http.ResponseWriter, r *http.Request) {
 		x.onState(r.Context(), env.State)
 	}
 	x.hold(&env)
+	if len(env.Silences) > 0 && x.silences != nil {
+		if _, err := x.silences.Merge(env.Silences); err != nil {
+			x.log.Error("take a peer's silences", "from", env.From, "err", err)
+		}
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -699,7 +739,11 @@ func (x *Exchange) serveState(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	if err := json.NewEncoder(w).Encode(stateBody{Records: recs, Queued: x.heldNotes()}); err != nil && !errors.Is(err, context.Canceled) {
+	body := stateBody{Records: recs, Queued: x.heldNotes()}
+	if x.silences != nil {
+		body.Silences = x.silences.List(x.now())
+	}
+	if err := json.NewEncoder(w).Encode(body); err != nil && !errors.Is(err, context.Canceled) {
 		x.log.Debug("write alert state to peer", "remote", r.RemoteAddr, "err", err)
 	}
 }

@@ -1232,3 +1232,42 @@ func TestQueuedNotificationsHeld(t *testing.T) {
 		return slices.Equal(ids(b.x.FetchState(context.Background())), []string{"ops/email late"})
 	})
 }
+
+// silenceBox is a SilenceStore that records what it is given.
+type silenceBox struct {
+	mu   sync.Mutex
+	sils []silence.Silence
+}
+
+func (b *silenceBox) List(time.Time) []silence.Silence {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.sils)
+}
+
+func (b *silenceBox) Merge(sils []silence.Silence) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sils = append(b.sils, sils...)
+	return len(sils), nil
+}
+
+// TestSilencesShared: a silence stored on one node reaches its peers'
+// stores, and a node that asks gets its peers' silences.
+func TestSilencesShared(t *testing.T) {
+	boxes := map[string]*silenceBox{"a": {}, "b": {}}
+	c := newCluster(t, []string{"a", "b"}, func(n *node, o *peershare.Options) { o.Silences = boxes[n.name] })
+	sil := silence.Silence{ID: "s1", Matchers: []silence.Matcher{{Name: "host", Value: "www1", IsEqual: true}},
+		StartsAt: t0, EndsAt: t0.Add(time.Hour), CreatedBy: "ann", UpdatedAt: t0}
+	boxes["a"].sils = []silence.Silence{sil}
+	c["a"].x.PushSilences([]silence.Silence{sil})
+	c["a"].run(t)
+	waitFor(t, "b to take a's silence", func() bool {
+		got := boxes["b"].List(t0)
+		return len(got) == 1 && got[0].ID == "s1"
+	})
+	f := c["b"].x.FetchState(context.Background())
+	if len(f.Silences) != 1 || f.Silences[0].ID != "s1" || f.Silences[0].CreatedBy != "ann" {
+		t.Fatalf("b fetched silences %+v, want a's s1", f.Silences)
+	}
+}
