@@ -328,3 +328,26 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A node that has just started (and may lead at once) has heard only from
+// itself: with a quorum of two, its one result is no reason yet to call the
+// check unknown. Its clock stands still here, so the two intervals after
+// which a missing quorum is unknown never pass.
+func TestJustStartedIsNotUnknown(t *testing.T) {
+	cfg := testConfig(20 * time.Millisecond)
+	cfg.Quorum, cfg.Checks["http"].Quorum = 2, 2
+	frozen := time.Now()
+	runner := &fakeRunner{}
+	store := &memStore{}
+	_, stop := start(t, Options{Config: cfg, Runner: runner, Store: store,
+		Now: func() time.Time { return frozen }, EvalInterval: 10 * time.Millisecond})
+	waitFor(t, "several results", func() bool { return runner.runs.Load() >= 5 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range store.find(MetricAlertState, nil) {
+		if p.Value == float64(alerting.Unknown) {
+			t.Fatalf("the check was called unknown before a quorum of observers could report: %+v", p)
+		}
+	}
+}

@@ -442,12 +442,13 @@ func (l *Leader) evaluateObservers(ctx context.Context, now time.Time) {
 // evaluate decides the instances of targets at now and acts on what
 // changed.
 func (l *Leader) evaluate(now time.Time, targets []instanceKey, data *rules.Data) {
-	// Before the first results are due, a target without any is not
-	// unknown, just not evaluated yet.
+	// Before the first results are due, a target with fewer than a
+	// quorum of them is not unknown, just not evaluated yet: a node that
+	// has just started (and may lead at once) has heard only from itself.
 	var due []instanceKey
 	for _, k := range targets {
 		if c, ok := l.cfg.Checks[k.check]; ok {
-			if rs, _ := l.latest(k); len(rs) > 0 || now.Sub(l.started) >= 2*c.Interval {
+			if rs, _ := l.latest(k); len(rs) >= c.Quorum || now.Sub(l.started) >= 2*c.Interval {
 				due = append(due, k)
 			}
 		}
