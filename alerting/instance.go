@@ -45,6 +45,13 @@ type Instance struct {
 	// Annotations are those of the last evaluation in which the condition
 	// held, so a resolved notification still says what was wrong.
 	Annotations map[string]string `json:"annotations,omitempty"`
+	// Outbox is a notification decided and stored but not yet known to be
+	// queued for delivery: the leader stores an instance with it before it
+	// queues the notification, and without it after, so a crash in between
+	// leaves the notification to the next leader (it queues it again under
+	// its id, and the queues drop it if they had it). Next and Retire do
+	// not carry it.
+	Outbox *Notification `json:"outbox,omitempty"`
 }
 
 // Input is what one evaluation of a rule instance found.
@@ -124,6 +131,7 @@ type Transition struct {
 func (i Instance) Next(ts time.Time, in Input, p Params) (Instance, *Transition) {
 	next := i
 	next.LastEval = ts
+	next.Outbox = nil
 	var n *Notification
 	incidentOpen := !i.FiredAt.IsZero()
 

@@ -351,3 +351,46 @@ func TestJustStartedIsNotUnknown(t *testing.T) {
 		}
 	}
 }
+
+// A notification stored in an instance's outbox, as a leader that died
+// between deciding and queueing it leaves it, is queued by the next term,
+// under its own id, and the outbox emptied.
+func TestOutboxFlushedAtTakeOver(t *testing.T) {
+	firedAt := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	state := leader.NewMemState()
+	labels := map[string]string{alerting.LabelHost: "www1", alerting.LabelCheck: "http", alerting.LabelSeverity: "critical"}
+	inst := alerting.Instance{Rule: "default", Labels: labels, State: alerting.Firing, ActiveAt: firedAt, FiredAt: firedAt}
+	inst.Outbox = &alerting.Notification{ID: alerting.NotificationID("default", labels, alerting.StatusFiring, firedAt),
+		Status: alerting.StatusFiring, Rule: "default", Labels: labels, StartsAt: firedAt, EvaluatedAt: firedAt}
+	key := leader.StateKey("default", "www1", "http")
+	if err := state.TakeOver(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := state.Save(context.Background(), 1, key, inst); err != nil {
+		t.Fatal(err)
+	}
+	runner := &fakeRunner{}
+	runner.status.Store(int32(check.Critical))
+	sent := make(chanSender, 10)
+	_, stop := start(t, Options{
+		Config: testConfig(time.Hour), Runner: runner, Store: &memStore{}, State: state,
+		Sender: sent, Receivers: []string{"default"}, EvalInterval: 10 * time.Millisecond,
+	})
+	n := waitNotification(t, sent)
+	if n.ID != inst.Outbox.ID || n.Status != alerting.StatusFiring {
+		t.Fatalf("queued %s %s, want the outbox's firing %s", n.Status, n.ID, inst.Outbox.ID)
+	}
+	waitFor(t, "the outbox emptied", func() bool {
+		all, _ := state.LoadAll(context.Background())
+		got, ok := all[key]
+		return ok && got.Outbox == nil && got.State == alerting.Firing
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-sent:
+		t.Fatalf("a second notification: %s %s", n.Status, n.ID)
+	default:
+	}
+}

@@ -145,6 +145,22 @@ func (d *daemon) kill(t testing.TB) {
 	_ = d.wait()
 }
 
+// waitSent waits until the daemon has recorded every notification of ids
+// as delivered (its queue's journal says so), so that killing it then
+// cannot make it deliver one again.
+func (d *daemon) waitSent(t testing.TB, ids map[string]int) {
+	t.Helper()
+	waitFor(t, "the notifications recorded as delivered", func() bool {
+		log := d.logText()
+		for id := range ids {
+			if !strings.Contains(log, `msg="notification sent" component=notify receiver=default/email id=`+id) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // metric returns the value of a metric from /metrics, summed over its
 // labels.
 func (d *daemon) metric(t testing.TB, name string) float64 {

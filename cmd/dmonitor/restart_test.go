@@ -139,6 +139,7 @@ checks:
 	waitFor(t, "every incident in its state", inState)
 	waitFor(t, "the parent's page", func() bool { take(); return len(tally.firing) == 6 })
 
+	d.waitSent(t, tally.firing)
 	d.kill(t)
 	d = startDaemon(t, dir, control)
 	waitFor(t, "every incident restored in its state", inState)
@@ -199,6 +200,7 @@ checks:
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("/api/put answered %s", resp.Status)
 	}
+	d.waitSent(t, tally.firing)
 	d.kill(t)
 	d = startDaemon(t, dir, control)
 	waitFor(t, "the firing alert restored", func() bool { return d.state(t, "down", "ctl") == "firing" && d.state(t, "fine", "ctl") == "ok" })

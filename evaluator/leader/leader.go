@@ -261,7 +261,7 @@ func (l *Leader) leadership(ctx context.Context) {
 			continue
 		}
 		l.log.Info("leading", "epoch", term.Epoch)
-		stopSender, retired, err := l.beginTerm(ctx, term.Epoch)
+		stopSender, outboxes, retired, err := l.beginTerm(ctx, term.Epoch)
 		if err != nil {
 			// Without its state or its queues this node must not decide:
 			// give the lease up for another node to try.
@@ -277,6 +277,9 @@ func (l *Leader) leadership(ctx context.Context) {
 			continue
 		}
 		l.setEpoch(term.Epoch)
+		for _, inst := range outboxes {
+			l.flushOutbox(inst)
+		}
 		for _, d := range retired {
 			l.transition(d)
 		}
@@ -312,26 +315,31 @@ func (l *Leader) setEpoch(epoch int64) {
 
 // beginTerm sets a new term up: it fences the previous leader out, takes
 // over the alert state it left (in Redis, on this node's disk, from the
-// peers), and opens the term's notification queues. Stored instances that
-// the configuration no longer evaluates come back as retired, for the
-// caller to resolve once the term's epoch is in force. The returned func
-// ends the queues.
-func (l *Leader) beginTerm(ctx context.Context, epoch int64) (stop func(), retired []decision, err error) {
+// peers), and opens the term's notification queues. Stored instances with
+// a notification in their outbox come back as outboxes, and those that the
+// configuration no longer evaluates as retired, for the caller to flush
+// and resolve once the term's epoch is in force. The returned func ends
+// the queues.
+func (l *Leader) beginTerm(ctx context.Context, epoch int64) (stop func(), outboxes []alerting.Instance, retired []decision, err error) {
 	if err := l.state.TakeOver(ctx, epoch); err != nil {
-		return nil, nil, fmt.Errorf("take over alert state: %w", err)
+		return nil, nil, nil, fmt.Errorf("take over alert state: %w", err)
 	}
 	stored, err := l.state.LoadAll(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load alert state: %w", err)
+		return nil, nil, nil, fmt.Errorf("load alert state: %w", err)
 	}
 	s, stopSend, err := l.termSender(epoch)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open notification queues: %w", err)
+		return nil, nil, nil, fmt.Errorf("open notification queues: %w", err)
 	}
 	now := l.now()
 	l.mu.Lock()
 	clear(l.engine.instances)
 	for _, inst := range stored {
+		if inst.Outbox != nil {
+			outboxes = append(outboxes, inst)
+			inst.Outbox = nil
+		}
 		ik := instKey{inst.Rule, inst.Labels[alerting.LabelHost], inst.Labels[alerting.LabelCheck]}
 		if why := l.engine.orphaned(ik); why != "" {
 			if d, ok := l.engine.retire(now, inst, why, l.engine.ruleNamed(ik.rule)); ok {
@@ -344,14 +352,15 @@ func (l *Leader) beginTerm(ctx context.Context, epoch int64) (stop func(), retir
 	l.termSend = s
 	l.termStart = now
 	l.mu.Unlock()
-	l.log.Info("took over the alert state", "epoch", epoch, "instances", len(stored)-len(retired), "retired", len(retired))
+	l.log.Info("took over the alert state", "epoch", epoch, "instances", len(stored)-len(retired), "retired", len(retired),
+		"outboxes", len(outboxes))
 	stop = func() {
 		l.mu.Lock()
 		l.termSend = nil
 		l.mu.Unlock()
 		stopSend()
 	}
-	return stop, retired, nil
+	return stop, outboxes, retired, nil
 }
 
 // lead is the leader's evaluation loop: an instance is evaluated as soon as
@@ -498,27 +507,55 @@ func (l *Leader) transition(d decision) {
 			Custom: custom,
 		})
 	}
-	// Queue first, then store: a crash in between sends the notification
-	// again from the next leader (same id, which a receiver can drop)
-	// instead of leaving a stored firing state whose firing was never sent.
-	defer l.persist(d)
 	n := tr.Notification
-	if n == nil {
-		return
+	if n != nil {
+		// Store first, with the notification in the instance's outbox,
+		// then queue it, then store the instance without it: a crash
+		// anywhere in between leaves either nothing decided, or the
+		// notification to whoever takes over next (queued again under its
+		// own id, which the queues drop if they have it). Queueing first
+		// would lose the incident's start, and with it the id: a page sent
+		// and then decided again after a crash comes under a new id, and
+		// the first is never resolved.
+		out := d.inst
+		out.Outbox = n
+		l.persist(out)
+		l.send(d.rule, n)
 	}
+	l.persist(d.inst)
+}
+
+// send queues n for the receivers of rule r in this term.
+func (l *Leader) send(r *rules.Rule, n *alerting.Notification) {
 	l.mu.Lock()
 	sender := l.termSend
 	l.mu.Unlock()
-	for _, r := range receiversOf(d.rule) {
-		if sender == nil || !l.receivers[r] {
-			l.log.Warn("no receiver configured, notification not sent", "receiver", r, "id", n.ID, "status", n.Status,
+	for _, rcv := range receiversOf(r) {
+		if sender == nil || !l.receivers[rcv] {
+			l.log.Warn("no receiver configured, notification not sent", "receiver", rcv, "id", n.ID, "status", n.Status,
 				"summary", n.Annotations[alerting.AnnotationSummary])
 			continue
 		}
-		if err := sender.Send(r, *n); err != nil {
-			l.log.Error("queue notification", "receiver", r, "id", n.ID, "err", err)
+		if err := sender.Send(rcv, *n); err != nil {
+			l.log.Error("queue notification", "receiver", rcv, "id", n.ID, "err", err)
 		}
 	}
+}
+
+// flushOutbox queues the notification a previous term stored in inst's
+// outbox and did not clear (it died in between), and stores inst without
+// it.
+func (l *Leader) flushOutbox(inst alerting.Instance) {
+	n := inst.Outbox
+	inst.Outbox = nil
+	l.log.Warn("queueing again a notification the last term stored and may not have queued",
+		"rule", inst.Rule, "host", inst.Labels[alerting.LabelHost], "check", inst.Labels[alerting.LabelCheck], "id", n.ID, "status", n.Status)
+	r := l.engine.ruleNamed(inst.Rule)
+	if r == nil {
+		r = l.engine.def
+	}
+	l.send(r, n)
+	l.persist(inst)
 }
 
 // SetRules replaces the rules, as a reload does. Instances that the new
@@ -588,23 +625,23 @@ func (l *Leader) Acknowledge(rule, host, chk, by, comment string) error {
 	return fmt.Errorf("acknowledge %s on %s (%s): %w", rule, host, chk, control.ErrUnknownInstance)
 }
 
-// persist stores the instance of d for the next leader, after its
-// notification is queued; a refusal means this node no longer leads.
-func (l *Leader) persist(d decision) {
+// persist stores inst for the next term, or forgets it when there is
+// nothing to remember; a refusal means this node no longer leads.
+func (l *Leader) persist(inst alerting.Instance) {
 	l.mu.Lock()
 	epoch := l.epoch
 	l.mu.Unlock()
-	key := stateKey(instKey{d.inst.Rule, d.inst.Labels[alerting.LabelHost], d.inst.Labels[alerting.LabelCheck]})
+	key := stateKey(instKey{inst.Rule, inst.Labels[alerting.LabelHost], inst.Labels[alerting.LabelCheck]})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var err error
-	if d.inst.State == alerting.OK && d.inst.FiredAt.IsZero() && d.inst.ActiveAt.IsZero() {
+	if inst.State == alerting.OK && inst.FiredAt.IsZero() && inst.ActiveAt.IsZero() && inst.Outbox == nil {
 		err = l.state.Delete(ctx, epoch, key)
 	} else {
-		err = l.state.Save(ctx, epoch, key, d.inst)
+		err = l.state.Save(ctx, epoch, key, inst)
 	}
 	if err != nil {
-		l.log.Error("store alert state", "rule", d.inst.Rule, "host", d.inst.Labels[alerting.LabelHost], "epoch", epoch, "err", err)
+		l.log.Error("store alert state", "rule", inst.Rule, "host", inst.Labels[alerting.LabelHost], "epoch", epoch, "err", err)
 	}
 }
 
