@@ -1,16 +1,19 @@
-// Package peershare lets dmonitor's observers share what they see without
-// Redis, as the original dmonitor did: each node serves a peer API on its
-// control port and pushes to every other node of nodes.txt its results
-// (batched), its heartbeat, its requests to confirm a failure at once, and,
-// on the deciding node, the alert state it decides, so whichever node
-// decides next resumes without paging again.
+// Package peershare lets dmonitor's nodes share what they see and decide
+// without Redis, as the original dmonitor did: each node serves a peer API
+// on its control port and pushes to every other node of nodes.txt its
+// results (batched), its heartbeat, its requests to confirm a failure at
+// once, the silences its operators set, and, on the deciding node, the
+// alert state it decides and what its notification queues hold, so
+// whichever node decides next resumes without paging again and without
+// losing a page.
 //
 // # Wire
 //
 // One call carries everything a node has for a peer since its last call:
 //
 //	POST /api/v1/peer/push   an Envelope; 204 when taken
-//	GET  /api/v1/peer/state  {"records": [...]}: the node's copy of the alert state
+//	GET  /api/v1/peer/state  the node's copy of the alert state, the
+//	                         notifications it holds and its silences
 //
 // Both need the cluster's bearer token; the caller of Handler wraps it with
 // that check. Every envelope carries its sender's clock, so a peer whose
@@ -18,12 +21,12 @@
 //
 // # Delivery
 //
-// Each peer has its own sender goroutine and bounded queue, so a peer that
-// is down or slow delays no other. Delivery is at most once per attempt and
-// best effort: what a dead peer misses it learns from the next round of
-// results, one interval later, since every observer runs every check each
-// interval. What must not be missed, the alert state, is also fetched
-// whole by a node that starts deciding (FetchState).
+// Each peer has its own sender goroutine and queue, so a peer that is down
+// or slow delays no other. Results are best effort: a push that fails drops
+// them, and fresher ones follow within an interval. What must not be lost
+// (alert state, queued and done notifications, silences) waits, newest
+// per key, and is retried until the peer takes it; a node that starts, or
+// starts deciding, also fetches it whole (FetchState).
 package peershare
 
 import (
