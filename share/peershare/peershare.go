@@ -238,7 +238,8 @@ func New(o Options) *Exchange {
 			Name: "dmonitor_peer_pushes_total", Help: "Pushes to a peer that it took.",
 		}, []string{"peer"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dmonitor_peer_push_errors_total", Help: "Pushes to a peer that failed; what they carried is dropped.",
+			Name: "dmonitor_peer_push_errors_total",
+			Help: "Pushes to a peer that failed; their results are dropped, their state, notifications and silences retried.",
 		}, []string{"peer"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dmonitor_peer_results_dropped_total",
@@ -536,11 +537,9 @@ func (x *Exchange) Queued(receiver string, n alerting.Notification) {
 // id (alerting.Replica).
 func (x *Exchange) Done(receiver, id string) {
 	x.queue(func(p *peer) {
-		k := noteKey(receiver, id)
-		if _, waiting := p.queued[k]; waiting {
-			delete(p.queued, k) // never sent: nothing for p to forget
-			return
-		}
+		// The queued one may be in a push under way: p is told it is done
+		// in any case (forgetting what it never held costs nothing).
+		delete(p.queued, noteKey(receiver, id))
 		p.done = append(p.done, DoneNotification{Receiver: receiver, ID: id})
 	})
 }

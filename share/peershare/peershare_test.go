@@ -1208,7 +1208,7 @@ func TestQueuedNotificationsHeld(t *testing.T) {
 	a.x.Queued("ops/email", note("late", 2))
 	a.x.Queued("ops/email", note("early", 1))
 	a.x.Queued("ops/webhook", note("early", 1))
-	a.x.Done("ops/webhook", "early") // never pushed: nothing for the peers to hold
+	a.x.Done("ops/webhook", "early") // done before any push: the peers never hold it
 	a.run(t)
 	ids := func(f peershare.Fetched) []string {
 		var out []string
