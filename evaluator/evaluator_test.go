@@ -14,6 +14,7 @@ import (
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/evaluator/leader"
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/plugin"
 	"github.com/dmonitor/dmonitor/tsdb"
 )
@@ -202,12 +203,12 @@ func TestNoOverlappingRuns(t *testing.T) {
 		}
 		return 0
 	}
-	waitFor(t, "5 skipped runs", func() bool { return skipped() >= 5 })
+	await.Until(t, "5 skipped runs", func() bool { return skipped() >= 5 })
 	if n := runner.runs.Load(); n != 1 {
 		t.Fatalf("%d runs started while the first was still running, want 1", n)
 	}
 	close(runner.block)
-	waitFor(t, "the check to run again", func() bool { return runner.runs.Load() >= 3 })
+	await.Until(t, "the check to run again", func() bool { return runner.runs.Load() >= 3 })
 	if o := runner.overlaps.Load(); o != 0 {
 		t.Fatalf("%d overlapping runs", o)
 	}
@@ -267,7 +268,7 @@ func TestRestoredFiringAlertIsNotNotifiedAgain(t *testing.T) {
 		Config: testConfig(20 * time.Millisecond), Runner: runner, Store: store, State: state,
 		Sender: sent, Receivers: []string{"default"}, EvalInterval: 10 * time.Millisecond,
 	})
-	waitFor(t, "several failing results", func() bool { return runner.runs.Load() >= 5 })
+	await.Until(t, "several failing results", func() bool { return runner.runs.Load() >= 5 })
 	runner.status.Store(int32(check.OK))
 	n := waitNotification(t, sent)
 	if n.Status != alerting.StatusResolved || !n.StartsAt.Equal(firedAt) {
@@ -318,17 +319,6 @@ func TestRemovedCheckIncidentResolvedAtTakeOver(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // A node that has just started (and may lead at once) has heard only from
 // itself: with a quorum of two, its one result is no reason yet to call the
 // check unknown. Its clock stands still here, so the two intervals after
@@ -341,7 +331,7 @@ func TestJustStartedIsNotUnknown(t *testing.T) {
 	store := &memStore{}
 	_, stop := start(t, Options{Config: cfg, Runner: runner, Store: store,
 		Now: func() time.Time { return frozen }, EvalInterval: 10 * time.Millisecond})
-	waitFor(t, "several results", func() bool { return runner.runs.Load() >= 5 })
+	await.Until(t, "several results", func() bool { return runner.runs.Load() >= 5 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +370,7 @@ func TestOutboxFlushedAtTakeOver(t *testing.T) {
 	if n.ID != inst.Outbox.ID || n.Status != alerting.StatusFiring {
 		t.Fatalf("queued %s %s, want the outbox's firing %s", n.Status, n.ID, inst.Outbox.ID)
 	}
-	waitFor(t, "the outbox emptied", func() bool {
+	await.Until(t, "the outbox emptied", func() bool {
 		all, _ := state.LoadAll(context.Background())
 		got, ok := all[key]
 		return ok && got.Outbox == nil && got.State == alerting.Firing

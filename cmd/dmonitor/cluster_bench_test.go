@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/dmonitor/dmonitor/internal/await"
 )
 
 // BenchmarkClusterDetection measures, on three observers checking a
@@ -23,7 +25,7 @@ func BenchmarkClusterDetection(b *testing.B) {
 	for b.Loop() {
 		c := newClusterEvery(b, "", interval)
 		c.startAll()
-		waitFor(b, "a leader", func() bool { n, _ := c.leader(); return n != "" })
+		await.Until(b, "a leader", func() bool { n, _ := c.leader(); return n != "" })
 		tally := newTally("")
 		tally.take(c)
 		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
@@ -33,10 +35,10 @@ func BenchmarkClusterDetection(b *testing.B) {
 			time.Sleep(time.Duration(rng.Int64N(int64(interval))))
 			stopped := time.Now()
 			c.svc.l.Close()
-			waitFor(b, "the page", func() bool { tally.take(c); return len(tally.firing) >= k+1 })
+			await.Until(b, "the page", func() bool { tally.take(c); return len(tally.firing) >= k+1 })
 			detect = append(detect, time.Since(stopped))
 			c.svc = startService(b, c.svc.addr)
-			waitFor(b, "the recovery", func() bool { tally.take(c); return len(tally.resolved) >= k+1 })
+			await.Until(b, "the recovery", func() bool { tally.take(c); return len(tally.resolved) >= k+1 })
 		}
 		var failover []time.Duration
 		for range kills {
@@ -77,9 +79,9 @@ func BenchmarkDetectionByMode(b *testing.B) {
 		{"degraded", func(b *testing.B) *testCluster {
 			c := newClusterEvery(b, "", interval)
 			c.startAll()
-			waitFor(b, "a leader", func() bool { n, _ := c.leader(); return n != "" })
+			await.Until(b, "a leader", func() bool { n, _ := c.leader(); return n != "" })
 			c.redis.Kill()
-			waitFor(b, "degraded mode", func() bool { return c.nodes["a"].metric(b, "dmonitor_degraded") == 1 })
+			await.Until(b, "degraded mode", func() bool { return c.nodes["a"].metric(b, "dmonitor_degraded") == 1 })
 			return c
 		}},
 	}
@@ -87,7 +89,7 @@ func BenchmarkDetectionByMode(b *testing.B) {
 		b.Run(m.name, func(b *testing.B) {
 			for b.Loop() {
 				c := m.start(b)
-				waitFor(b, "one decider", func() bool { n, _ := c.deciderState(); return n != "" })
+				await.Until(b, "one decider", func() bool { n, _ := c.deciderState(); return n != "" })
 				tally := newTally("default")
 				rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 				var detect []time.Duration
@@ -95,10 +97,10 @@ func BenchmarkDetectionByMode(b *testing.B) {
 					time.Sleep(time.Duration(rng.Int64N(int64(interval))))
 					stopped := time.Now()
 					c.svc.l.Close()
-					waitFor(b, "the page", func() bool { tally.take(c); return len(tally.firing) >= k+1 })
+					await.Until(b, "the page", func() bool { tally.take(c); return len(tally.firing) >= k+1 })
 					detect = append(detect, time.Since(stopped))
 					c.svc = startService(b, c.svc.addr)
-					waitFor(b, "the recovery", func() bool { tally.take(c); return len(tally.resolved) >= k+1 })
+					await.Until(b, "the recovery", func() bool { tally.take(c); return len(tally.resolved) >= k+1 })
 				}
 				for _, n := range []string{"a", "b", "c"} {
 					c.nodes[n].stop(b)

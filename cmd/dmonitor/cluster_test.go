@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/redistest"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
@@ -168,7 +169,7 @@ func (c *testCluster) noMoreMail() {
 func TestClusterFlakyObserverAndOutage(t *testing.T) {
 	c := newCluster(t, "c")
 	c.startAll()
-	waitFor(t, "a leader that hears all three observers", func() bool {
+	await.Until(t, "a leader that hears all three observers", func() bool {
 		name, _ := c.leader()
 		if name == "" {
 			return false
@@ -184,7 +185,7 @@ func TestClusterFlakyObserverAndOutage(t *testing.T) {
 	})
 	// The flaky observer fails the check again and again; the others see
 	// it up. Wait until it has failed ten times (ten intervals).
-	waitFor(t, "ten failed runs on the flaky observer", func() bool {
+	await.Until(t, "ten failed runs on the flaky observer", func() bool {
 		return c.nodes["c"].metric(t, `dmonitor_checks_total{status="CRITICAL"}`) >= 10
 	})
 	name, _ := c.leader()
@@ -230,7 +231,7 @@ func silenceThroughFollower(t *testing.T, c *testCluster) {
 		}
 		return st.Instances[0].State
 	}
-	waitFor(t, "a leader that sees the service up", func() bool { return leaderState() == "ok" })
+	await.Until(t, "a leader that sees the service up", func() bool { return leaderState() == "ok" })
 	leader, _ := c.leader()
 	follower := "a"
 	if leader == "a" {
@@ -249,13 +250,13 @@ func silenceThroughFollower(t *testing.T, c *testCluster) {
 	}
 	// The outage starts only once the leader holds the silence, so the
 	// test shows the silence reaching it, not a race against its reload.
-	waitFor(t, "the leader to list the silence", func() bool {
+	await.Until(t, "the leader to list the silence", func() bool {
 		_, list := c.nodes[leader].api(t, "GET", "/api/v1/silences", "", "")
 		return strings.Contains(list, created.SilenceID)
 	})
 
 	c.svc.l.Close()
-	waitFor(t, "the leader to read the alert silenced", func() bool { return leaderState() == "silenced" })
+	await.Until(t, "the leader to read the alert silenced", func() bool { return leaderState() == "silenced" })
 	c.noMoreMail()
 
 	if code, resp := c.nodes[follower].api(t, "DELETE", "/api/v1/silence/"+created.SilenceID, clusterToken, ""); code != http.StatusOK {
@@ -327,12 +328,12 @@ func (m *mailTally) duplicates() int {
 func (c *testCluster) killLeader() time.Duration {
 	c.t.Helper()
 	var name string
-	waitFor(c.t, "a leader", func() bool { name, _ = c.leader(); return name != "" })
+	await.Until(c.t, "a leader", func() bool { name, _ = c.leader(); return name != "" })
 	_, oldEpoch := c.leader()
 	c.nodes[name].kill(c.t)
 	killed := time.Now()
 	var failover time.Duration
-	waitFor(c.t, "a new leader", func() bool {
+	await.Until(c.t, "a new leader", func() bool {
 		n, e := c.leader()
 		if n != "" && e > oldEpoch {
 			failover = time.Since(killed)
@@ -368,14 +369,14 @@ func TestClusterLeaderKilled(t *testing.T) {
 			time.Sleep(time.Duration(rng.Int64N(int64(1500 * time.Millisecond))))
 			failovers = append(failovers, c.killLeader())
 		}
-		waitFor(t, fmt.Sprintf("incident %d paged", k+1), func() bool { tally.take(c); return len(tally.firing) >= k+1 })
+		await.Until(t, fmt.Sprintf("incident %d paged", k+1), func() bool { tally.take(c); return len(tally.firing) >= k+1 })
 		if k%2 == 1 {
 			// Somewhere between the page and the recovery.
 			time.Sleep(time.Duration(rng.Int64N(int64(time.Second))))
 			failovers = append(failovers, c.killLeader())
 		}
 		c.svc = startService(t, c.svc.addr)
-		waitFor(t, fmt.Sprintf("incident %d resolved", k+1), func() bool { tally.take(c); return len(tally.resolved) >= k+1 })
+		await.Until(t, fmt.Sprintf("incident %d resolved", k+1), func() bool { tally.take(c); return len(tally.resolved) >= k+1 })
 	}
 	for _, n := range []string{"a", "b", "c"} {
 		c.nodes[n].stop(t)
@@ -421,11 +422,11 @@ func TestClusterRedisRestart(t *testing.T) {
 			c.startAll()
 			tally := newTally("")
 			c.svc.l.Close()
-			waitFor(t, "the page", func() bool { tally.take(c); return len(tally.firing) == 1 })
+			await.Until(t, "the page", func() bool { tally.take(c); return len(tally.firing) == 1 })
 
 			c.redis.Restart()
 			c.svc = startService(t, c.svc.addr)
-			waitFor(t, "the recovery after Redis came back", func() bool { tally.take(c); return len(tally.resolved) == 1 })
+			await.Until(t, "the recovery after Redis came back", func() bool { tally.take(c); return len(tally.resolved) == 1 })
 			for _, n := range []string{"a", "b", "c"} {
 				c.nodes[n].stop(t)
 			}
@@ -443,7 +444,7 @@ func TestClusterSilentObserver(t *testing.T) {
 	c := newCluster(t, "")
 	c.startAll()
 	var leader string
-	waitFor(t, "a leader", func() bool { leader, _ = c.leader(); return leader != "" })
+	await.Until(t, "a leader", func() bool { leader, _ = c.leader(); return leader != "" })
 	victim := "a"
 	if leader == "a" {
 		victim = "b"
@@ -465,13 +466,13 @@ func TestClusterDegraded(t *testing.T) {
 	c.startAll()
 	svc, redisDown, everything := newTally("default"), newTally("redis-unreachable"), newTally("")
 	take := func() { drain(t, c.mail, svc, redisDown, everything) }
-	waitFor(t, "a leader", func() bool { name, _ := c.leader(); return name != "" })
+	await.Until(t, "a leader", func() bool { name, _ := c.leader(); return name != "" })
 
 	// An incident paged through Redis, still open when Redis dies.
 	c.svc.l.Close()
-	waitFor(t, "the first page", func() bool { take(); return len(svc.firing) == 1 })
+	await.Until(t, "the first page", func() bool { take(); return len(svc.firing) == 1 })
 	c.redis.Kill()
-	waitFor(t, "degraded mode on every node", func() bool {
+	await.Until(t, "degraded mode on every node", func() bool {
 		for _, n := range []string{"a", "b", "c"} {
 			if c.nodes[n].metric(t, "dmonitor_degraded") != 1 {
 				return false
@@ -479,14 +480,14 @@ func TestClusterDegraded(t *testing.T) {
 		}
 		return true
 	})
-	waitFor(t, "the redis-unreachable page", func() bool { take(); return len(redisDown.firing) == 1 })
+	await.Until(t, "the redis-unreachable page", func() bool { take(); return len(redisDown.firing) == 1 })
 	c.svc = startService(t, c.svc.addr)
-	waitFor(t, "the first incident resolved while degraded", func() bool { take(); return len(svc.resolved) == 1 })
+	await.Until(t, "the first incident resolved while degraded", func() bool { take(); return len(svc.resolved) == 1 })
 
 	// A new outage while degraded.
 	c.svc.l.Close()
 	down := time.Now()
-	waitFor(t, "the second page, while degraded", func() bool { take(); return len(svc.firing) == 2 })
+	await.Until(t, "the second page, while degraded", func() bool { take(); return len(svc.firing) == 2 })
 	// The bound (interval + lease TTL + 5s) is measured by
 	// BenchmarkDetectionByMode, not asserted here: this machine is shared.
 	t.Logf("outage to page while degraded: %v", time.Since(down))
@@ -494,7 +495,7 @@ func TestClusterDegraded(t *testing.T) {
 	// Redis back, empty: the incident opened while degraded is resolved
 	// once, by whoever leads.
 	c.redis.Restart()
-	waitFor(t, "degraded mode over", func() bool {
+	await.Until(t, "degraded mode over", func() bool {
 		for _, n := range []string{"a", "b", "c"} {
 			if c.nodes[n].metric(t, "dmonitor_degraded") != 0 {
 				return false
@@ -502,9 +503,9 @@ func TestClusterDegraded(t *testing.T) {
 		}
 		return true
 	})
-	waitFor(t, "redis-unreachable resolved", func() bool { take(); return len(redisDown.resolved) == 1 })
+	await.Until(t, "redis-unreachable resolved", func() bool { take(); return len(redisDown.resolved) == 1 })
 	c.svc = startService(t, c.svc.addr)
-	waitFor(t, "the second incident resolved", func() bool { take(); return len(svc.resolved) == 2 })
+	await.Until(t, "the second incident resolved", func() bool { take(); return len(svc.resolved) == 2 })
 	for _, n := range []string{"a", "b", "c"} {
 		c.nodes[n].stop(t)
 	}

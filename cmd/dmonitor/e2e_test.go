@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
 	"github.com/dmonitor/dmonitor/tsdb"
@@ -54,7 +55,7 @@ checks:
 		"alert.d/oncall@example.org": "",
 	})
 	d := startDaemon(t, dir, control)
-	waitFor(t, "the service to be seen up", func() bool { return d.state(t, "127.0.0.1", "svc") == "ok" })
+	await.Until(t, "the service to be seen up", func() bool { return d.state(t, "127.0.0.1", "svc") == "ok" })
 
 	svc.l.Close()
 	fired := mail.Next(t)
@@ -125,7 +126,7 @@ checks:
 
 	d := startDaemon(t, dir, control)
 	var acked float64
-	waitFor(t, "100 datapoints written", func() bool { acked = d.metric(t, "dmonitor_tsdb_points_written_total"); return acked >= 100 })
+	await.Until(t, "100 datapoints written", func() bool { acked = d.metric(t, "dmonitor_tsdb_points_written_total"); return acked >= 100 })
 	d.kill(t)
 	afterKill := countPoints(t, dataDir, begin)
 	if afterKill < int(acked) {
@@ -133,7 +134,7 @@ checks:
 	}
 
 	d = startDaemon(t, dir, control)
-	waitFor(t, "100 more datapoints written", func() bool { return d.metric(t, "dmonitor_tsdb_points_written_total") >= 100 })
+	await.Until(t, "100 more datapoints written", func() bool { return d.metric(t, "dmonitor_tsdb_points_written_total") >= 100 })
 	d.stop(t)
 	if total := countPoints(t, dataDir, begin); total < afterKill+100 {
 		t.Fatalf("after restart: %d datapoints, want at least %d (the first run's %d and 100 more)", total, afterKill+100, afterKill)
@@ -197,7 +198,7 @@ checks:
 		"alert.d/oncall@example.org": "",
 	})
 	d := startDaemon(t, dir, control)
-	waitFor(t, "both checks ok", func() bool {
+	await.Until(t, "both checks ok", func() bool {
 		return d.state(t, "127.0.0.1", "gw") == "ok" && d.state(t, "127.0.0.1", "app") == "ok"
 	})
 
@@ -206,7 +207,7 @@ checks:
 	if got := mail.Next(t).Msg.Header.Get("Subject"); !strings.Contains(got, "FIRING") || !strings.Contains(got, "gw-up") {
 		t.Fatalf("first mail %q, want the parent gw-up firing", got)
 	}
-	waitFor(t, "the child to read suppressed", func() bool { return d.stateOf(t, "app-up") == "suppressed" })
+	await.Until(t, "the child to read suppressed", func() bool { return d.stateOf(t, "app-up") == "suppressed" })
 
 	startService(t, gw.addr)
 	got := map[string]bool{}
@@ -273,7 +274,7 @@ checks:
 		"alert.d/oncall@example.org": "",
 	})
 	d := startDaemon(t, dir, control)
-	waitFor(t, "the service to be seen up", func() bool { return d.state(t, "127.0.0.1", "svc") == "ok" })
+	await.Until(t, "the service to be seen up", func() bool { return d.state(t, "127.0.0.1", "svc") == "ok" })
 
 	if code, _ := d.api(t, "POST", "/api/v1/silences", "wrong", `{}`); code != http.StatusUnauthorized {
 		t.Fatalf("a wrong token got %d, want 401", code)
@@ -291,7 +292,7 @@ checks:
 	}
 
 	svc.l.Close()
-	waitFor(t, "the alert to read silenced", func() bool { return d.state(t, "127.0.0.1", "svc") == "silenced" })
+	await.Until(t, "the alert to read silenced", func() bool { return d.state(t, "127.0.0.1", "svc") == "silenced" })
 	select {
 	case m := <-mail.Received:
 		t.Fatalf("mailed during a silence: %s", m.Msg.Header.Get("Subject"))
@@ -308,5 +309,5 @@ checks:
 	if code != http.StatusOK {
 		t.Fatalf("acknowledge: %d %s", code, resp)
 	}
-	waitFor(t, "the alert to read acknowledged", func() bool { return d.state(t, "127.0.0.1", "svc") == "acknowledged" })
+	await.Until(t, "the alert to read acknowledged", func() bool { return d.state(t, "127.0.0.1", "svc") == "acknowledged" })
 }

@@ -17,8 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 )
 
@@ -99,7 +99,7 @@ func startDaemon(t testing.TB, dir, control string) *daemon {
 			t.Logf("daemon log:\n%s", d.logText())
 		}
 	})
-	waitFor(t, "the control API", func() bool {
+	await.Until(t, "the control API", func() bool {
 		select {
 		case <-d.done:
 			t.Fatalf("dmonitor run exited at start:\n%s", d.logText())
@@ -150,7 +150,7 @@ func (d *daemon) kill(t testing.TB) {
 // cannot make it deliver one again.
 func (d *daemon) waitSent(t testing.TB, ids map[string]int) {
 	t.Helper()
-	waitFor(t, "the notifications recorded as delivered", func() bool {
+	await.Until(t, "the notifications recorded as delivered", func() bool {
 		log := d.logText()
 		for id := range ids {
 			if !strings.Contains(log, `msg="notification sent" component=notify receiver=default/email id=`+id) {
@@ -222,17 +222,6 @@ func (d *daemon) stateOf(t testing.TB, rule string) string {
 		}
 	}
 	return ""
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 30s waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func runMain(t testing.TB, args ...string) (code int, stdout, stderr string) {
@@ -376,9 +365,9 @@ func TestExampleStandalone(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := startDaemon(t, dir, control)
-	waitFor(t, "the example's control check to be ok", func() bool { return d.state(t, "localhost", "control") == "ok" })
+	await.Until(t, "the example's control check to be ok", func() bool { return d.state(t, "localhost", "control") == "ok" })
 	for _, c := range []string{"disk_free", "load"} {
-		waitFor(t, c+" to be evaluated", func() bool { s := d.state(t, "localhost", c); return s == "ok" || s == "firing" })
+		await.Until(t, c+" to be evaluated", func() bool { s := d.state(t, "localhost", c); return s == "ok" || s == "firing" })
 	}
 	d.stop(t)
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
 	"github.com/dmonitor/dmonitor/tsdb"
@@ -91,11 +92,11 @@ checks:
 	}
 
 	d := startDaemon(t, dir, control)
-	waitFor(t, "results in OpenTSDB", func() bool { return countSamples(t, store, "dmonitor.check.status", "h1") >= 2 })
+	await.Until(t, "results in OpenTSDB", func() bool { return countSamples(t, store, "dmonitor.check.status", "h1") >= 2 })
 
 	otsdb.stop()
 	checksBefore := d.metric(t, "dmonitor_checks_total")
-	waitFor(t, "results to be spooled", func() bool { return d.metric(t, "dmonitor_spool_points") >= 20 })
+	await.Until(t, "results to be spooled", func() bool { return d.metric(t, "dmonitor_spool_points") >= 20 })
 	// Checks and alerting go on while OpenTSDB is away.
 	svc.l.Close()
 	if got := mail.Next(t).Msg.Header.Get("Subject"); !strings.Contains(got, "FIRING") {
@@ -106,7 +107,7 @@ checks:
 	}
 
 	startOpenTSDB(t, otsdb.addr, store)
-	waitFor(t, "the spool to drain", func() bool {
+	await.Until(t, "the spool to drain", func() bool {
 		return d.metric(t, "dmonitor_spool_points") == 0 && d.metric(t, "dmonitor_spool_replayed_total") > 0
 	})
 	if n := d.metric(t, "dmonitor_spool_dropped_total"); n != 0 {

@@ -9,6 +9,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
 )
@@ -107,11 +108,11 @@ func (c *testCluster) deciderState() (string, string) {
 func TestPeerFlakyObserverAndOutage(t *testing.T) {
 	c := newPeerCluster(t, "c")
 	c.startAll()
-	waitFor(t, "the first node deciding with the service up", func() bool {
+	await.Until(t, "the first node deciding with the service up", func() bool {
 		name, state := c.deciderState()
 		return name == "a" && state == "ok"
 	})
-	waitFor(t, "ten failed runs on the flaky observer", func() bool {
+	await.Until(t, "ten failed runs on the flaky observer", func() bool {
 		return c.nodes["c"].metric(t, `dmonitor_checks_total{status="CRITICAL"}`) >= 10
 	})
 	if _, state := c.deciderState(); state != "ok" {
@@ -127,7 +128,7 @@ func TestPeerFlakyObserverAndOutage(t *testing.T) {
 
 	c.svc.l.Close()
 	fired := c.expectMail("FIRING", "127.0.0.1")
-	waitFor(t, "a follower to show the alert firing", func() bool {
+	await.Until(t, "a follower to show the alert firing", func() bool {
 		st, _ := c.status("b")
 		return len(st.Instances) == 1 && st.Instances[0].State == "firing"
 	})
@@ -149,18 +150,18 @@ func TestPeerFlakyObserverAndOutage(t *testing.T) {
 func TestPeerDeciderKilled(t *testing.T) {
 	c := newPeerCluster(t, "")
 	c.startAll()
-	waitFor(t, "the first node deciding with the service up", func() bool {
+	await.Until(t, "the first node deciding with the service up", func() bool {
 		name, state := c.deciderState()
 		return name == "a" && state == "ok"
 	})
 	// observer-up pages for a's death are expected; count the service's.
 	tally := newTally("default")
 	c.svc.l.Close()
-	waitFor(t, "the page", func() bool { tally.take(c); return len(tally.firing) == 1 })
+	await.Until(t, "the page", func() bool { tally.take(c); return len(tally.firing) == 1 })
 
 	c.nodes["a"].kill(t)
 	killed := time.Now()
-	waitFor(t, "b deciding, with the incident firing", func() bool {
+	await.Until(t, "b deciding, with the incident firing", func() bool {
 		name, state := c.deciderState()
 		return name == "b" && state == "firing"
 	})
@@ -168,11 +169,11 @@ func TestPeerDeciderKilled(t *testing.T) {
 	t.Logf("kill -9 of the decider to a new decider: %v (bound: silent after 3s, plus polling)", time.Since(killed))
 
 	c.svc = startService(t, c.svc.addr)
-	waitFor(t, "the recovery paged by the new decider", func() bool { tally.take(c); return len(tally.resolved) == 1 })
+	await.Until(t, "the recovery paged by the new decider", func() bool { tally.take(c); return len(tally.resolved) == 1 })
 	// The killed node comes back: it sorts first, takes the state over
 	// from its peers and decides again, without paging anything again.
 	c.start("a")
-	waitFor(t, "a deciding again with the service up", func() bool {
+	await.Until(t, "a deciding again with the service up", func() bool {
 		name, state := c.deciderState()
 		return name == "a" && state == "ok"
 	})
@@ -193,7 +194,7 @@ func TestPeerDeciderKilled(t *testing.T) {
 func TestPeerDeciderDiesWithPageUndelivered(t *testing.T) {
 	c := newPeerCluster(t, "")
 	c.startAll()
-	waitFor(t, "the first node deciding with the service up", func() bool {
+	await.Until(t, "the first node deciding with the service up", func() bool {
 		name, state := c.deciderState()
 		return name == "a" && state == "ok"
 	})
@@ -209,7 +210,7 @@ func TestPeerDeciderDiesWithPageUndelivered(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the decider never tried to mail the page")
 	}
-	waitFor(t, "b to hold a's undelivered page", func() bool {
+	await.Until(t, "b to hold a's undelivered page", func() bool {
 		code, body := c.nodes["b"].api(t, "GET", "/api/v1/peer/state", clusterToken, "")
 		return code == http.StatusOK && strings.Contains(body, `"queued"`)
 	})
@@ -217,9 +218,9 @@ func TestPeerDeciderDiesWithPageUndelivered(t *testing.T) {
 	c.mail.Refuse(nil)
 
 	tally := newTally("default")
-	waitFor(t, "the page, delivered by the next decider", func() bool { tally.take(c); return len(tally.firing) == 1 })
+	await.Until(t, "the page, delivered by the next decider", func() bool { tally.take(c); return len(tally.firing) == 1 })
 	c.svc = startService(t, c.svc.addr)
-	waitFor(t, "the recovery", func() bool { tally.take(c); return len(tally.resolved) == 1 })
+	await.Until(t, "the recovery", func() bool { tally.take(c); return len(tally.resolved) == 1 })
 	for _, n := range []string{"b", "c"} {
 		c.nodes[n].stop(t)
 	}
@@ -235,7 +236,7 @@ func TestPeerDeciderDiesWithPageUndelivered(t *testing.T) {
 func TestPeerSilenceThroughFollower(t *testing.T) {
 	c := newPeerCluster(t, "")
 	c.startAll()
-	waitFor(t, "the first node deciding with the service up", func() bool {
+	await.Until(t, "the first node deciding with the service up", func() bool {
 		name, state := c.deciderState()
 		return name == "a" && state == "ok"
 	})

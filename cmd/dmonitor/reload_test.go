@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
 )
@@ -61,13 +62,13 @@ checks:
 	}
 	set("a", "2")
 	set("b", "2")
-	waitFor(t, "a and b paged", func() bool { take(); return len(tally.firing) == 2 })
+	await.Until(t, "a and b paged", func() bool { take(); return len(tally.firing) == 2 })
 
 	// a's check moves from the default rule to a rule of its own: the
 	// default rule's incident is resolved once, the new rule pages once.
 	writeTree(t, dir, map[string]string{"rules.d/a.yaml": "rules:\n  - name: a-ctl\n    select: {host: a}\n"})
 	hup()
-	waitFor(t, "a's default incident resolved and a-ctl paged", func() bool {
+	await.Until(t, "a's default incident resolved and a-ctl paged", func() bool {
 		take()
 		return len(tally.resolved) == 1 && len(tally.firing) == 3
 	})
@@ -79,19 +80,19 @@ checks:
 		t.Fatal(err)
 	}
 	writeTree(t, dir, map[string]string{"hosts.d/c/ctl": ""})
-	waitFor(t, "b's incident resolved", func() bool { take(); return len(tally.resolved) == 2 })
-	waitFor(t, "the control port back", up)
-	waitFor(t, "c checked", func() bool { return d.state(t, "c", "ctl") == "ok" })
+	await.Until(t, "b's incident resolved", func() bool { take(); return len(tally.resolved) == 2 })
+	await.Until(t, "the control port back", up)
+	await.Until(t, "c checked", func() bool { return d.state(t, "c", "ctl") == "ok" })
 
 	// A broken file: refused, the configuration in force goes on.
 	writeTree(t, dir, map[string]string{"dmonitor.yaml": yaml + "nonsense: [\n"})
 	hup()
-	waitFor(t, "the refusal counted", func() bool { return d.metric(t, "dmonitor_config_last_reload_successful") == 0 })
+	await.Until(t, "the refusal counted", func() bool { return d.metric(t, "dmonitor_config_last_reload_successful") == 0 })
 	if !strings.Contains(d.logText(), "configuration reload refused") {
 		t.Errorf("the refusal is not logged")
 	}
 	set("a", "0")
-	waitFor(t, "a-ctl resolved under the configuration in force", func() bool { take(); return len(tally.resolved) == 3 })
+	await.Until(t, "a-ctl resolved under the configuration in force", func() bool { take(); return len(tally.resolved) == 3 })
 	d.stop(t)
 	take()
 	if len(tally.firing) != 3 || len(tally.resolved) != 3 || tally.duplicates() != 0 {

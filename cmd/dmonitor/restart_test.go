@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
 )
@@ -100,7 +101,7 @@ checks:
 	})
 	writeCtlPlugin(t, dir)
 	d := startDaemon(t, dir, control)
-	waitFor(t, "every subject seen ok", func() bool {
+	await.Until(t, "every subject seen ok", func() bool {
 		for _, in := range d.instances(t) {
 			if in.State != "ok" {
 				return false
@@ -114,7 +115,7 @@ checks:
 	for _, s := range []string{"fire", "ack", "sil", "unk", "dep-svc", "pend"} {
 		set(s, "2")
 	}
-	waitFor(t, "five pages", func() bool { take(); return len(tally.firing) == 5 })
+	await.Until(t, "five pages", func() bool { take(); return len(tally.firing) == 5 })
 
 	// Move each incident to the state it is to be killed in.
 	if code, resp := d.api(t, "POST", "/api/v1/acks", token, `{"rule":"default","host":"ack","check":"ctl","by":"ann"}`); code != http.StatusOK {
@@ -136,18 +137,18 @@ checks:
 		}
 		return d.stateOf(t, "dep-svc") == "suppressed" && d.stateOf(t, "host-up") == "firing"
 	}
-	waitFor(t, "every incident in its state", inState)
-	waitFor(t, "the parent's page", func() bool { take(); return len(tally.firing) == 6 })
+	await.Until(t, "every incident in its state", inState)
+	await.Until(t, "the parent's page", func() bool { take(); return len(tally.firing) == 6 })
 
 	d.waitSent(t, tally.firing)
 	d.kill(t)
 	d = startDaemon(t, dir, control)
-	waitFor(t, "every incident restored in its state", inState)
+	await.Until(t, "every incident restored in its state", inState)
 
 	for _, s := range subjects {
 		set(s, "0")
 	}
-	waitFor(t, "six resolved", func() bool { take(); return len(tally.resolved) == 6 })
+	await.Until(t, "six resolved", func() bool { take(); return len(tally.resolved) == 6 })
 	d.stop(t)
 	take()
 	if len(tally.firing) != 6 || tally.duplicates() != 0 {
@@ -187,7 +188,7 @@ checks:
 	tally := newTally("")
 	take := func() { drain(t, mail, tally) }
 	set("down", "2")
-	waitFor(t, "the page", func() bool { take(); return len(tally.firing) == 1 })
+	await.Until(t, "the page", func() bool { take(); return len(tally.firing) == 1 })
 
 	now := time.Now().Unix()
 	body := fmt.Sprintf(`[{"metric":"dmonitor.alert.state","timestamp":%d,"value":0,"tags":{"rule":"default","host":"down","check":"ctl"}},
@@ -203,9 +204,9 @@ checks:
 	d.waitSent(t, tally.firing)
 	d.kill(t)
 	d = startDaemon(t, dir, control)
-	waitFor(t, "the firing alert restored", func() bool { return d.state(t, "down", "ctl") == "firing" && d.state(t, "fine", "ctl") == "ok" })
+	await.Until(t, "the firing alert restored", func() bool { return d.state(t, "down", "ctl") == "firing" && d.state(t, "fine", "ctl") == "ok" })
 	set("down", "0")
-	waitFor(t, "the recovery", func() bool { take(); return len(tally.resolved) == 1 })
+	await.Until(t, "the recovery", func() bool { take(); return len(tally.resolved) == 1 })
 	d.stop(t)
 	take()
 	if len(tally.firing) != 1 || len(tally.resolved) != 1 || tally.duplicates() != 0 {

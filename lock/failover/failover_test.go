@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/lock"
 )
 
@@ -48,17 +49,6 @@ func (s *side) Release(context.Context) error {
 		s.lost = nil
 	}
 	return nil
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // setup runs a failover lease over two hand-granted sides and a health
@@ -121,13 +111,13 @@ func TestDegradedAndBack(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	got := acquire(ctx, l)
-	eventually(t, "an Acquire waiting on the primary", func() bool { return primary.waiting.Load() == 1 })
+	await.Until(t, "an Acquire waiting on the primary", func() bool { return primary.waiting.Load() == 1 })
 
 	healthy.Store(false)
 	if d := <-changes; !d {
 		t.Fatal("OnChange(false) first, want degraded")
 	}
-	eventually(t, "the Acquire moved to the fallback", func() bool { return fallback.waiting.Load() == 1 })
+	await.Until(t, "the Acquire moved to the fallback", func() bool { return fallback.waiting.Load() == 1 })
 	if primary.waiting.Load() != 0 {
 		t.Fatal("still waiting on the primary while degraded")
 	}
@@ -165,7 +155,7 @@ func TestShortFailureIsNotDegraded(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = l.Run(ctx) }()
-	eventually(t, "several failed probes", func() bool { return calls.Load() >= 5 })
+	await.Until(t, "several failed probes", func() bool { return calls.Load() >= 5 })
 	cancel()
 	<-done
 	if d, _ := l.Degraded(); d {
@@ -178,7 +168,7 @@ func TestAcquireEndsWithContext(t *testing.T) {
 	l, primary, _, _, _ := setup(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	got := acquire(ctx, l)
-	eventually(t, "an Acquire waiting", func() bool { return primary.waiting.Load() == 1 })
+	await.Until(t, "an Acquire waiting", func() bool { return primary.waiting.Load() == 1 })
 	cancel()
 	if _, ok := <-got; ok {
 		t.Fatal("Acquire returned a term after its context ended")

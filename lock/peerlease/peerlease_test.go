@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/lock"
 	"github.com/dmonitor/dmonitor/lock/peerlease"
 )
@@ -85,7 +86,7 @@ func (v *view) looked() int {
 func (v *view) awaitLooks(t *testing.T, n int) {
 	t.Helper()
 	from := v.looked()
-	waitFor(t, "the lease to poll its view", func() bool { return v.looked() >= from+n })
+	await.Until(t, "the lease to poll its view", func() bool { return v.looked() >= from+n })
 }
 
 // newLease returns the lease of self among nodes a, b and c (given out of
@@ -150,20 +151,6 @@ func closed(ch <-chan struct{}) bool {
 		return true
 	default:
 		return false
-	}
-}
-
-// waitFor polls cond until it holds, failing the test if it does not
-// within 10s: the lease polls every millisecond, so this is only the limit
-// of a test that hangs.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 10s: %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -303,7 +290,7 @@ func TestLostWhenAFirstNodeIsLive(t *testing.T) {
 	}
 
 	v.hear("a", c.Now())
-	waitFor(t, "Lost to close once a is live", func() bool { return closed(got.term.Lost) })
+	await.Until(t, "Lost to close once a is live", func() bool { return closed(got.term.Lost) })
 	if owner, epoch, _, _ := l.Leader(context.Background()); owner != "a" || epoch != 0 {
 		t.Errorf("Leader() = %q, epoch %d; want a, 0", owner, epoch)
 	}

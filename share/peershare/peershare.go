@@ -588,7 +588,8 @@ func (x *Exchange) heldNotes() []QueuedNotification {
 	return out
 }
 
-// Fetched is what the peers that answered FetchState hold.
+// Fetched is what the peers that answered FetchState hold, and the
+// notifications this node holds for its peers.
 type Fetched struct {
 	// Records are their copies of the alert state.
 	Records []localstate.Record
@@ -602,7 +603,8 @@ type Fetched struct {
 }
 
 // FetchState returns what the peers that answer within ctx hold: their
-// alert state copies and the notifications they hold. A peer that does
+// alert state copies, their silences and the notifications they hold
+// (with those this node holds). A peer that does
 // not answer is skipped: it may be the dead node whose place this one
 // takes.
 func (x *Exchange) FetchState(ctx context.Context) Fetched {
@@ -618,8 +620,13 @@ func (x *Exchange) FetchState(ctx context.Context) Fetched {
 			answers <- answer{body, err, p.Name}
 		}()
 	}
-	var f Fetched
+	// What this node holds for its peers counts as much as what they
+	// hold: a decider that died may have reached only this node.
+	f := Fetched{Queued: x.heldNotes()}
 	seen := make(map[string]bool)
+	for _, q := range f.Queued {
+		seen[noteKey(q.Receiver, q.Notification.ID)] = true
+	}
 	for range x.peers {
 		a := <-answers
 		if a.err != nil {

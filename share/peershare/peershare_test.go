@@ -27,6 +27,7 @@ import (
 	"github.com/dmonitor/dmonitor/alerting/localstate"
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/control"
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/share/peershare"
 	"github.com/dmonitor/dmonitor/share/wire"
@@ -138,7 +139,7 @@ func (n *node) listen(t *testing.T) {
 		Results: []wire.Result{wire.Result(result(from, probeHost, "probe", t0, check.OK))},
 		Confirm: []peershare.Target{{Host: probeHost, Check: "probe"}},
 	}
-	waitFor(t, n.name+"'s subscriptions to take pushes", func() bool {
+	await.Until(t, n.name+"'s subscriptions to take pushes", func() bool {
 		if code := n.post(t, n.token, probe); code != http.StatusNoContent {
 			t.Fatalf("probe push to %s: status %d, want 204", n.name, code)
 		}
@@ -355,20 +356,6 @@ func metric(t *testing.T, reg prometheus.Gatherer, name string, labels ...string
 	return 0
 }
 
-// waitFor polls cond until it holds, failing the test if it does not
-// within 10s: far longer than loopback HTTP takes on a loaded machine,
-// short enough to end a test that hangs.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 10s: %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // ---- results ----
 
 func result(observer, host, chk string, start time.Time, st check.Status) check.Result {
@@ -476,7 +463,7 @@ func TestResultsReachEveryPeer(t *testing.T) {
 	for _, n := range []*node{b, cc} {
 		// The receiver takes the results before it answers, and the
 		// sender counts the push once it has the answer: await both.
-		waitFor(t, fmt.Sprintf("%s to get %d results and a to count the push", n.name, len(sent)), func() bool {
+		await.Until(t, fmt.Sprintf("%s to get %d results and a to count the push", n.name, len(sent)), func() bool {
 			return len(n.got.Results()) >= len(sent) && metric(t, a.reg, "dmonitor_peer_pushes_total", "peer", n.name) >= 1
 		})
 		if got := describeAll(n.got.Results()); !slices.Equal(got, want) {
@@ -510,7 +497,7 @@ func TestResultsWhileRunning(t *testing.T) {
 		if err := a.x.Publish(context.Background(), r); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, fmt.Sprintf("b to get result %d", i), func() bool {
+		await.Until(t, fmt.Sprintf("b to get result %d", i), func() bool {
 			return slices.Contains(describeAll(b.got.Results()), describe(r))
 		})
 	}
@@ -535,7 +522,7 @@ func TestQueueFullDropsOldest(t *testing.T) {
 		}
 	}
 	a.run(t)
-	waitFor(t, "b to get 3 results", func() bool { return len(b.got.Results()) >= 3 })
+	await.Until(t, "b to get 3 results", func() bool { return len(b.got.Results()) >= 3 })
 	if got, want := describeAll(b.got.Results()), describeAll(sent[2:]); !slices.Equal(got, want) {
 		t.Errorf("b received %q, want the newest three %q", got, want)
 	}
@@ -587,7 +574,7 @@ func TestHeartbeats(t *testing.T) {
 	if err := a.x.Heartbeat(ctx, t0.Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b to list a", func() bool { _, ok := seenAt("a"); return ok })
+	await.Until(t, "b to list a", func() bool { _, ok := seenAt("a"); return ok })
 	if at, _ := seenAt("a"); !at.Equal(b.clock.Now()) {
 		t.Errorf("a last seen at %v, want b's clock at arrival %v", at, b.clock.Now())
 	}
@@ -598,7 +585,7 @@ func TestHeartbeats(t *testing.T) {
 	if err := a.x.Heartbeat(ctx, a.clock.Now()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b to see a's second heartbeat", func() bool { at, _ := seenAt("a"); return at.Equal(b.clock.Now()) })
+	await.Until(t, "b to see a's second heartbeat", func() bool { at, _ := seenAt("a"); return at.Equal(b.clock.Now()) })
 
 	// B's own entry is when it last beat.
 	selfAt := t0.Add(-5 * time.Second)
@@ -664,7 +651,7 @@ func TestRequestConfirm(t *testing.T) {
 		t.Fatal("RequestConfirm(barrier) = false, want true")
 	}
 	want = append(want, confirmation{"barrier", "http", "a"})
-	waitFor(t, "b to get the barrier request", func() bool {
+	await.Until(t, "b to get the barrier request", func() bool {
 		return slices.Contains(b.got.Confirms(), confirmation{"barrier", "http", "a"})
 	})
 	if got := b.got.Confirms(); !slices.Equal(got, want) {
@@ -703,7 +690,7 @@ func TestPushState(t *testing.T) {
 	a.x.PushState(r1)
 	a.x.PushState(r2)
 	a.run(t)
-	waitFor(t, "b to get the state", func() bool { return len(b.got.States()) > 0 })
+	await.Until(t, "b to get the state", func() bool { return len(b.got.States()) > 0 })
 	got := b.got.States()
 	if len(got) != 1 {
 		t.Fatalf("OnState called %d times, want once for both records queued before the push", len(got))
@@ -1028,7 +1015,7 @@ func TestClockSkew(t *testing.T) {
 			t.Fatal(err)
 		}
 		// b has handled the push once a counts it taken.
-		waitFor(t, s.name+": push taken", func() bool {
+		await.Until(t, s.name+": push taken", func() bool {
 			return metric(t, a.reg, "dmonitor_peer_pushes_total", "peer", "b") >= float64(i+1)
 		})
 		if got := metric(t, b.reg, "dmonitor_peer_clock_skew_seconds", "peer", "a"); math.Abs(got-s.ahead.Seconds()) > 1e-6 {
@@ -1117,12 +1104,12 @@ func TestDownPeerDelaysNoOther(t *testing.T) {
 				if err := a.x.Publish(context.Background(), r); err != nil {
 					t.Fatal(err)
 				}
-				waitFor(t, fmt.Sprintf("c to get result %d", i), func() bool {
+				await.Until(t, fmt.Sprintf("c to get result %d", i), func() bool {
 					return slices.Contains(describeAll(cc.got.Results()), describe(r))
 				})
 				if tc.refused {
 					// The drop is counted just after the error.
-					waitFor(t, fmt.Sprintf("push %d to b to fail", i), func() bool {
+					await.Until(t, fmt.Sprintf("push %d to b to fail", i), func() bool {
 						return metric(t, a.reg, "dmonitor_peer_push_errors_total", "peer", "b") >= float64(i+1) &&
 							metric(t, a.reg, "dmonitor_peer_results_dropped_total", "reason", "push failed") >= float64(i+1)
 					})
@@ -1164,7 +1151,7 @@ func TestStateRetriedUntilTaken(t *testing.T) {
 	r := record("down\x00web1\x00http", t0.Add(5), 9)
 	a.x.PushState(r)
 	a.run(t)
-	waitFor(t, "a failed push to z", func() bool {
+	await.Until(t, "a failed push to z", func() bool {
 		return metric(t, a.reg, "dmonitor_peer_push_errors_total", "peer", "z") >= 1
 	})
 
@@ -1218,7 +1205,7 @@ func TestQueuedNotificationsHeld(t *testing.T) {
 		return out
 	}
 	want := []string{"ops/email early", "ops/email late"}
-	waitFor(t, "b and c to hold a's queue", func() bool {
+	await.Until(t, "b and c to hold a's queue", func() bool {
 		return slices.Equal(ids(b.x.FetchState(context.Background())), want) &&
 			slices.Equal(ids(cc.x.FetchState(context.Background())), want)
 	})
@@ -1228,7 +1215,7 @@ func TestQueuedNotificationsHeld(t *testing.T) {
 	}
 
 	a.x.Done("ops/email", "early")
-	waitFor(t, "the delivered one forgotten", func() bool {
+	await.Until(t, "the delivered one forgotten", func() bool {
 		return slices.Equal(ids(b.x.FetchState(context.Background())), []string{"ops/email late"})
 	})
 }
@@ -1262,7 +1249,7 @@ func TestSilencesShared(t *testing.T) {
 	boxes["a"].sils = []silence.Silence{sil}
 	c["a"].x.PushSilences([]silence.Silence{sil})
 	c["a"].run(t)
-	waitFor(t, "b to take a's silence", func() bool {
+	await.Until(t, "b to take a's silence", func() bool {
 		got := boxes["b"].List(t0)
 		return len(got) == 1 && got[0].ID == "s1"
 	})
@@ -1270,4 +1257,19 @@ func TestSilencesShared(t *testing.T) {
 	if len(f.Silences) != 1 || f.Silences[0].ID != "s1" || f.Silences[0].CreatedBy != "ann" {
 		t.Fatalf("b fetched silences %+v, want a's s1", f.Silences)
 	}
+}
+
+// TestFetchStateCountsWhatThisNodeHolds: a decider that died may have
+// reached only the node now taking over; what that node holds counts.
+func TestFetchStateCountsWhatThisNodeHolds(t *testing.T) {
+	c := newCluster(t, []string{"a", "b"}, nil)
+	a, b := c["a"], c["b"]
+	a.x.Queued("ops/email", alerting.Notification{ID: "page", Status: alerting.StatusFiring, Rule: "default", EvaluatedAt: t0})
+	a.run(t)
+	// b's only peer is a, the decider itself, which holds nothing for
+	// others: all b can take over is what it holds.
+	await.Until(t, "b to count the page a pushed it", func() bool {
+		f := b.x.FetchState(context.Background())
+		return len(f.Queued) == 1 && f.Queued[0].Notification.ID == "page"
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/tsdb"
 )
 
@@ -148,7 +149,7 @@ func TestDamagedCursorReplaysRatherThanSkips(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
-	waitFor(t, "the first batch", func() bool { return s.Stats().Replayed == 10 })
+	await.Until(t, "the first batch", func() bool { return s.Stats().Replayed == 10 })
 	cancel()
 	<-done
 	s.Close()

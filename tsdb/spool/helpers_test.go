@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/tsdb"
 )
 
@@ -167,22 +168,10 @@ func mustAppend(t testing.TB, s *Spool, ps []tsdb.Point) {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test after a deadline.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // waitDelivered waits until the spool is empty and down holds n points.
 func waitDelivered(t testing.TB, s *Spool, down *fakeStore, n int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d points delivered", n), func() bool {
+	await.Until(t, fmt.Sprintf("%d points delivered", n), func() bool {
 		return s.Stats().Points == 0 && len(down.values()) >= n
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/tsdb"
 )
 
@@ -104,7 +105,7 @@ func TestRestartKeepsSpooledPoints(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
-	waitFor(t, "the downstream to fail", func() bool {
+	await.Until(t, "the downstream to fail", func() bool {
 		down.mu.Lock()
 		defer down.mu.Unlock()
 		return calls > 10
@@ -373,7 +374,7 @@ func TestOverflowWhileReplayIsInFlight(t *testing.T) {
 					}
 				}
 			}()
-			waitFor(t, "the spool to empty", func() bool { return s.Stats().Points == 0 })
+			await.Until(t, "the spool to empty", func() bool { return s.Stats().Points == 0 })
 			st := s.Stats()
 			got := g.values()
 			if int(st.Dropped)+len(got) != n {
