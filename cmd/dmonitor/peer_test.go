@@ -159,6 +159,11 @@ func TestPeerDeciderKilled(t *testing.T) {
 	c.svc.l.Close()
 	await.Until(t, "the page", func() bool { tally.take(c); return len(tally.firing) == 1 })
 
+	// Mid-incident: the page is delivered and a's journal says so. Its
+	// peers may not have heard yet that it was (that news is on its way
+	// when a dies), so the next decider may send it once more, under the
+	// same id: the one duplicate allowed.
+	c.nodes["a"].waitSent(t, tally.firing)
 	c.nodes["a"].kill(t)
 	killed := time.Now()
 	await.Until(t, "b deciding, with the incident firing", func() bool {
