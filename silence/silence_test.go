@@ -12,33 +12,17 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dmonitor/dmonitor/internal/fakeclock"
 )
 
 // t0 is the tests' epoch: every time is an offset from it.
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// clock is the store's injected time, advanced by the test.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
 // openStore opens a store in a fresh directory, its clock at t0.
-func openStore(t *testing.T) (*Store, *clock, string) {
+func openStore(t *testing.T) (*Store, *fakeclock.Clock, string) {
 	t.Helper()
-	c := &clock{now: t0}
+	c := fakeclock.New(t0)
 	path := filepath.Join(t.TempDir(), "silences.json")
 	s, err := Open(path, Options{Now: c.Now})
 	if err != nil {
@@ -539,7 +523,7 @@ func TestConcurrentUse(t *testing.T) {
 }
 
 func TestRunCollects(t *testing.T) {
-	c := &clock{now: t0}
+	c := fakeclock.New(t0)
 	s, err := Open(filepath.Join(t.TempDir(), "silences.json"), Options{Now: c.Now, GCInterval: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -564,7 +548,7 @@ func TestRunCollects(t *testing.T) {
 // Expire are handed on.
 func TestMerge(t *testing.T) {
 	var handed [][]Silence
-	c := &clock{now: t0}
+	c := fakeclock.New(t0)
 	path := filepath.Join(t.TempDir(), "silences.json")
 	s, err := Open(path, Options{Now: c.Now, Changed: func(sils []Silence) { handed = append(handed, sils) }})
 	if err != nil {

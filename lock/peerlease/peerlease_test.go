@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dmonitor/dmonitor/internal/await"
+	"github.com/dmonitor/dmonitor/internal/fakeclock"
 	"github.com/dmonitor/dmonitor/lock"
 	"github.com/dmonitor/dmonitor/lock/peerlease"
 )
@@ -19,30 +20,6 @@ const silentAfter = 30 * time.Second
 
 // t0 is where the fake clock starts: the lease's warm-up begins here.
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 123456789, time.UTC)
-
-// clock is the lease's injected time; tests move it.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // view is what this node has heard of its peers, as the peer exchange
 // would report it, and how often the lease has looked.
@@ -91,7 +68,7 @@ func (v *view) awaitLooks(t *testing.T, n int) {
 
 // newLease returns the lease of self among nodes a, b and c (given out of
 // order: the lease sorts them), closed when the test ends.
-func newLease(t *testing.T, self string, c *clock, v *view) *peerlease.Lease {
+func newLease(t *testing.T, self string, c *fakeclock.Clock, v *view) *peerlease.Lease {
 	t.Helper()
 	l := peerlease.New(peerlease.Options{
 		Self: self, Nodes: []string{"c", "a", "b"}, Heard: v.Heard,
@@ -197,7 +174,7 @@ func TestDecider(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &clock{now: t0}
+			c := fakeclock.New(t0)
 			v := &view{}
 			l := newLease(t, tc.self, c, v)
 			c.Advance(tc.elapsed)
@@ -221,7 +198,7 @@ func TestDecider(t *testing.T) {
 // returns once a goes silent, with an epoch from the clock that grows term
 // after term.
 func TestAcquireWaitsForTheDecider(t *testing.T) {
-	c := &clock{now: t0}
+	c := fakeclock.New(t0)
 	v := &view{}
 	v.hear("a", t0)
 	v.hear("c", t0)
@@ -271,7 +248,7 @@ func TestAcquireWaitsForTheDecider(t *testing.T) {
 // TestLostWhenAFirstNodeIsLive: the term ends as soon as a node that sorts
 // first is heard again, and only then.
 func TestLostWhenAFirstNodeIsLive(t *testing.T) {
-	c := &clock{now: t0}
+	c := fakeclock.New(t0)
 	v := &view{}
 	v.hear("a", t0)
 	v.hear("c", t0)
@@ -303,7 +280,7 @@ func TestLostWhenAFirstNodeIsLive(t *testing.T) {
 // TestRelease: Release ends the term at once; the lease can be acquired
 // again.
 func TestRelease(t *testing.T) {
-	c := &clock{now: t0}
+	c := fakeclock.New(t0)
 	v := &view{}
 	l := newLease(t, "a", c, v)
 	c.Advance(silentAfter)
@@ -330,7 +307,7 @@ func TestRelease(t *testing.T) {
 // ErrReleased, and makes every later Acquire fail.
 func TestClose(t *testing.T) {
 	t.Run("term held", func(t *testing.T) {
-		c := &clock{now: t0}
+		c := fakeclock.New(t0)
 		v := &view{}
 		l := newLease(t, "a", c, v)
 		c.Advance(silentAfter)
@@ -349,7 +326,7 @@ func TestClose(t *testing.T) {
 		}
 	})
 	t.Run("Acquire waiting", func(t *testing.T) {
-		c := &clock{now: t0}
+		c := fakeclock.New(t0)
 		v := &view{}
 		v.hear("a", t0)
 		v.hear("c", t0)
@@ -374,7 +351,7 @@ func TestClose(t *testing.T) {
 // view (past its check of Close, before it starts a term) still makes that
 // Acquire fail: no term may begin after Close.
 func TestCloseDuringAcquire(t *testing.T) {
-	c := &clock{now: t0}
+	c := fakeclock.New(t0)
 	v := &view{}
 	l := newLease(t, "a", c, v)
 	c.Advance(silentAfter) // a decides as soon as it looks
@@ -404,7 +381,7 @@ func TestCloseDuringAcquire(t *testing.T) {
 // TestAcquireEndsWithItsContext: a waiting Acquire gives up when its
 // context ends, saying why.
 func TestAcquireEndsWithItsContext(t *testing.T) {
-	c := &clock{now: t0}
+	c := fakeclock.New(t0)
 	v := &view{}
 	v.hear("a", t0)
 	v.hear("c", t0)
@@ -442,7 +419,7 @@ func TestLeader(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &clock{now: t0}
+			c := fakeclock.New(t0)
 			v := &view{}
 			l := newLease(t, "b", c, v)
 			c.Advance(silentAfter)

@@ -28,6 +28,8 @@ import (
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/control"
 	"github.com/dmonitor/dmonitor/internal/await"
+	"github.com/dmonitor/dmonitor/internal/checktest"
+	"github.com/dmonitor/dmonitor/internal/fakeclock"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/share/peershare"
 	"github.com/dmonitor/dmonitor/share/wire"
@@ -56,7 +58,7 @@ type node struct {
 	token string // the token its API demands and its pushes carry
 	peers []peershare.Peer
 	x     *peershare.Exchange
-	clock *clock
+	clock *fakeclock.Clock
 	reg   *prometheus.Registry
 	logs  *logBuffer
 	got   *inbox // what its callbacks received
@@ -78,7 +80,7 @@ func newCluster(t *testing.T, names []string, tweak func(n *node, o *peershare.O
 	for _, name := range names {
 		n := &node{
 			name: name, url: "http://" + servers[name].Listener.Addr().String(),
-			clock: &clock{now: t0}, reg: prometheus.NewRegistry(), logs: &logBuffer{}, got: &inbox{},
+			clock: fakeclock.New(t0), reg: prometheus.NewRegistry(), logs: &logBuffer{}, got: &inbox{},
 		}
 		var peers []peershare.Peer
 		for _, p := range names {
@@ -136,7 +138,7 @@ func (n *node) listen(t *testing.T) {
 	from := n.peers[0].Name
 	probe := peershare.Envelope{
 		From:    from,
-		Results: []wire.Result{wire.Result(result(from, probeHost, "probe", t0, check.OK))},
+		Results: []wire.Result{wire.Result(checktest.Result(from, probeHost, "probe", t0, check.OK))},
 		Confirm: []peershare.Target{{Host: probeHost, Check: "probe"}},
 	}
 	await.Until(t, n.name+"'s subscriptions to take pushes", func() bool {
@@ -194,30 +196,6 @@ func (noSilences) List(time.Time) []silence.Silence    { return nil }
 var _ control.Silencer = noSilences{}
 
 // ---- clock, inbox, log, metrics ----
-
-// clock is a node's injected time; tests move it.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // confirmation is one call of the Confirmations callback.
 type confirmation struct{ host, check, from string }
@@ -358,45 +336,6 @@ func metric(t *testing.T, reg prometheus.Gatherer, name string, labels ...string
 
 // ---- results ----
 
-func result(observer, host, chk string, start time.Time, st check.Status) check.Result {
-	return check.Result{
-		Host: host, Check: chk, Observer: observer, Status: st, Raw: st.String(),
-		ExitCode: int(st), Output: "output of " + chk + " on " + host, Start: start,
-		Duration: 1500 * time.Millisecond,
-	}
-}
-
-// describe renders every field of r, pointers followed and times as
-// instants, so two results compare equal exactly when a reader could not
-// tell them apart (NaN included, which == would not match).
-func describe(r check.Result) string {
-	var b strings.Builder
-	start := "zero"
-	if !r.Start.IsZero() {
-		start = fmt.Sprint(r.Start.UnixNano())
-	}
-	fmt.Fprintf(&b, "host=%q check=%q observer=%q status=%d raw=%q exit=%d output=%q start=%s duration=%d",
-		r.Host, r.Check, r.Observer, r.Status, r.Raw, r.ExitCode, r.Output, start, r.Duration)
-	opt := func(f *float64) string {
-		if f == nil {
-			return "nil"
-		}
-		return fmt.Sprint(*f)
-	}
-	for _, p := range r.Perf {
-		fmt.Fprintf(&b, " perf{%q %v %q %q %q %s %s}", p.Label, p.Value, p.UOM, p.Warn, p.Crit, opt(p.Min), opt(p.Max))
-	}
-	return b.String()
-}
-
-func describeAll(rs []check.Result) []string {
-	out := make([]string, len(rs))
-	for i, r := range rs {
-		out[i] = describe(r)
-	}
-	return out
-}
-
 // at returns s[i], or "(none)" past its end.
 func at(s []string, i int) string {
 	if i < len(s) {
@@ -439,7 +378,7 @@ func TestResultsReachEveryPeer(t *testing.T) {
 	}
 
 	nan, zero := math.NaN(), 0.0
-	odd := result("a", "web1", "http", t0.Add(1), check.Critical)
+	odd := checktest.Result("a", "web1", "http", t0.Add(1), check.Critical)
 	odd.Raw, odd.ExitCode = check.RawTimeout, -1
 	odd.Output = "first line\nsecond line"
 	odd.Perf = []check.Perf{
@@ -448,7 +387,7 @@ func TestResultsReachEveryPeer(t *testing.T) {
 	}
 	sent := []check.Result{odd}
 	for i := range 199 {
-		sent = append(sent, result("a", fmt.Sprintf("host%03d", i), "ping", t0.Add(time.Duration(i)*time.Nanosecond), check.OK))
+		sent = append(sent, checktest.Result("a", fmt.Sprintf("host%03d", i), "ping", t0.Add(time.Duration(i)*time.Nanosecond), check.OK))
 	}
 	// Published before the sender starts, everything waits in one queue
 	// per peer, so each peer gets it in a single push.
@@ -459,14 +398,14 @@ func TestResultsReachEveryPeer(t *testing.T) {
 	}
 	a.run(t)
 
-	want := describeAll(sent)
+	want := checktest.DescribeAll(sent)
 	for _, n := range []*node{b, cc} {
 		// The receiver takes the results before it answers, and the
 		// sender counts the push once it has the answer: await both.
 		await.Until(t, fmt.Sprintf("%s to get %d results and a to count the push", n.name, len(sent)), func() bool {
 			return len(n.got.Results()) >= len(sent) && metric(t, a.reg, "dmonitor_peer_pushes_total", "peer", n.name) >= 1
 		})
-		if got := describeAll(n.got.Results()); !slices.Equal(got, want) {
+		if got := checktest.DescribeAll(n.got.Results()); !slices.Equal(got, want) {
 			i := 0
 			for i < min(len(got), len(want)) && got[i] == want[i] {
 				i++
@@ -481,7 +420,7 @@ func TestResultsReachEveryPeer(t *testing.T) {
 	// A's pushes were taken (counted above) and delivered synchronously,
 	// so anything meant for A itself would be there by now.
 	if got := a.got.Results(); len(got) != 0 {
-		t.Errorf("a received %d results, want none: its own results are not for it (first %s)", len(got), describe(got[0]))
+		t.Errorf("a received %d results, want none: its own results are not for it (first %s)", len(got), checktest.Describe(got[0]))
 	}
 }
 
@@ -493,12 +432,12 @@ func TestResultsWhileRunning(t *testing.T) {
 	b.listen(t)
 	a.run(t)
 	for i := range 3 {
-		r := result("a", "web1", "http", t0.Add(time.Duration(i)*time.Second), check.Status(i))
+		r := checktest.Result("a", "web1", "http", t0.Add(time.Duration(i)*time.Second), check.Status(i))
 		if err := a.x.Publish(context.Background(), r); err != nil {
 			t.Fatal(err)
 		}
 		await.Until(t, fmt.Sprintf("b to get result %d", i), func() bool {
-			return slices.Contains(describeAll(b.got.Results()), describe(r))
+			return slices.Contains(checktest.DescribeAll(b.got.Results()), checktest.Describe(r))
 		})
 	}
 }
@@ -515,7 +454,7 @@ func TestQueueFullDropsOldest(t *testing.T) {
 	b.listen(t)
 	var sent []check.Result
 	for i := range 5 {
-		r := result("a", fmt.Sprintf("web%d", i), "http", t0, check.OK)
+		r := checktest.Result("a", fmt.Sprintf("web%d", i), "http", t0, check.OK)
 		sent = append(sent, r)
 		if err := a.x.Publish(context.Background(), r); err != nil {
 			t.Fatal(err)
@@ -523,7 +462,7 @@ func TestQueueFullDropsOldest(t *testing.T) {
 	}
 	a.run(t)
 	await.Until(t, "b to get 3 results", func() bool { return len(b.got.Results()) >= 3 })
-	if got, want := describeAll(b.got.Results()), describeAll(sent[2:]); !slices.Equal(got, want) {
+	if got, want := checktest.DescribeAll(b.got.Results()), checktest.DescribeAll(sent[2:]); !slices.Equal(got, want) {
 		t.Errorf("b received %q, want the newest three %q", got, want)
 	}
 	if got := metric(t, a.reg, "dmonitor_peer_results_dropped_total", "reason", "queue full"); got != 2 {
@@ -555,7 +494,7 @@ func TestHeartbeats(t *testing.T) {
 		t.Fatalf("b's observers before any heartbeat = %v, want none", obs)
 	}
 	// Results alone are no heartbeat.
-	if code := b.post(t, b.token, peershare.Envelope{From: "a", Results: []wire.Result{wire.Result(result("a", "web1", "http", t0, check.OK))}}); code != http.StatusNoContent {
+	if code := b.post(t, b.token, peershare.Envelope{From: "a", Results: []wire.Result{wire.Result(checktest.Result("a", "web1", "http", t0, check.OK))}}); code != http.StatusNoContent {
 		t.Fatalf("push of a result: status %d, want 204", code)
 	}
 	if obs := observers(); len(obs) != 0 {
@@ -819,7 +758,7 @@ func TestPeerAPINeedsTheToken(t *testing.T) {
 	b.listen(t)
 	push, err := json.Marshal(peershare.Envelope{
 		From: "a", Heartbeat: &t0,
-		Results: []wire.Result{wire.Result(result("a", "web1", "http", t0, check.Critical))},
+		Results: []wire.Result{wire.Result(checktest.Result("a", "web1", "http", t0, check.Critical))},
 		Confirm: []peershare.Target{{Host: "web1", Check: "http"}},
 	})
 	if err != nil {
@@ -915,7 +854,7 @@ func TestPushFromNonPeer(t *testing.T) {
 			b.listen(t)
 			env := peershare.Envelope{
 				From: tc.from, Heartbeat: &t0,
-				Results: []wire.Result{wire.Result(result(tc.from, "web1", "http", t0, check.OK))},
+				Results: []wire.Result{wire.Result(checktest.Result(tc.from, "web1", "http", t0, check.OK))},
 				Confirm: []peershare.Target{{Host: "web1", Check: "http"}},
 			}
 			if code := b.post(t, b.token, env); code != http.StatusForbidden {
@@ -942,7 +881,7 @@ func TestPushFromNonPeer(t *testing.T) {
 // the rest of the push is taken.
 func TestPushDropsResults(t *testing.T) {
 	known := func(host, chk string) bool { return chk != "unknown" }
-	good := result("a", "web1", "http", t0, check.OK)
+	good := checktest.Result("a", "web1", "http", t0, check.OK)
 	cases := []struct {
 		name    string
 		results []check.Result
@@ -952,9 +891,9 @@ func TestPushDropsResults(t *testing.T) {
 		// The control case: a known check from its own observer.
 		{"known check from its observer", []check.Result{good}, []check.Result{good}, ""},
 		// This node does not run that check.
-		{"unknown check", []check.Result{result("a", "web1", "unknown", t0, check.Critical), good}, []check.Result{good}, "unknown check"},
+		{"unknown check", []check.Result{checktest.Result("a", "web1", "unknown", t0, check.Critical), good}, []check.Result{good}, "unknown check"},
 		// A relays what C saw: C's own push is the only source of C's results.
-		{"observer other than the sender", []check.Result{result("c", "web1", "http", t0, check.Critical), good}, []check.Result{good}, "wrong observer"},
+		{"observer other than the sender", []check.Result{checktest.Result("c", "web1", "http", t0, check.Critical), good}, []check.Result{good}, "wrong observer"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -968,7 +907,7 @@ func TestPushDropsResults(t *testing.T) {
 			if code := b.post(t, b.token, env); code != http.StatusNoContent {
 				t.Fatalf("status %d, want 204", code)
 			}
-			if got, want := describeAll(b.got.Results()), describeAll(tc.want); !slices.Equal(got, want) {
+			if got, want := checktest.DescribeAll(b.got.Results()), checktest.DescribeAll(tc.want); !slices.Equal(got, want) {
 				t.Errorf("b took %q, want %q", got, want)
 			}
 			for _, reason := range []string{"unknown check", "wrong observer"} {
@@ -1100,12 +1039,12 @@ func TestDownPeerDelaysNoOther(t *testing.T) {
 			cc.listen(t)
 			a.run(t)
 			for i := range 2 {
-				r := result("a", "web1", "http", t0.Add(time.Duration(i)), check.Critical)
+				r := checktest.Result("a", "web1", "http", t0.Add(time.Duration(i)), check.Critical)
 				if err := a.x.Publish(context.Background(), r); err != nil {
 					t.Fatal(err)
 				}
 				await.Until(t, fmt.Sprintf("c to get result %d", i), func() bool {
-					return slices.Contains(describeAll(cc.got.Results()), describe(r))
+					return slices.Contains(checktest.DescribeAll(cc.got.Results()), checktest.Describe(r))
 				})
 				if tc.refused {
 					// The drop is counted just after the error.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dmonitor/dmonitor/check"
+	"github.com/dmonitor/dmonitor/internal/checktest"
 	"github.com/dmonitor/dmonitor/internal/redistest"
 	"github.com/dmonitor/dmonitor/share/wire"
 )
@@ -15,7 +16,7 @@ import (
 // typical is a result as check_http writes it: a line of output and two
 // perfdata items.
 func typical(i int) check.Result {
-	r := result("eu-1", fmt.Sprintf("www%03d.example.org", i%1000), "http", t0.Add(time.Duration(i)*time.Millisecond), check.OK)
+	r := checktest.Result("eu-1", fmt.Sprintf("www%03d.example.org", i%1000), "http", t0.Add(time.Duration(i)*time.Millisecond), check.OK)
 	r.Output = "HTTP OK: HTTP/1.1 200 OK - 15234 bytes in 0.042 second response time"
 	r.Perf = []check.Perf{
 		{Label: "time", Value: 0.042, UOM: "s", Min: new(0.0)},

@@ -16,43 +16,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dmonitor/dmonitor/check"
+	"github.com/dmonitor/dmonitor/internal/checktest"
 	"github.com/dmonitor/dmonitor/internal/redistest"
 	"github.com/dmonitor/dmonitor/share/wire"
 )
 
 // t0 is the start of the first result in every test.
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 123456789, time.UTC)
-
-func result(observer, host, chk string, start time.Time, st check.Status) check.Result {
-	return check.Result{
-		Host: host, Check: chk, Observer: observer, Status: st, Raw: st.String(),
-		ExitCode: int(st), Output: "output of " + chk + " on " + host, Start: start,
-		Duration: 1500 * time.Millisecond,
-	}
-}
-
-// describe renders every field of r, pointers followed and times as
-// instants, so two results compare equal exactly when a reader could not
-// tell them apart.
-func describe(r check.Result) string {
-	var b strings.Builder
-	start := "zero"
-	if !r.Start.IsZero() {
-		start = fmt.Sprint(r.Start.UnixNano())
-	}
-	fmt.Fprintf(&b, "host=%q check=%q observer=%q status=%d raw=%q exit=%d output=%q start=%s duration=%d",
-		r.Host, r.Check, r.Observer, r.Status, r.Raw, r.ExitCode, r.Output, start, r.Duration)
-	opt := func(f *float64) string {
-		if f == nil {
-			return "nil"
-		}
-		return fmt.Sprint(*f)
-	}
-	for _, p := range r.Perf {
-		fmt.Fprintf(&b, " perf{%q %v %q %q %q %s %s}", p.Label, p.Value, p.UOM, p.Warn, p.Crit, opt(p.Min), opt(p.Max))
-	}
-	return b.String()
-}
 
 // collector gathers what a callback receives.
 type collector struct {
@@ -74,8 +44,8 @@ func (c *collector) all() []check.Result {
 
 // has reports whether r was received, by value.
 func (c *collector) has(r check.Result) bool {
-	d := describe(r)
-	return slices.ContainsFunc(c.all(), func(g check.Result) bool { return describe(g) == d })
+	d := checktest.Describe(r)
+	return slices.ContainsFunc(c.all(), func(g check.Result) bool { return checktest.Describe(g) == d })
 }
 
 // subscribe runs x.Subscribe until the test ends, and checks that it
@@ -107,7 +77,7 @@ func subscribe(t *testing.T, x *Exchange) (*collector, <-chan struct{}) {
 // is delivered, whatever is published next can only arrive by the channel.
 func settle(t *testing.T, pub *Exchange, c *collector, seq int) {
 	t.Helper()
-	probe := result("probe", "probe", "probe", t0.Add(time.Duration(seq)*time.Hour), check.OK)
+	probe := checktest.Result("probe", "probe", "probe", t0.Add(time.Duration(seq)*time.Hour), check.OK)
 	if err := pub.Publish(context.Background(), probe); err != nil {
 		t.Fatal(err)
 	}
@@ -127,9 +97,9 @@ func TestPublishSubscribeTwoObservers(t *testing.T) {
 	got, _ := subscribe(t, leader)
 	settle(t, a, got, 1)
 
-	ra := result("eu-1", "www.example.org", "http", t0, check.Critical)
+	ra := checktest.Result("eu-1", "www.example.org", "http", t0, check.Critical)
 	ra.Perf = []check.Perf{{Label: "time", Value: 0.25, UOM: "s", Warn: "1", Crit: "2", Min: new(0.0)}}
-	rb := result("us-1", "www.example.org", "http", t0.Add(time.Second), check.OK)
+	rb := checktest.Result("us-1", "www.example.org", "http", t0.Add(time.Second), check.OK)
 	if err := a.Publish(context.Background(), ra); err != nil {
 		t.Fatal(err)
 	}
@@ -139,10 +109,10 @@ func TestPublishSubscribeTwoObservers(t *testing.T) {
 	eventually(t, 10*time.Second, "both observers' results delivered", func() bool {
 		return len(withoutProbes(got.all())) >= 2
 	})
-	want := []string{describe(ra), describe(rb)}
+	want := []string{checktest.Describe(ra), checktest.Describe(rb)}
 	var have []string
 	for _, r := range withoutProbes(got.all()) {
-		have = append(have, describe(r))
+		have = append(have, checktest.Describe(r))
 	}
 	if !slices.Equal(have, want) {
 		t.Errorf("subscriber received\n%s\nwant\n%s", strings.Join(have, "\n"), strings.Join(want, "\n"))
@@ -155,10 +125,10 @@ func TestLateSubscriberGetsState(t *testing.T) {
 	a := New(srv.Client(t), Options{Observer: "eu-1"})
 	b := New(srv.Client(t), Options{Observer: "us-1"})
 	published := []check.Result{
-		result("eu-1", "db1", "mysql", t0, check.OK),
-		result("eu-1", "db1", "mysql", t0.Add(time.Minute), check.Critical), // replaces the one before
-		result("us-1", "db1", "mysql", t0.Add(30*time.Second), check.OK),
-		result("us-1", "www", "http", t0, check.Warning),
+		checktest.Result("eu-1", "db1", "mysql", t0, check.OK),
+		checktest.Result("eu-1", "db1", "mysql", t0.Add(time.Minute), check.Critical), // replaces the one before
+		checktest.Result("us-1", "db1", "mysql", t0.Add(30*time.Second), check.OK),
+		checktest.Result("us-1", "www", "http", t0, check.Warning),
 	}
 	for _, r := range published {
 		x := a
@@ -179,8 +149,8 @@ func TestSnapshot(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
 	want := []check.Result{
-		result("eu-1", "db1", "mysql", t0, check.OK),
-		result("us-1", "db1", "mysql", t0, check.Critical),
+		checktest.Result("eu-1", "db1", "mysql", t0, check.OK),
+		checktest.Result("us-1", "db1", "mysql", t0, check.Critical),
 	}
 	for _, r := range want {
 		if err := New(srv.Client(t), Options{Observer: r.Observer}).Publish(ctx, r); err != nil {
@@ -207,10 +177,10 @@ func assertSameSet(t *testing.T, got, want []check.Result) {
 	t.Helper()
 	var g, w []string
 	for _, r := range got {
-		g = append(g, describe(r))
+		g = append(g, checktest.Describe(r))
 	}
 	for _, r := range want {
-		w = append(w, describe(r))
+		w = append(w, checktest.Describe(r))
 	}
 	slices.Sort(g)
 	slices.Sort(w)
@@ -244,8 +214,8 @@ func TestOlderResultDoesNotOverwrite(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			host := fmt.Sprintf("h%d", i)
-			first := result("eu-1", host, "ping", t0.Add(tt.first), check.OK)
-			second := result("eu-1", host, "ping", t0.Add(tt.second), check.Critical)
+			first := checktest.Result("eu-1", host, "ping", t0.Add(tt.first), check.OK)
+			second := checktest.Result("eu-1", host, "ping", t0.Add(tt.second), check.Critical)
 			if err := obs.Publish(ctx, first); err != nil {
 				t.Fatal(err)
 			}
@@ -281,7 +251,7 @@ func TestOlderResultDoesNotOverwrite(t *testing.T) {
 
 func TestOddNamesRoundTrip(t *testing.T) {
 	nan, inf, ninf := math.NaN(), math.Inf(1), math.Inf(-1)
-	full := result("eu-1", "full", "perf", t0, check.Warning)
+	full := checktest.Result("eu-1", "full", "perf", t0, check.Warning)
 	full.Output = "line 1 <b>&amp;</b>\nline \"2\"\t\x01"
 	full.ExitCode = -1
 	full.Raw = check.RawTimeout
@@ -290,26 +260,26 @@ func TestOddNamesRoundTrip(t *testing.T) {
 		{Label: "'quoted label'", Value: -1e300, UOM: "%", Min: &nan, Max: &ninf},
 		{Label: "c", Value: 42},
 	}
-	zero := result("eu-1", "zero", "start", time.Time{}, check.Unknown)
+	zero := checktest.Result("eu-1", "zero", "start", time.Time{}, check.Unknown)
 	tests := []check.Result{
 		// Plain names.
-		result("eu-1", "www.example.org", "http", t0, check.OK),
+		checktest.Result("eu-1", "www.example.org", "http", t0, check.OK),
 		// Spaces.
-		result("eu-1", "my host", "check with spaces", t0, check.OK),
+		checktest.Result("eu-1", "my host", "check with spaces", t0, check.OK),
 		// Colons, arranged so that host:check would be the same key for both.
-		result("eu-1", "a:b", "c", t0, check.OK),
-		result("eu-1", "a", "b:c", t0, check.Critical),
+		checktest.Result("eu-1", "a:b", "c", t0, check.OK),
+		checktest.Result("eu-1", "a", "b:c", t0, check.Critical),
 		// Digits and colons that mimic the length prefix.
-		result("eu-1", "3:abc", "1", t0, check.OK),
-		result("eu-1", "3", "abc:1", t0, check.Warning),
+		checktest.Result("eu-1", "3:abc", "1", t0, check.OK),
+		checktest.Result("eu-1", "3", "abc:1", t0, check.Warning),
 		// Unicode, in the observer name too.
-		result("zürich-ü", "höst.例え.jp", "проверка", t0, check.OK),
+		checktest.Result("zürich-ü", "höst.例え.jp", "проверка", t0, check.OK),
 		// Glob characters, which SCAN's MATCH would otherwise interpret.
-		result("eu-1", "*?[x]\\", "[^a-z]*", t0, check.OK),
+		checktest.Result("eu-1", "*?[x]\\", "[^a-z]*", t0, check.OK),
 		// A NUL byte and an empty check name.
-		result("eu-1", "nul\x00byte", "", t0, check.OK),
+		checktest.Result("eu-1", "nul\x00byte", "", t0, check.OK),
 		// An empty host.
-		result("eu-1", "", "empty host", t0, check.OK),
+		checktest.Result("eu-1", "", "empty host", t0, check.OK),
 		// Every field, perfdata with NaN and infinities, a multi-line output.
 		full,
 		// The zero start time.
@@ -342,11 +312,11 @@ func TestPrefixesAreSeparate(t *testing.T) {
 	// Unescaped, "a*:results:*" would match the keys of "ab:".
 	glob := New(srv.Client(t), Options{Prefix: "a*:", Observer: "eu-1"})
 	other := New(srv.Client(t), Options{Prefix: "ab:", Observer: "eu-1"})
-	mine := result("eu-1", "mine", "ping", t0, check.OK)
+	mine := checktest.Result("eu-1", "mine", "ping", t0, check.OK)
 	if err := glob.Publish(ctx, mine); err != nil {
 		t.Fatal(err)
 	}
-	if err := other.Publish(ctx, result("eu-1", "theirs", "ping", t0, check.OK)); err != nil {
+	if err := other.Publish(ctx, checktest.Result("eu-1", "theirs", "ping", t0, check.OK)); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := subscribe(t, New(srv.Client(t), Options{Prefix: "a*:", Observer: "leader"}))
@@ -361,7 +331,7 @@ func TestSubscribeSurvivesRedisRestart(t *testing.T) {
 	pub := New(srv.Client(t), Options{Observer: "eu-1"})
 	logs := &logRecorder{}
 	got, done := subscribe(t, New(srv.Client(t), Options{Observer: "leader", Logger: slog.New(logs), MaxBackoff: 200 * time.Millisecond}))
-	before := result("eu-1", "www", "http", t0, check.OK)
+	before := checktest.Result("eu-1", "www", "http", t0, check.OK)
 	if err := pub.Publish(ctx, before); err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +340,7 @@ func TestSubscribeSurvivesRedisRestart(t *testing.T) {
 	// A result that is stored but never announced, as if its message had
 	// been lost: only a resync after reconnecting can deliver it. SAVE
 	// keeps it across the restart.
-	unannounced := result("us-1", "db", "mysql", t0, check.Critical)
+	unannounced := checktest.Result("us-1", "db", "mysql", t0, check.Critical)
 	payload, _, err := wire.Encode(&unannounced)
 	if err != nil {
 		t.Fatal(err)
@@ -385,7 +355,7 @@ func TestSubscribeSurvivesRedisRestart(t *testing.T) {
 	srv.Restart()
 
 	eventually(t, 20*time.Second, "stored result resynced after the restart", func() bool { return got.has(unannounced) })
-	after := result("eu-1", "www", "http", t0.Add(time.Minute), check.Critical)
+	after := checktest.Result("eu-1", "www", "http", t0.Add(time.Minute), check.Critical)
 	eventually(t, 10*time.Second, "publish after the restart", func() bool { return pub.Publish(ctx, after) == nil })
 	eventually(t, 10*time.Second, "result published after the restart", func() bool { return got.has(after) })
 	// However many attempts the reconnection took, it is logged once each way.
@@ -426,7 +396,7 @@ func TestSubscribeSurvivesSilentServer(t *testing.T) {
 	srv.Signal(syscall.SIGCONT)
 	stopped = false
 	eventually(t, 10*time.Second, "subscription reported restored", func() bool { return logs.count(msgRestored) == 1 })
-	r := result("eu-1", "www", "http", t0, check.Critical)
+	r := checktest.Result("eu-1", "www", "http", t0, check.Critical)
 	if err := pub.Publish(ctx, r); err != nil {
 		t.Fatal(err)
 	}
@@ -609,12 +579,12 @@ func TestPublishAll(t *testing.T) {
 	ctx := context.Background()
 	x := New(srv.Client(t), Options{Observer: "eu-1"})
 	batch := []check.Result{
-		result("eu-1", "a", "ping", t0.Add(time.Minute), check.OK),
-		result("eu-1", "b", "ping", t0, check.Critical),
+		checktest.Result("eu-1", "a", "ping", t0.Add(time.Minute), check.OK),
+		checktest.Result("eu-1", "b", "ping", t0, check.Critical),
 		// Out of Unix-nanosecond range: refused on its own.
-		result("eu-1", "c", "ping", time.Date(1500, 1, 1, 0, 0, 0, 0, time.UTC), check.OK),
+		checktest.Result("eu-1", "c", "ping", time.Date(1500, 1, 1, 0, 0, 0, 0, time.UTC), check.OK),
 		// Older than the first of the batch: not stored.
-		result("eu-1", "a", "ping", t0, check.Critical),
+		checktest.Result("eu-1", "a", "ping", t0, check.Critical),
 	}
 	// The first batch meets a server that has never seen the script, so
 	// every EVALSHA is refused; the second one, a server whose scripts were
