@@ -207,9 +207,6 @@ func (e *Evaluator) Acknowledge(rule, host, chk, by, comment string) error {
 // every rule instance with the latest result of each observer.
 func (e *Evaluator) Status() Status { return e.leader.Status() }
 
-// HeartbeatInterval is how often an observer of cfg says it is alive.
-func HeartbeatInterval(cfg *config.Config) time.Duration { return observer.HeartbeatInterval(cfg) }
-
 // SilentAfter is how long an observer of cfg may go unheard before it is
 // silent: three heartbeats missed.
 func SilentAfter(cfg *config.Config) time.Duration { return observer.SilentAfter(cfg) }

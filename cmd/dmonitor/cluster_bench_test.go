@@ -28,25 +28,12 @@ func BenchmarkClusterDetection(b *testing.B) {
 		await.Until(b, "a leader", func() bool { n, _ := c.leader(); return n != "" })
 		tally := newTally("")
 		tally.take(c)
-		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
-		var detect []time.Duration
-		for k := range trials {
-			// Start each outage at a random phase of the checks' schedule.
-			time.Sleep(time.Duration(rng.Int64N(int64(interval))))
-			stopped := time.Now()
-			c.svc.l.Close()
-			await.Until(b, "the page", func() bool { tally.take(c); return len(tally.firing) >= k+1 })
-			detect = append(detect, time.Since(stopped))
-			c.svc = startService(b, c.svc.addr)
-			await.Until(b, "the recovery", func() bool { tally.take(c); return len(tally.resolved) >= k+1 })
-		}
+		detect := c.timeOutages(trials, interval, tally)
 		var failover []time.Duration
 		for range kills {
 			failover = append(failover, c.killLeader())
 		}
-		for _, n := range []string{"a", "b", "c"} {
-			c.nodes[n].stop(b)
-		}
+		c.stopNodes()
 		slices.Sort(detect)
 		slices.Sort(failover)
 		b.ReportMetric(detect[len(detect)/2].Seconds(), "detect-p50-s")
@@ -91,20 +78,8 @@ func BenchmarkDetectionByMode(b *testing.B) {
 				c := m.start(b)
 				await.Until(b, "one decider", func() bool { n, _ := c.deciderState(); return n != "" })
 				tally := newTally("default")
-				rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
-				var detect []time.Duration
-				for k := range trials {
-					time.Sleep(time.Duration(rng.Int64N(int64(interval))))
-					stopped := time.Now()
-					c.svc.l.Close()
-					await.Until(b, "the page", func() bool { tally.take(c); return len(tally.firing) >= k+1 })
-					detect = append(detect, time.Since(stopped))
-					c.svc = startService(b, c.svc.addr)
-					await.Until(b, "the recovery", func() bool { tally.take(c); return len(tally.resolved) >= k+1 })
-				}
-				for _, n := range []string{"a", "b", "c"} {
-					c.nodes[n].stop(b)
-				}
+				detect := c.timeOutages(trials, interval, tally)
+				c.stopNodes()
 				slices.Sort(detect)
 				b.ReportMetric(detect[len(detect)/2].Seconds(), "detect-p50-s")
 				b.ReportMetric(detect[len(detect)-1].Seconds(), "detect-p99-s") // the max of 10
@@ -112,4 +87,24 @@ func BenchmarkDetectionByMode(b *testing.B) {
 			}
 		})
 	}
+}
+
+// timeOutages stops the service trials times, each at a random phase of
+// the checks' schedule (within interval), and returns how long each took
+// to be paged (counted in tally); each outage recovers before the next.
+func (c *testCluster) timeOutages(trials int, interval time.Duration, tally *mailTally) []time.Duration {
+	c.t.Helper()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	paged := len(tally.firing)
+	var detect []time.Duration
+	for k := range trials {
+		time.Sleep(time.Duration(rng.Int64N(int64(interval))))
+		stopped := time.Now()
+		c.svc.l.Close()
+		await.Until(c.t, "the page", func() bool { tally.take(c); return len(tally.firing) >= paged+k+1 })
+		detect = append(detect, time.Since(stopped))
+		c.svc = startService(c.t, c.svc.addr)
+		await.Until(c.t, "the recovery", func() bool { tally.take(c); return len(tally.resolved) >= paged+k+1 })
+	}
+	return detect
 }

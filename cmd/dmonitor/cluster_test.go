@@ -194,16 +194,43 @@ func TestClusterFlakyObserverAndOutage(t *testing.T) {
 	}
 	c.noMoreMail()
 
+	c.recoveryPaged(c.outagePaged())
+	c.stopAll()
+}
+
+// outagePaged stops the service and returns the id of the page that
+// follows.
+func (c *testCluster) outagePaged() string {
+	c.t.Helper()
 	c.svc.l.Close()
-	fired := c.expectMail("FIRING", "127.0.0.1")
-	c.svc = startService(t, c.svc.addr)
+	return c.expectMail("FIRING", "127.0.0.1")
+}
+
+// recoveryPaged starts the service again and checks its recovery is
+// paged under an id of its own.
+func (c *testCluster) recoveryPaged(fired string) {
+	c.t.Helper()
+	c.svc = startService(c.t, c.svc.addr)
 	resolved := c.expectMail("RESOLVED", "127.0.0.1")
 	if fired == "" || resolved == "" || fired == resolved {
-		t.Fatalf("ids %q and %q: want two distinct ids", fired, resolved)
+		c.t.Fatalf("ids %q and %q: want two distinct ids", fired, resolved)
 	}
-	for _, n := range []string{"a", "b", "c"} {
-		c.nodes[n].stop(t)
+}
+
+// stopNodes stops every node that runs, cleanly.
+func (c *testCluster) stopNodes() {
+	c.t.Helper()
+	for _, d := range c.nodes {
+		if d.cmd.ProcessState == nil {
+			d.stop(c.t)
+		}
 	}
+}
+
+// stopAll stops every node that runs and checks nothing more was mailed.
+func (c *testCluster) stopAll() {
+	c.t.Helper()
+	c.stopNodes()
 	c.noMoreMail()
 }
 
@@ -378,9 +405,7 @@ func TestClusterLeaderKilled(t *testing.T) {
 		c.svc = startService(t, c.svc.addr)
 		await.Until(t, fmt.Sprintf("incident %d resolved", k+1), func() bool { tally.take(c); return len(tally.resolved) >= k+1 })
 	}
-	for _, n := range []string{"a", "b", "c"} {
-		c.nodes[n].stop(t)
-	}
+	c.stopNodes()
 	tally.take(c)
 	if len(tally.firing) != trials || len(tally.resolved) != trials {
 		t.Fatalf("%d incidents: %d distinct firing and %d distinct resolved notifications, want %d each (an extra id is an incident paged twice)",
@@ -427,9 +452,7 @@ func TestClusterRedisRestart(t *testing.T) {
 			c.redis.Restart()
 			c.svc = startService(t, c.svc.addr)
 			await.Until(t, "the recovery after Redis came back", func() bool { tally.take(c); return len(tally.resolved) == 1 })
-			for _, n := range []string{"a", "b", "c"} {
-				c.nodes[n].stop(t)
-			}
+			c.stopNodes()
 			tally.take(c)
 			if len(tally.firing) != 1 || len(tally.resolved) != 1 || tally.duplicates() != 0 {
 				t.Fatalf("firing %v, resolved %v: want one of each, no duplicate", tally.firing, tally.resolved)
@@ -506,9 +529,7 @@ func TestClusterDegraded(t *testing.T) {
 	await.Until(t, "redis-unreachable resolved", func() bool { take(); return len(redisDown.resolved) == 1 })
 	c.svc = startService(t, c.svc.addr)
 	await.Until(t, "the second incident resolved", func() bool { take(); return len(svc.resolved) == 2 })
-	for _, n := range []string{"a", "b", "c"} {
-		c.nodes[n].stop(t)
-	}
+	c.stopNodes()
 	take()
 	if len(svc.firing) != 2 || len(svc.resolved) != 2 {
 		t.Errorf("service: firing %v, resolved %v; want two incidents, each paged and resolved once by id", svc.firing, svc.resolved)

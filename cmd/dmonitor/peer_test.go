@@ -102,16 +102,23 @@ func (c *testCluster) deciderState() (string, string) {
 	return name, ""
 }
 
+// awaitFirstDecider waits until node a, whose name sorts first, alone
+// decides, and sees the service up.
+func (c *testCluster) awaitFirstDecider() {
+	c.t.Helper()
+	await.Until(c.t, "the first node deciding with the service up", func() bool {
+		name, state := c.deciderState()
+		return name == "a" && state == "ok"
+	})
+}
+
 // TestPeerFlakyObserverAndOutage is the original dmonitor setup, three
 // nodes and no Redis: one observer whose view of the service is broken for
 // many intervals pages nobody; a real outage pages once and recovers once.
 func TestPeerFlakyObserverAndOutage(t *testing.T) {
 	c := newPeerCluster(t, "c")
 	c.startAll()
-	await.Until(t, "the first node deciding with the service up", func() bool {
-		name, state := c.deciderState()
-		return name == "a" && state == "ok"
-	})
+	c.awaitFirstDecider()
 	await.Until(t, "ten failed runs on the flaky observer", func() bool {
 		return c.nodes["c"].metric(t, `dmonitor_checks_total{status="CRITICAL"}`) >= 10
 	})
@@ -126,21 +133,13 @@ func TestPeerFlakyObserverAndOutage(t *testing.T) {
 		}
 	}
 
-	c.svc.l.Close()
-	fired := c.expectMail("FIRING", "127.0.0.1")
+	fired := c.outagePaged()
 	await.Until(t, "a follower to show the alert firing", func() bool {
 		st, _ := c.status("b")
 		return len(st.Instances) == 1 && st.Instances[0].State == "firing"
 	})
-	c.svc = startService(t, c.svc.addr)
-	resolved := c.expectMail("RESOLVED", "127.0.0.1")
-	if fired == "" || resolved == "" || fired == resolved {
-		t.Fatalf("ids %q and %q: want two distinct ids", fired, resolved)
-	}
-	for _, n := range []string{"a", "b", "c"} {
-		c.nodes[n].stop(t)
-	}
-	c.noMoreMail()
+	c.recoveryPaged(fired)
+	c.stopAll()
 }
 
 // TestPeerDeciderKilled kills the deciding node with kill -9 in the middle
@@ -150,10 +149,7 @@ func TestPeerFlakyObserverAndOutage(t *testing.T) {
 func TestPeerDeciderKilled(t *testing.T) {
 	c := newPeerCluster(t, "")
 	c.startAll()
-	await.Until(t, "the first node deciding with the service up", func() bool {
-		name, state := c.deciderState()
-		return name == "a" && state == "ok"
-	})
+	c.awaitFirstDecider()
 	// observer-up pages for a's death are expected; count the service's.
 	tally := newTally("default")
 	c.svc.l.Close()
@@ -182,9 +178,7 @@ func TestPeerDeciderKilled(t *testing.T) {
 		name, state := c.deciderState()
 		return name == "a" && state == "ok"
 	})
-	for _, n := range []string{"a", "b", "c"} {
-		c.nodes[n].stop(t)
-	}
+	c.stopNodes()
 	tally.take(c)
 	if len(tally.firing) != 1 || len(tally.resolved) != 1 || tally.duplicates() > 1 {
 		t.Fatalf("firing %v, resolved %v: want one incident, paged and resolved, at most one duplicate", tally.firing, tally.resolved)
@@ -199,10 +193,7 @@ func TestPeerDeciderKilled(t *testing.T) {
 func TestPeerDeciderDiesWithPageUndelivered(t *testing.T) {
 	c := newPeerCluster(t, "")
 	c.startAll()
-	await.Until(t, "the first node deciding with the service up", func() bool {
-		name, state := c.deciderState()
-		return name == "a" && state == "ok"
-	})
+	c.awaitFirstDecider()
 	c.mail.Refuse(func(stage string) *gosmtp.SMTPError {
 		if stage != "mail" {
 			return nil
@@ -226,9 +217,7 @@ func TestPeerDeciderDiesWithPageUndelivered(t *testing.T) {
 	await.Until(t, "the page, delivered by the next decider", func() bool { tally.take(c); return len(tally.firing) == 1 })
 	c.svc = startService(t, c.svc.addr)
 	await.Until(t, "the recovery", func() bool { tally.take(c); return len(tally.resolved) == 1 })
-	for _, n := range []string{"b", "c"} {
-		c.nodes[n].stop(t)
-	}
+	c.stopNodes()
 	tally.take(c)
 	if len(tally.firing) != 1 || len(tally.resolved) != 1 || tally.duplicates() > 1 {
 		t.Fatalf("firing %v, resolved %v: want the one page and its recovery", tally.firing, tally.resolved)
@@ -241,9 +230,6 @@ func TestPeerDeciderDiesWithPageUndelivered(t *testing.T) {
 func TestPeerSilenceThroughFollower(t *testing.T) {
 	c := newPeerCluster(t, "")
 	c.startAll()
-	await.Until(t, "the first node deciding with the service up", func() bool {
-		name, state := c.deciderState()
-		return name == "a" && state == "ok"
-	})
+	c.awaitFirstDecider()
 	silenceThroughFollower(t, c)
 }

@@ -233,14 +233,6 @@ type instanceKey struct{ host, check string }
 // stateKey is the key of an instance in the StateStore.
 func stateKey(ik instKey) string { return ik.rule + "\x00" + ik.host + "\x00" + ik.check }
 
-// Epoch returns the epoch of the term this node leads in, 0 when it does
-// not lead.
-func (l *Leader) Epoch() int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.epoch
-}
-
 // leadership acquires the lease and leads for as long as the term lasts,
 // again and again, until ctx is done. Leader-only work runs under a context
 // that ends with the term, and leadership is only given up once that work
