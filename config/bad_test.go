@@ -354,7 +354,7 @@ var badCases = []struct {
 		// A refused redis.url leaves the mode unknown: no peer-mode noise.
 		name:  "bad redis url, nodes",
 		files: map[string]string{"nodes.txt": "a\nb\n", FileName: "observer: a\nredis: {url: 'localhost:6379'}\n"},
-		want:  `dmonitor.yaml:2:14: redis.url: want a redis://, rediss:// or unix:// URL, got "localhost:6379"`,
+		want:  `dmonitor.yaml:2:14: redis.url: want a redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel:// URL, got "localhost:6379"`,
 	},
 	{
 		// An explicitly empty observer name.
@@ -380,7 +380,7 @@ var badCases = []struct {
 		files: map[string]string{FileName: "tsdb: {listen: localhost}\nsmtp: {addr: mail}\nredis: {url: 'localhost:6379'}\n"},
 		want: "dmonitor.yaml:1:16: tsdb.listen: want host:port, or \"\" for off, got \"localhost\"\n" +
 			"dmonitor.yaml:2:14: smtp.addr: want host:port, got \"mail\"\n" +
-			"dmonitor.yaml:3:14: redis.url: want a redis://, rediss:// or unix:// URL, got \"localhost:6379\"",
+			"dmonitor.yaml:3:14: redis.url: want a redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel:// URL, got \"localhost:6379\"",
 	},
 	{
 		// A TLS mode that is not one of the three.

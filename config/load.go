@@ -947,14 +947,31 @@ func (d *decoder) redisURL(path string, n *yaml.Node, dst *string) bool {
 	if !d.str(path, n, &s) {
 		return false
 	}
-	u, err := url.Parse(s)
-	ok := err == nil && ((u.Scheme == "redis" || u.Scheme == "rediss") && u.Host != "" || u.Scheme == "unix" && u.Path != "")
-	if !ok {
-		d.errorf(n, path, "want a redis://, rediss:// or unix:// URL, got %q", s)
+	if !redisURLOK(s) {
+		d.errorf(n, path, "want a redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel:// URL, got %q", s)
 		return false
 	}
 	*dst = s
 	return true
+}
+
+// redisURLOK says whether s has the shape of a URL lock/redislease
+// connects with. The Sentinel form lists several hosts, which net/url
+// refuses, so it is checked by hand: sentinels, then the master's name.
+func redisURLOK(s string) bool {
+	scheme, rest, _ := strings.Cut(s, "://")
+	switch scheme {
+	case "redis+sentinel", "rediss+sentinel":
+		if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		hosts, master, _ := strings.Cut(rest, "/")
+		master, _, _ = strings.Cut(master, "?")
+		master, _, _ = strings.Cut(master, "/")
+		return hosts != "" && master != ""
+	}
+	u, err := url.Parse(s)
+	return err == nil && ((u.Scheme == "redis" || u.Scheme == "rediss") && u.Host != "" || u.Scheme == "unix" && u.Path != "")
 }
 
 // listenAddr decodes a host:port to listen on; "" is kept: it turns the

@@ -548,3 +548,23 @@ func TestValidate(t *testing.T) {
 		t.Errorf("Validate(redis, no nodes) = %v, want nil", err)
 	}
 }
+
+// The Sentinel forms that lock/redislease connects with load; the README
+// documents them.
+func TestRedisSentinelURL(t *testing.T) {
+	for _, u := range []string{
+		"redis+sentinel://127.0.0.1:26379/mymaster",
+		"redis+sentinel://:secret@127.0.0.1:26379,127.0.0.1:26380/mymaster/2",
+		"rediss+sentinel://user:p%40ss@127.0.0.1/mymaster?sentinel_password=x",
+	} {
+		c := load(t, tree(t, map[string]string{FileName: "redis: {url: '" + u + "'}\n"}))
+		equal(t, "Redis.URL", c.Redis.URL, u)
+		equal(t, "Mode", c.Mode(), ModeRedis)
+	}
+	for _, u := range []string{"redis+sentinel://127.0.0.1:26379", "redis+sentinel:///mymaster"} {
+		_, err := Load(tree(t, map[string]string{FileName: "redis: {url: '" + u + "'}\n"}))
+		if err == nil || !strings.Contains(err.Error(), "redis+sentinel://") {
+			t.Errorf("Load with redis.url %s: err = %v, want the forms named", u, err)
+		}
+	}
+}
