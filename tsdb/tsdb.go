@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -128,6 +129,12 @@ type Store interface {
 // ErrInvalid is wrapped by errors that blame the request (a bad metric name,
 // an unknown aggregator), as opposed to the store.
 var ErrInvalid = errors.New("invalid request")
+
+// ErrLimit is wrapped by errors that refuse points for passing one of the
+// store's limits (total series, new series per request or per minute, the
+// length of a name): the error names the limit and the offender. It also
+// wraps ErrInvalid, since retrying the same points will not help.
+var ErrLimit = fmt.Errorf("%w: limit exceeded", ErrInvalid)
 
 // SanitizeTag returns v with every character outside OpenTSDB's allowed set
 // (a-z A-Z 0-9 - _ . /) replaced by '_', so a value is stored altered, never
