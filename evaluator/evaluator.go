@@ -118,15 +118,27 @@ type Options struct {
 	// EvalInterval is the period of the full evaluation that catches
 	// results going stale. Default 5s.
 	EvalInterval time.Duration
+	// FlushTimeout bounds how long shutdown waits, after the checks have
+	// stopped, for the store to take the points queued for it; what is
+	// left is dropped and counted. Default DefaultFlushTimeout.
+	FlushTimeout time.Duration
+	// MaxQueuedPoints bounds the points queued for the store; see
+	// observer.WriterOptions.
+	MaxQueuedPoints int
 }
 
 // Evaluator is the daemon of one node. Build it with New and run it with Run.
 type Evaluator struct {
-	writer   *observer.Writer
-	observer *observer.Observer
-	leader   *leader.Leader
-	log      *slog.Logger
+	writer       *observer.Writer
+	observer     *observer.Observer
+	leader       *leader.Leader
+	log          *slog.Logger
+	flushTimeout time.Duration
 }
+
+// DefaultFlushTimeout is how long shutdown waits for the store to take
+// what is queued for it.
+const DefaultFlushTimeout = 10 * time.Second
 
 // New returns an Evaluator for o.
 func New(o Options) *Evaluator {
@@ -145,8 +157,12 @@ func New(o Options) *Evaluator {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Evaluator{log: o.Logger}
-	e.writer = observer.NewWriter(o.Store, o.Annotator, o.Logger, o.Registerer)
+	if o.FlushTimeout <= 0 {
+		o.FlushTimeout = DefaultFlushTimeout
+	}
+	e := &Evaluator{log: o.Logger, flushTimeout: o.FlushTimeout}
+	e.writer = observer.NewWriter(o.Store, o.Annotator, observer.WriterOptions{
+		MaxQueuedPoints: o.MaxQueuedPoints, Logger: o.Logger, Registerer: o.Registerer})
 	e.observer = observer.New(observer.Options{
 		Config: o.Config, Runner: o.Runner, Writer: e.writer, Share: o.Share,
 		// The leader is built next, and before Run anything calls this.
@@ -185,7 +201,9 @@ func (e *Evaluator) Run(ctx context.Context) error {
 	stopLeading()
 	<-leadDone
 	e.observer.Drain()
-	e.writer.Close()
+	flushCtx, cancel := context.WithTimeout(context.Background(), e.flushTimeout)
+	e.writer.Close(flushCtx)
+	cancel()
 	<-writerDone
 	if err != nil {
 		return err

@@ -86,6 +86,12 @@ type Observer struct {
 	scheduler gocron.Scheduler
 	shareDown atomic.Bool // the other observers cannot be reached; logged once
 
+	// out is what waits to be published, the newest per target; one
+	// goroutine sends it, so no check waits on the share.
+	outMu   sync.Mutex
+	out     map[instanceKey]outgoing
+	outWake chan struct{}
+
 	// checkCtx is the plugins' context: shutdown cancels it after the
 	// grace, not at once. Set by Schedule.
 	checkCtx   context.Context
@@ -99,6 +105,7 @@ func New(o Options) *Observer {
 		cfg: o.Config, runner: o.Runner, writer: o.Writer, share: o.Share, changed: o.Changed,
 		log: o.Logger, now: o.Now, grace: o.ShutdownGrace,
 		live: newLive(), jobs: make(map[instanceKey]*job, len(o.Config.Targets)),
+		out: make(map[instanceKey]outgoing), outWake: make(chan struct{}, 1),
 	}
 	if ob.changed == nil {
 		ob.changed = func(string, string) {}
@@ -146,6 +153,7 @@ func (ob *Observer) Run(ctx context.Context) error {
 	listenCtx, stopListening := context.WithCancel(ctx)
 	var listeners sync.WaitGroup
 	listeners.Go(func() { ob.listen(listenCtx) })
+	listeners.Go(func() { ob.publishLoop(listenCtx) })
 
 	ob.scheduler.Start()
 	ob.log.Info("evaluator started", "observer", ob.cfg.Observer, "checks", len(ob.cfg.Targets), "workers", ob.cfg.Workers)
@@ -210,7 +218,7 @@ func (ob *Observer) record(ctx context.Context, r check.Result) {
 	ob.writer.Write(ResultPoints(make([]tsdb.Point, 0, 2+len(r.Perf)), &r))
 	_, prev, hadPrev := ob.live.put(r)
 	ob.changed(r.Host, r.Check)
-	ob.publish(ctx, r, hadPrev && !prev.Failing())
+	ob.queuePublish(r, hadPrev && !prev.Failing())
 }
 
 // Latest returns the latest result of each observer for host's check,
@@ -228,32 +236,8 @@ func (ob *Observer) Recheck(host, chk string) bool {
 		return false
 	}
 	ob.rechecks.Go(func() { ob.runJob(ob.checkCtx, j) })
-	ctx, cancel := context.WithTimeout(ob.checkCtx, 5*time.Second)
-	defer cancel()
-	if _, err := ob.share.RequestConfirm(ctx, host, chk, ob.confirmTTL(chk)); err != nil {
-		ob.shareErr("request re-check", err)
-	}
+	ob.queueConfirm(host, chk)
 	return true
-}
-
-// publish hands r to the other observers, and asks them to confirm a check
-// this observer has just seen go from passing to failing, so an outage is
-// confirmed in about one plugin run rather than one interval.
-func (ob *Observer) publish(ctx context.Context, r check.Result, wasPassing bool) {
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := ob.share.Publish(pctx, r); err != nil {
-		ob.shareErr("publish result", err)
-		return
-	}
-	if wasPassing && r.Status.Failing() {
-		if started, err := ob.share.RequestConfirm(pctx, r.Host, r.Check, ob.confirmTTL(r.Check)); err != nil {
-			ob.shareErr("request confirmation", err)
-		} else if started {
-			ob.metrics.confirmations.Inc()
-			ob.log.Info("asked the other observers to confirm", "host", r.Host, "check", r.Check)
-		}
-	}
 }
 
 // confirmTTL is how long one confirmation round of a check holds off the

@@ -3,6 +3,7 @@ package observer
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,122 +22,247 @@ type Annotator interface {
 	PutAnnotation(ctx context.Context, a tsdb.Annotation) error
 }
 
-// Writer batches datapoints into the store. It never delays a point to
-// fill a batch: it appends whatever has queued up while the previous append
-// ran, so batches grow only under load. A point handed to write is appended
-// before run returns, unless the store refuses it. Annotations go through
-// the same queue, so a slow remote store never blocks the leader.
+// Default bounds of a Writer's queue.
+const (
+	DefaultMaxQueuedPoints = 200_000
+	maxQueuedNotes         = 10_000
+	maxBatch               = 5000
+	// storeTimeout bounds one call to the store. The OpenTSDB backend's
+	// spool answers far sooner (it spools what the network does not take
+	// at once); this only stops a store that hangs outright from holding
+	// the queue for ever.
+	storeTimeout = 30 * time.Second
+)
+
+// Writer hands datapoints and annotations to the store from a goroutine of
+// its own, so that recording a result never waits on the store: Write and
+// Annotate only queue. A slow or failing store makes the queue grow, up to
+// a bound past which the oldest points are dropped, counted and logged:
+// the store behind the writer (the spool of the OpenTSDB backend, the
+// memory buffer of the embedded store on a full disk) is where points wait
+// out an outage, not here. Batches are never delayed to fill up: each
+// append takes whatever queued while the previous one ran.
 type Writer struct {
 	store     Appender
 	annotator Annotator // nil: annotations are not written
-	in        chan item
-	maxBatch  int
 	log       *slog.Logger
-	written   prometheus.Counter
-	failed    prometheus.Counter
-	done      chan struct{}
+	maxPoints int
+
+	mu       sync.Mutex
+	points   []tsdb.Point
+	notes    []tsdb.Annotation
+	closed   bool
+	dropping bool // an overflow episode is on: logged once, until the queue drains
+
+	wake    chan struct{} // a token: something was queued
+	stop    chan struct{} // closed by Close: write what is queued, then return
+	abandon chan struct{} // closed when Close's deadline passes
+	done    chan struct{} // closed when Run returns
+
+	failed  prometheus.Counter
+	dropped *prometheus.CounterVec
 }
 
-// item is one thing to write: points, or an annotation.
-type item struct {
-	points     []tsdb.Point
-	annotation *tsdb.Annotation
+// WriterOptions configure a Writer. Zero values mean the defaults.
+type WriterOptions struct {
+	// MaxQueuedPoints bounds the points waiting for the store (default
+	// DefaultMaxQueuedPoints, about 30 MiB).
+	MaxQueuedPoints int
+	Logger          *slog.Logger
+	// Registerer takes the writer's metrics; nil skips them.
+	Registerer prometheus.Registerer
 }
 
 // NewWriter returns a Writer into store, and of annotations into
-// annotator (nil: they are not written). reg takes its metrics; nil skips
-// them. Run it, and Close it once nothing writes any more.
-func NewWriter(store Appender, annotator Annotator, log *slog.Logger, reg prometheus.Registerer) *Writer {
-	w := &Writer{store: store, annotator: annotator, in: make(chan item, 1024), maxBatch: 5000, log: log,
-		done: make(chan struct{}),
-		written: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dmonitor_tsdb_points_written_total", Help: "Datapoints appended to the TSDB.",
-		}),
+// annotator (nil: they are not written). Run it, and Close it once nothing
+// writes any more.
+func NewWriter(store Appender, annotator Annotator, o WriterOptions) *Writer {
+	w := &Writer{store: store, annotator: annotator, log: o.Logger, maxPoints: o.MaxQueuedPoints,
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{}),
 		failed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dmonitor_tsdb_append_errors_total", Help: "Batches the TSDB refused or failed to take.",
 		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dmonitor_writer_dropped_points_total",
+			Help: "Datapoints dropped before reaching the TSDB: the writer's queue was full (queue_full), or shutdown's flush deadline passed (shutdown).",
+		}, []string{"reason"}),
+	}
+	if w.maxPoints <= 0 {
+		w.maxPoints = DefaultMaxQueuedPoints
 	}
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
 	}
-	if reg != nil {
-		reg.MustRegister(w.written, w.failed)
+	if o.Registerer != nil {
+		queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dmonitor_writer_queue_points", Help: "Datapoints queued for the TSDB by the writer.",
+		}, func() float64 { w.mu.Lock(); defer w.mu.Unlock(); return float64(len(w.points)) })
+		o.Registerer.MustRegister(w.failed, w.dropped, queued)
 	}
 	return w
 }
 
-// Write queues points; it blocks while the queue is full, so a slow store
-// slows the checks down rather than losing their results.
-func (w *Writer) Write(points []tsdb.Point) { w.in <- item{points: points} }
+// Write queues points for the store. It never blocks.
+func (w *Writer) Write(points []tsdb.Point) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		w.dropped.WithLabelValues("shutdown").Add(float64(len(points)))
+		return
+	}
+	if over := len(w.points) + len(points) - w.maxPoints; over > 0 {
+		w.overflow(over)
+	}
+	w.points = append(w.points, points...)
+	w.mu.Unlock()
+	w.signal()
+}
 
-// Annotate queues an annotation, if the store takes them.
-func (w *Writer) Annotate(a tsdb.Annotation) {
-	if w.annotator != nil {
-		w.in <- item{annotation: &a}
+// overflow drops the n oldest queued points (or all of them, and the
+// newest of those being written beyond), under mu.
+func (w *Writer) overflow(n int) {
+	n = min(n, len(w.points))
+	w.points = w.points[:copy(w.points, w.points[n:])]
+	w.dropped.WithLabelValues("queue_full").Add(float64(n))
+	if !w.dropping {
+		w.dropping = true
+		w.log.Error("tsdb writer queue full: dropping the oldest datapoints; the store takes them slower than checks produce them",
+			"queued", w.maxPoints, "dropped", n)
 	}
 }
 
-// Run appends queued points until Close, then appends what is still
-// queued and returns. The store gets its own context: shutdown must flush,
-// not abandon, what is queued.
+// Annotate queues an annotation, if the store takes them. It never blocks.
+func (w *Writer) Annotate(a tsdb.Annotation) {
+	if w.annotator == nil {
+		return
+	}
+	w.mu.Lock()
+	if w.closed || len(w.notes) >= maxQueuedNotes {
+		w.mu.Unlock()
+		w.log.Error("alert annotation dropped: the writer is stopping or its queue is full", "description", a.Description)
+		return
+	}
+	w.notes = append(w.notes, a)
+	w.mu.Unlock()
+	w.signal()
+}
+
+func (w *Writer) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run writes what is queued until Close, then what is still queued, and
+// returns. Store calls get a context of their own: shutdown flushes, it
+// does not abandon, until Close's deadline passes.
 func (w *Writer) Run() {
 	defer close(w.done)
-	batch := make([]tsdb.Point, 0, w.maxBatch)
-	var notes []tsdb.Annotation
-	for it := range w.in {
-		batch, notes = w.add(batch[:0], notes[:0], it)
-	drain:
-		for len(batch) < w.maxBatch {
-			select {
-			case more, ok := <-w.in:
-				if !ok {
-					break drain
-				}
-				batch, notes = w.add(batch, notes, more)
-			default:
-				break drain
-			}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-w.abandon:
+			cancel()
+		case <-w.done:
 		}
-		if len(batch) > 0 {
-			w.append(batch)
+	}()
+	for {
+		select {
+		case <-w.wake:
+			w.flush(ctx)
+		case <-w.stop:
+			w.flush(ctx)
+			return
 		}
-		// After the points, so an annotation never precedes the state
-		// points of its transition.
+	}
+}
+
+// flush writes everything queued, in batches, each batch's annotations
+// after its points so an annotation never precedes the state points of
+// its transition.
+func (w *Writer) flush(ctx context.Context) {
+	for {
+		w.mu.Lock()
+		n := min(len(w.points), maxBatch)
+		if len(w.notes) > 0 {
+			// The annotations were queued after some of these points:
+			// write them all first.
+			n = len(w.points)
+		}
+		batch := make([]tsdb.Point, n)
+		copy(batch, w.points)
+		w.points = w.points[:copy(w.points, w.points[n:])]
+		notes := w.notes
+		w.notes = nil
+		if len(w.points) < w.maxPoints/2 {
+			w.dropping = false
+		}
+		w.mu.Unlock()
+		if len(batch) == 0 && len(notes) == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			w.mu.Lock()
+			lost := len(batch) + len(w.points)
+			w.points = nil
+			w.mu.Unlock()
+			w.dropped.WithLabelValues("shutdown").Add(float64(lost))
+			w.log.Error("shutdown flush deadline passed: datapoints and annotations not written", "points", lost, "annotations", len(notes))
+			return
+		}
+		for b := range chunks(batch, maxBatch) {
+			w.append(ctx, b)
+		}
 		for _, a := range notes {
-			w.putAnnotation(a)
+			w.putAnnotation(ctx, a)
 		}
 	}
 }
 
-func (w *Writer) add(batch []tsdb.Point, notes []tsdb.Annotation, it item) ([]tsdb.Point, []tsdb.Annotation) {
-	if it.annotation != nil {
-		return batch, append(notes, *it.annotation)
+func chunks(s []tsdb.Point, n int) func(func([]tsdb.Point) bool) {
+	return func(yield func([]tsdb.Point) bool) {
+		for len(s) > 0 {
+			k := min(n, len(s))
+			if !yield(s[:k]) {
+				return
+			}
+			s = s[k:]
+		}
 	}
-	return append(batch, it.points...), notes
 }
 
-func (w *Writer) putAnnotation(a tsdb.Annotation) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+func (w *Writer) putAnnotation(ctx context.Context, a tsdb.Annotation) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	if err := w.annotator.PutAnnotation(ctx, a); err != nil {
 		w.log.Error("write alert annotation", "description", a.Description, "err", err)
 	}
 }
 
-func (w *Writer) append(batch []tsdb.Point) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+func (w *Writer) append(ctx context.Context, batch []tsdb.Point) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	if err := w.store.Append(ctx, batch); err != nil {
 		w.failed.Inc()
 		w.log.Error("tsdb append failed", "points", len(batch), "err", err)
-		return
 	}
-	w.written.Add(float64(len(batch)))
 }
 
-// Close ends the writing once everything queued is written, and waits for
-// Run to return. Nothing may Write or Annotate after it.
-func (w *Writer) Close() {
-	close(w.in)
-	<-w.done
+// Close stops the writing once everything queued is written, and waits
+// for Run to return; when ctx ends first, the store call in flight is
+// cancelled and what is still queued is dropped, counted and logged, so
+// shutdown always ends. Nothing written after Close is kept.
+func (w *Writer) Close(ctx context.Context) {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	close(w.stop)
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		close(w.abandon)
+		<-w.done
+	}
 }

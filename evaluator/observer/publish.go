@@ -1,0 +1,149 @@
+package observer
+
+import (
+	"context"
+	"time"
+
+	"github.com/dmonitor/dmonitor/check"
+)
+
+// outgoing is what waits to be told to the other observers about one
+// target: its latest result, and whether to ask them to confirm it.
+type outgoing struct {
+	result  check.Result
+	hasRes  bool
+	confirm bool
+}
+
+// publishRetry bounds the wait before publishing again after the other
+// observers could not be reached.
+const (
+	publishRetryMin = 500 * time.Millisecond
+	publishRetryMax = 5 * time.Second
+	shareTimeout    = 5 * time.Second
+)
+
+// queuePublish hands r, and a request to confirm it when wasPassing says
+// it has just started failing, to the publishing goroutine. It never
+// blocks: a result not yet sent is replaced by a newer one of the same
+// target, so the queue holds at most one entry per target however long
+// the other observers are out of reach.
+func (ob *Observer) queuePublish(r check.Result, wasPassing bool) {
+	ob.outMu.Lock()
+	k := instanceKey{r.Host, r.Check}
+	o := ob.out[k]
+	o.result, o.hasRes = r, true
+	o.confirm = o.confirm || wasPassing && r.Status.Failing()
+	ob.out[k] = o
+	ob.outMu.Unlock()
+	ob.wakePublisher()
+}
+
+// queueConfirm asks the other observers to run host's check now, from the
+// publishing goroutine.
+func (ob *Observer) queueConfirm(host, chk string) {
+	ob.outMu.Lock()
+	k := instanceKey{host, chk}
+	o := ob.out[k]
+	o.confirm = true
+	ob.out[k] = o
+	ob.outMu.Unlock()
+	ob.wakePublisher()
+}
+
+func (ob *Observer) wakePublisher() {
+	select {
+	case ob.outWake <- struct{}{}:
+	default:
+	}
+}
+
+// publishLoop tells the other observers what queuePublish and queueConfirm
+// queued, until ctx is done. While they cannot be reached it retries with
+// a growing pause, keeping only the newest result of each target.
+func (ob *Observer) publishLoop(ctx context.Context) {
+	retry := publishRetryMin
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ob.outWake:
+		}
+		if ob.publishQueued(ctx) {
+			retry = publishRetryMin
+			continue
+		}
+		t := time.NewTimer(retry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		retry = min(2*retry, publishRetryMax)
+		ob.wakePublisher()
+	}
+}
+
+// publishQueued sends everything queued; false when the share failed, with
+// what was not sent queued again (unless a newer result replaced it).
+func (ob *Observer) publishQueued(ctx context.Context) bool {
+	ob.outMu.Lock()
+	batch := ob.out
+	ob.out = make(map[instanceKey]outgoing, len(batch))
+	ob.outMu.Unlock()
+	for k, o := range batch {
+		if ctx.Err() != nil {
+			return true
+		}
+		if err := ob.send(ctx, k, o); err != nil {
+			ob.shareErr("publish result", err)
+			ob.requeue(batch)
+			return false
+		}
+		delete(batch, k)
+	}
+	return true
+}
+
+// requeue puts back what failed to go out, under anything newer.
+func (ob *Observer) requeue(batch map[instanceKey]outgoing) {
+	ob.outMu.Lock()
+	defer ob.outMu.Unlock()
+	for k, old := range batch {
+		cur, ok := ob.out[k]
+		if !ok {
+			ob.out[k] = old
+			continue
+		}
+		if !cur.hasRes {
+			cur.result, cur.hasRes = old.result, old.hasRes
+		}
+		cur.confirm = cur.confirm || old.confirm
+		ob.out[k] = cur
+	}
+}
+
+func (ob *Observer) send(ctx context.Context, k instanceKey, o outgoing) error {
+	ctx, cancel := context.WithTimeout(ctx, shareTimeout)
+	defer cancel()
+	if o.hasRes {
+		if err := ob.share.Publish(ctx, o.result); err != nil {
+			return err
+		}
+		ob.shareDown.Store(false)
+	}
+	if !o.confirm {
+		return nil
+	}
+	host, chk := k.host, k.check
+	started, err := ob.share.RequestConfirm(ctx, host, chk, ob.confirmTTL(chk))
+	if err != nil {
+		return err
+	}
+	if started {
+		ob.metrics.confirmations.Inc()
+		ob.log.Info("asked the other observers to confirm", "host", host, "check", chk)
+	}
+	return nil
+}
