@@ -357,6 +357,39 @@ var badCases = []struct {
 		want:  `dmonitor.yaml:2:14: redis.url: want a redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel:// URL, got "localhost:6379"`,
 	},
 	{
+		// A control port anyone may reach, without a token.
+		name:  "control beyond loopback without token",
+		files: map[string]string{FileName: "control: {listen: '0.0.0.0:2929'}\n"},
+		want: "dmonitor.yaml:1:19: control.listen 0.0.0.0:2929 is reachable from beyond this host and control.token_file is not set, " +
+			"so anyone who reaches it could silence and acknowledge alerts: set control.token_file, listen on 127.0.0.1, " +
+			"or set control.insecure: true to accept that",
+	},
+	{
+		name:  "tsdb beyond loopback without token",
+		files: map[string]string{FileName: "tsdb:\n  listen: ':4242'\n"},
+		want: "dmonitor.yaml:2:11: tsdb.listen :4242 is reachable from beyond this host and control.token_file is not set, " +
+			"so anyone who reaches it could write to the store: set control.token_file (writers then send it as a bearer token), " +
+			"listen on 127.0.0.1, or set tsdb.insecure: true to accept that",
+	},
+	{
+		name:  "tls cert without key",
+		files: map[string]string{"c.pem": "x", FileName: "control:\n  tls_cert_file: c.pem\n"},
+		want:  "dmonitor.yaml:2:18: control.tls_cert_file and control.tls_key_file go together: set both, or neither",
+	},
+	{
+		name:  "limits",
+		files: map[string]string{FileName: "limits: {series: 0, disk_free_percent: 100, name_length: x, bogus: 1}\n"},
+		want: "dmonitor.yaml:1:18: limits.series: must be positive, got 0\n" +
+			"dmonitor.yaml:1:40: limits.disk_free_percent: must be below 100, got 100\n" +
+			"dmonitor.yaml:1:58: limits.name_length: want an integer, got a string\n" +
+			"dmonitor.yaml:1:61: limits: unknown field \"bogus\"",
+	},
+	{
+		name:  "insecure not a bool",
+		files: map[string]string{FileName: "control: {insecure: yes please}\n"},
+		want:  "dmonitor.yaml:1:21: control.insecure: want true or false, got a string",
+	},
+	{
 		// An explicitly empty observer name.
 		name:  "empty observer",
 		files: map[string]string{FileName: "observer: ''\n"},

@@ -59,6 +59,7 @@ type Config struct {
 	SMTP       SMTP
 	Receivers  map[string]*Receiver // by name; "default" holds alert.d/
 	Redis      Redis
+	Limits     Limits
 
 	// at is where dmonitor.yaml set the keys Validate judges, so that its
 	// errors point there; zero for a key not set and for a Config that
@@ -144,13 +145,54 @@ type TSDB struct {
 	OutOfOrder time.Duration // how old a late write may be and still be accepted
 	BatchSize  int           // opentsdb backend: points per /api/put request
 	SpoolSize  int64         // opentsdb backend: bytes the spool may hold while OpenTSDB is down
+	// Insecure accepts writes to a non-loopback Listen from anyone when
+	// control.token_file is not set.
+	Insecure bool
 }
 
 // Control configures the control HTTP server.
 type Control struct {
 	Listen    string // "" turns it off
 	TokenFile string
+	// TLSCertFile and TLSKeyFile, both set, make the control port serve
+	// HTTPS, and the peers call each other over it.
+	TLSCertFile, TLSKeyFile string
+	// TLSCAFile verifies the peers' certificates; "" uses the system's
+	// roots.
+	TLSCAFile string
+	// Insecure accepts a non-loopback Listen without TokenFile: anyone who
+	// reaches the port may silence and acknowledge.
+	Insecure bool
 }
+
+// Limits bound what plugins and writers of the OpenTSDB API can make the
+// node hold. Each is positive.
+type Limits struct {
+	// SeriesPerCheck bounds the perfdata labels stored per host×check;
+	// a plugin printing new labels on every run stops growing the store
+	// there.
+	SeriesPerCheck int
+	// Series bounds the series of the embedded store.
+	Series int
+	// NewSeriesPerRequest and NewSeriesPerMinute bound the series the
+	// embedded store's OpenTSDB API may create.
+	NewSeriesPerRequest, NewSeriesPerMinute int
+	// NameLength bounds a metric name, tag key or tag value in bytes.
+	NameLength int
+	// DiskFreePercent is the share of the data directory's file system
+	// under which the node alerts that its disk is nearly full.
+	DiskFreePercent int
+}
+
+// Default limits.
+const (
+	DefaultSeriesPerCheck      = 100
+	DefaultSeries              = 1_000_000
+	DefaultNewSeriesPerRequest = 10_000
+	DefaultNewSeriesPerMinute  = 50_000
+	DefaultNameLength          = 256
+	DefaultDiskFreePercent     = 5
+)
 
 // SMTP configures outgoing mail.
 type SMTP struct {

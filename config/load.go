@@ -219,6 +219,11 @@ func (l *loader) load(observer string) *Config {
 		SMTP:      SMTP{Addr: DefaultSMTPAddr, TLS: TLSStartTLS},
 		Receivers: make(map[string]*Receiver),
 		Redis:     Redis{LeaseTTL: DefaultLeaseTTL},
+		Limits: Limits{
+			SeriesPerCheck: DefaultSeriesPerCheck, Series: DefaultSeries,
+			NewSeriesPerRequest: DefaultNewSeriesPerRequest, NewSeriesPerMinute: DefaultNewSeriesPerMinute,
+			NameLength: DefaultNameLength, DiskFreePercent: DefaultDiskFreePercent,
+		},
 	}
 	cfg.Nodes = l.readNodes()
 	st := l.readYAML(cfg)
@@ -426,8 +431,12 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 						d.errorf(n, p, "unknown backend %q (want %s or %s)", cfg.TSDB.Backend, BackendEmbedded, BackendOpenTSDB)
 					}
 				},
-				"url":          func(p string, n *yaml.Node) { d.httpURL(p, n, &cfg.TSDB.URL) },
-				"listen":       func(p string, n *yaml.Node) { d.listenAddr(p, n, &cfg.TSDB.Listen) },
+				"url": func(p string, n *yaml.Node) { d.httpURL(p, n, &cfg.TSDB.URL) },
+				"listen": func(p string, n *yaml.Node) {
+					d.listenAddr(p, n, &cfg.TSDB.Listen)
+					cfg.at.tsdbListen = posOf(n)
+				},
+				"insecure":     func(p string, n *yaml.Node) { d.boolean(p, n, &cfg.TSDB.Insecure) },
 				"retention":    func(p string, n *yaml.Node) { d.positiveDuration(p, n, &cfg.TSDB.Retention) },
 				"out_of_order": func(p string, n *yaml.Node) { d.positiveDuration(p, n, &cfg.TSDB.OutOfOrder) },
 				"batch_size":   func(p string, n *yaml.Node) { d.positive(p, n, &cfg.TSDB.BatchSize) },
@@ -453,13 +462,29 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 					d.listenAddr(p, n, &cfg.Control.Listen)
 					cfg.at.listen = posOf(n)
 				},
-				"token_file": func(p string, n *yaml.Node) {
-					if l.path(d, p, n, &cfg.Control.TokenFile) {
-						if fi, exists, err := stat(cfg.Control.TokenFile); !exists {
-							d.errorf(n, p, "%s does not exist", l.rel(cfg.Control.TokenFile))
-						} else if why := whyNotFile(fi, err); why != "" {
-							d.errorf(n, p, "%s: %s", l.rel(cfg.Control.TokenFile), why)
-						}
+				"token_file": func(p string, n *yaml.Node) { l.existingFile(d, p, n, &cfg.Control.TokenFile) },
+				"tls_cert_file": func(p string, n *yaml.Node) {
+					l.existingFile(d, p, n, &cfg.Control.TLSCertFile)
+					cfg.at.tlsCert = posOf(n)
+				},
+				"tls_key_file": func(p string, n *yaml.Node) {
+					l.existingFile(d, p, n, &cfg.Control.TLSKeyFile)
+					cfg.at.tlsCert = posOf(n)
+				},
+				"tls_ca_file": func(p string, n *yaml.Node) { l.existingFile(d, p, n, &cfg.Control.TLSCAFile) },
+				"insecure":    func(p string, n *yaml.Node) { d.boolean(p, n, &cfg.Control.Insecure) },
+			})
+		},
+		"limits": func(p string, n *yaml.Node) {
+			d.mapping(p, n, fields{
+				"series_per_check":       func(p string, n *yaml.Node) { d.positive(p, n, &cfg.Limits.SeriesPerCheck) },
+				"series":                 func(p string, n *yaml.Node) { d.positive(p, n, &cfg.Limits.Series) },
+				"new_series_per_request": func(p string, n *yaml.Node) { d.positive(p, n, &cfg.Limits.NewSeriesPerRequest) },
+				"new_series_per_minute":  func(p string, n *yaml.Node) { d.positive(p, n, &cfg.Limits.NewSeriesPerMinute) },
+				"name_length":            func(p string, n *yaml.Node) { d.positive(p, n, &cfg.Limits.NameLength) },
+				"disk_free_percent": func(p string, n *yaml.Node) {
+					if d.positive(p, n, &cfg.Limits.DiskFreePercent) && cfg.Limits.DiskFreePercent >= 100 {
+						d.errorf(n, p, "must be below 100, got %d", cfg.Limits.DiskFreePercent)
 					}
 				},
 			})
@@ -938,6 +963,18 @@ func (d *decoder) httpURL(path string, n *yaml.Node, dst *string) {
 		return
 	}
 	*dst = s
+}
+
+// existingFile decodes the path of a file that must exist.
+func (l *loader) existingFile(d *decoder, path string, n *yaml.Node, dst *string) {
+	if !l.path(d, path, n, dst) {
+		return
+	}
+	if fi, exists, err := stat(*dst); !exists {
+		d.errorf(n, path, "%s does not exist", l.rel(*dst))
+	} else if why := whyNotFile(fi, err); why != "" {
+		d.errorf(n, path, "%s: %s", l.rel(*dst), why)
+	}
 }
 
 // redisURL decodes a URL of the forms go-redis accepts; false when it

@@ -220,6 +220,8 @@ func TestLoadEmpty(t *testing.T) {
 		SMTP:      SMTP{Addr: "127.0.0.1:25", From: "dmonitor@" + h, TLS: "starttls"},
 		Receivers: map[string]*Receiver{},
 		Redis:     Redis{LeaseTTL: 6 * time.Second},
+		Limits: Limits{SeriesPerCheck: 100, Series: 1_000_000, NewSeriesPerRequest: 10_000, NewSeriesPerMinute: 50_000,
+			NameLength: 256, DiskFreePercent: 5},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load(empty dir) =\n%+v\nwant\n%+v", c, want)
@@ -267,7 +269,9 @@ func TestListenOff(t *testing.T) {
 		// An explicit empty string turns the server off.
 		{"empty", "tsdb: {listen: \"\"}\ncontrol:\n  listen: ''\n", "", ""},
 		// Anything else is the address.
-		{"set", "tsdb: {listen: \":4343\"}\ncontrol:\n  listen: 0.0.0.0:3030\n", ":4343", "0.0.0.0:3030"},
+		{"set", "tsdb: {listen: \"127.0.0.2:4343\"}\ncontrol:\n  listen: localhost:3030\n", "127.0.0.2:4343", "localhost:3030"},
+		// Beyond this host, with the opt-out.
+		{"insecure", "tsdb: {listen: \":4343\", insecure: true}\ncontrol:\n  listen: 0.0.0.0:3030\n  insecure: true\n", ":4343", "0.0.0.0:3030"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := load(t, tree(t, map[string]string{FileName: tc.yaml}))
@@ -567,4 +571,17 @@ func TestRedisSentinelURL(t *testing.T) {
 			t.Errorf("Load with redis.url %s: err = %v, want the forms named", u, err)
 		}
 	}
+}
+
+func TestLimitsAndTLS(t *testing.T) {
+	dir := tree(t, map[string]string{
+		"cert.pem": "x", "key.pem": "x", "ca.pem": "x", "token": "secret\n",
+		FileName: "control:\n  listen: '[::]:2929'\n  token_file: token\n  tls_cert_file: cert.pem\n  tls_key_file: key.pem\n  tls_ca_file: ca.pem\n" +
+			"tsdb: {listen: ':4242'}\n" +
+			"limits: {series_per_check: 7, series: 1000, new_series_per_request: 10, new_series_per_minute: 20, name_length: 64, disk_free_percent: 10}\n",
+	})
+	c := load(t, dir)
+	equal(t, "Control", c.Control, Control{Listen: "[::]:2929", TokenFile: filepath.Join(dir, "token"),
+		TLSCertFile: filepath.Join(dir, "cert.pem"), TLSKeyFile: filepath.Join(dir, "key.pem"), TLSCAFile: filepath.Join(dir, "ca.pem")})
+	equal(t, "Limits", c.Limits, Limits{SeriesPerCheck: 7, Series: 1000, NewSeriesPerRequest: 10, NewSeriesPerMinute: 20, NameLength: 64, DiskFreePercent: 10})
 }

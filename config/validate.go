@@ -23,6 +23,8 @@ type positions struct {
 	checkQuorum map[string]pos // the value of checks.<name>.quorum, by check name; nil when none is set
 	control     pos            // the control key
 	listen      pos            // the value of control.listen
+	tsdbListen  pos            // the value of tsdb.listen
+	tlsCert     pos            // the value of control.tls_cert_file or tls_key_file
 }
 
 // Validate checks what only the keys together decide: that this
@@ -74,6 +76,20 @@ func (c *Config) validate(asNode bool) Errors {
 		}
 	}
 
+	if c.Control.Listen != "" && !loopback(c.Control.Listen) && c.Control.TokenFile == "" && !c.Control.Insecure {
+		at(FileName, c.at.listen, "control.listen %s is reachable from beyond this host and control.token_file is not set, "+
+			"so anyone who reaches it could silence and acknowledge alerts: set control.token_file, listen on 127.0.0.1, "+
+			"or set control.insecure: true to accept that", c.Control.Listen)
+	}
+	if c.TSDB.Backend == BackendEmbedded && c.TSDB.Listen != "" && !loopback(c.TSDB.Listen) && c.Control.TokenFile == "" && !c.TSDB.Insecure {
+		at(FileName, c.at.tsdbListen, "tsdb.listen %s is reachable from beyond this host and control.token_file is not set, "+
+			"so anyone who reaches it could write to the store: set control.token_file (writers then send it as a bearer token), "+
+			"listen on 127.0.0.1, or set tsdb.insecure: true to accept that", c.TSDB.Listen)
+	}
+	if (c.Control.TLSCertFile == "") != (c.Control.TLSKeyFile == "") {
+		at(FileName, c.at.tlsCert, "control.tls_cert_file and control.tls_key_file go together: set both, or neither")
+	}
+
 	if most, bounded := c.maxObservers(); bounded {
 		tooMany := func(path string, p pos, quorum int) {
 			if len(c.Nodes) == 0 {
@@ -98,6 +114,21 @@ func (c *Config) validate(asNode bool) Errors {
 
 	errs.sort()
 	return errs
+}
+
+// loopback says whether the listen address addr is reachable from this
+// host only: a loopback IP or "localhost". An empty host, 0.0.0.0, :: and
+// any other name listen beyond it.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // maxObservers returns how many observers can ever report a result; false

@@ -149,6 +149,16 @@ func (d *decoder) integer(path string, n *yaml.Node, dst *int) bool {
 	return true
 }
 
+func (d *decoder) boolean(path string, n *yaml.Node, dst *bool) bool {
+	var v bool
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || n.Decode(&v) != nil {
+		d.errorf(n, path, "want true or false, got %s", yamlnode.Describe(n))
+		return false
+	}
+	*dst = v
+	return true
+}
+
 // positive decodes an integer that must be greater than zero.
 func (d *decoder) positive(path string, n *yaml.Node, dst *int) bool {
 	var v int
