@@ -13,6 +13,7 @@ type metrics struct {
 	checks        [4]prometheus.Counter
 	skipped       prometheus.Counter
 	confirmations prometheus.Counter
+	limitHits     prometheus.Counter // perfdata points not stored past the series limit of their check
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,11 +33,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for s := check.OK; s <= check.Unknown; s++ {
 		m.checks[s] = checks.WithLabelValues(s.String())
 	}
+	hits := prometheus.NewCounterVec(prometheus.CounterOpts{Name: LimitHitsName, Help: LimitHitsHelp}, []string{"limit"})
 	if reg != nil {
 		reg.MustRegister(checks, m.skipped, m.confirmations)
+		// The TSDB API counts its own limits in the same family.
+		if err := reg.Register(hits); err != nil {
+			are, ok := err.(prometheus.AlreadyRegisteredError)
+			if !ok {
+				panic(err)
+			}
+			hits = are.ExistingCollector.(*prometheus.CounterVec)
+		}
 	}
+	m.limitHits = hits.WithLabelValues("series_per_check")
 	return m
 }
+
+// The family counting refusals by a limit, shared by every part that
+// enforces one.
+const (
+	LimitHitsName = "dmonitor_limit_hits_total"
+	LimitHitsHelp = "Writes refused or cut short by a limit, by limit."
+)
 
 func (m *metrics) checkDone(s check.Status) {
 	if s < check.OK || s > check.Unknown {

@@ -82,6 +82,7 @@ type Observer struct {
 	grace   time.Duration
 
 	live      *live
+	series    *seriesLimit
 	jobs      map[instanceKey]*job
 	scheduler gocron.Scheduler
 	shareDown atomic.Bool // the other observers cannot be reached; logged once
@@ -120,6 +121,7 @@ func New(o Options) *Observer {
 		ob.grace = 5 * time.Second
 	}
 	ob.metrics = newMetrics(o.Registerer)
+	ob.series = newSeriesLimit(o.Config.Limits.SeriesPerCheck, ob.metrics.limitHits, ob.log)
 	return ob
 }
 
@@ -215,7 +217,7 @@ func (ob *Observer) beat(ctx context.Context) {
 // observer's latest view of its target, which the leader looks at again.
 func (ob *Observer) record(ctx context.Context, r check.Result) {
 	ob.metrics.checkDone(r.Status)
-	ob.writer.Write(ResultPoints(make([]tsdb.Point, 0, 2+len(r.Perf)), &r))
+	ob.writer.Write(ob.series.admit(r.Host, r.Check, ResultPoints(make([]tsdb.Point, 0, 2+len(r.Perf)), &r)))
 	_, prev, hadPrev := ob.live.put(r)
 	ob.changed(r.Host, r.Check)
 	ob.queuePublish(r, hadPrev && !prev.Failing())
