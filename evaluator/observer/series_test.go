@@ -2,6 +2,7 @@ package observer
 
 import (
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 // checks have their own allowance.
 func TestSeriesPerCheck(t *testing.T) {
 	hits := prometheus.NewCounter(prometheus.CounterOpts{Name: "hits"})
-	s := newSeriesLimit(3, hits, nil)
+	s := newSeriesLimit(3, hits, slog.New(slog.DiscardHandler))
 	run := func(host string, labels ...string) []string {
 		r := check.Result{Host: host, Check: "pids", Observer: "o", Start: time.Unix(1, 0)}
 		for _, l := range labels {
