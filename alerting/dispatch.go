@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of DispatcherOptions.
@@ -53,6 +55,76 @@ type DispatcherOptions struct {
 	// one done, after its journal: how the queues of a node that may die
 	// are kept by others, so they can be delivered without it.
 	Replica Replica
+	// Metrics, when set, count what this Dispatcher does, with every
+	// other sharing them.
+	Metrics *Metrics
+}
+
+// Metrics are the Prometheus metrics of notification delivery, by
+// receiver queue. A process builds them once and gives them to each of its
+// Dispatchers (a leader opens one per term), so the counters run on
+// across terms.
+type Metrics struct {
+	sent, failed, retried, overflowed *prometheus.CounterVec
+	queued                            *prometheus.GaugeVec
+}
+
+// NewMetrics returns the metrics, registered with reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	counter := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"receiver"})
+	}
+	m := &Metrics{
+		sent:       counter("dmonitor_notifications_sent_total", "Notifications delivered, by receiver queue."),
+		failed:     counter("dmonitor_notifications_failed_total", "Notifications dropped after a failure not worth retrying, by receiver queue."),
+		retried:    counter("dmonitor_notifications_retried_total", "Failed delivery attempts that will be retried, by receiver queue."),
+		overflowed: counter("dmonitor_notifications_overflowed_total", "Notifications refused because the receiver's queue was full, by receiver queue."),
+		queued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dmonitor_notifications_queued", Help: "Notifications waiting for delivery, by receiver queue.",
+		}, []string{"receiver"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.sent, m.failed, m.retried, m.overflowed, m.queued)
+	}
+	return m
+}
+
+// init makes every counter of receiver exist at zero, so a dashboard sees
+// the receiver before its first notification.
+func (m *Metrics) init(receiver string) {
+	if m == nil {
+		return
+	}
+	m.sent.WithLabelValues(receiver)
+	m.failed.WithLabelValues(receiver)
+	m.retried.WithLabelValues(receiver)
+	m.overflowed.WithLabelValues(receiver)
+	m.queued.WithLabelValues(receiver)
+}
+
+// outcome is what a Metrics counter counts.
+type outcome int
+
+const (
+	outSent outcome = iota
+	outFailed
+	outRetried
+	outOverflowed
+)
+
+func (m *Metrics) add(o outcome, receiver string) {
+	if m == nil {
+		return
+	}
+	v := [...]*prometheus.CounterVec{outSent: m.sent, outFailed: m.failed, outRetried: m.retried, outOverflowed: m.overflowed}[o]
+	v.WithLabelValues(receiver).Inc()
+}
+
+func (m *Metrics) addQueued(receiver string, n int) {
+	if m != nil {
+		m.queued.WithLabelValues(receiver).Add(float64(n))
+	}
 }
 
 // Replica keeps a copy of a Dispatcher's queues elsewhere. Its methods are
@@ -129,6 +201,14 @@ type queue struct {
 	doneLog []string            // the ids of done, oldest first
 	closed  bool
 	stats   ReceiverStats
+	failing failing
+}
+
+// failing is a receiver's current run of failed delivery attempts.
+type failing struct {
+	attempts int       // failed attempts since the last delivery
+	since    time.Time // the first of them
+	err      string    // the last one's error
 }
 
 // NewDispatcher returns a Dispatcher delivering to receivers, by name, whose
@@ -158,6 +238,7 @@ func newDispatcher(receivers map[string]Notifier, logger *slog.Logger, opts Disp
 	}
 	d := &Dispatcher{logger: logger, opts: opts, queues: make(map[string]*queue, len(receivers)), deposed: make(chan struct{})}
 	for name, n := range receivers {
+		opts.Metrics.init(name)
 		d.queues[name] = &queue{
 			name: name, notifier: n, wake: make(chan struct{}, 1), remember: opts.QueueSize,
 			queued: make(map[string]int), done: make(map[string]struct{}),
@@ -291,6 +372,7 @@ func (d *Dispatcher) Close() error {
 		q.jmu.Lock()
 		q.mu.Lock()
 		q.closed = true
+		d.opts.Metrics.addQueued(q.name, -len(q.items))
 		q.mu.Unlock()
 		if q.journal != nil {
 			errs = append(errs, q.journal.Close())
@@ -338,6 +420,7 @@ func (d *Dispatcher) Send(receiver string, n Notification) error {
 	}
 	if len(q.items) >= d.opts.QueueSize {
 		q.stats.Overflowed++
+		d.opts.Metrics.add(outOverflowed, receiver)
 		q.mu.Unlock()
 		d.logger.Error("notification queue full, notification dropped",
 			"receiver", receiver, "id", n.ID, "rule", n.Rule, "status", n.Status, "queue_size", d.opts.QueueSize)
@@ -357,6 +440,7 @@ func (d *Dispatcher) Send(receiver string, n Notification) error {
 	q.mu.Lock()
 	q.items = append(q.items, n)
 	q.queued[n.ID]++
+	d.opts.Metrics.addQueued(receiver, 1)
 	q.mu.Unlock()
 	if d.opts.Replica != nil {
 		d.opts.Replica.Queued(receiver, n)
@@ -459,6 +543,21 @@ func (d *Dispatcher) Stats() map[string]ReceiverStats {
 	return out
 }
 
+// Failing returns the receiver queues whose last attempts, at least
+// attempts of them in a row, failed, each with what it says of them.
+func (d *Dispatcher) Failing(attempts int) map[string]string {
+	out := make(map[string]string)
+	for name, q := range d.queues {
+		q.mu.Lock()
+		f := q.failing
+		q.mu.Unlock()
+		if f.attempts >= attempts {
+			out[name] = fmt.Sprintf("%d delivery attempts failed since %s, the last: %s", f.attempts, f.since.UTC().Format(time.RFC3339), f.err)
+		}
+	}
+	return out
+}
+
 // deliver is the one goroutine of q: it attempts the head of the queue until
 // it is delivered or found undeliverable, and only then moves on, so a
 // receiver sees its notifications in the order they were sent. It returns
@@ -529,6 +628,8 @@ func (d *Dispatcher) deliver(ctx context.Context, q *queue) {
 			// Delivered even if ctx ended meanwhile: count it, or it would
 			// be sent again.
 			d.pop(ctx, q, n.ID, func(s *ReceiverStats) { s.Sent++ })
+			d.opts.Metrics.add(outSent, q.name)
+			q.recover()
 			d.logger.Debug("notification sent", "receiver", q.name, "id", n.ID, "rule", n.Rule, "status", n.Status, "attempts", attempt)
 			backoff, attempt = d.opts.InitialBackoff, 0
 		case ctx.Err() != nil:
@@ -537,6 +638,8 @@ func (d *Dispatcher) deliver(ctx context.Context, q *queue) {
 			return
 		case retry:
 			q.count(func(s *ReceiverStats) { s.Retried++ })
+			d.opts.Metrics.add(outRetried, q.name)
+			q.fail(err)
 			d.logger.Warn("notification failed, will retry",
 				"receiver", q.name, "id", n.ID, "rule", n.Rule, "status", n.Status,
 				"attempt", attempt, "backoff", backoff, "err", err)
@@ -545,6 +648,8 @@ func (d *Dispatcher) deliver(ctx context.Context, q *queue) {
 			}
 		default:
 			d.pop(ctx, q, n.ID, func(s *ReceiverStats) { s.Failed++ })
+			d.opts.Metrics.add(outFailed, q.name)
+			q.fail(err)
 			d.logger.Error("notification failed permanently, dropped",
 				"receiver", q.name, "id", n.ID, "rule", n.Rule, "status", n.Status,
 				"attempt", attempt, "err", err)
@@ -591,6 +696,7 @@ func (d *Dispatcher) pop(ctx context.Context, q *queue, id string, update func(*
 	}
 	q.remember1(id)
 	update(&q.stats)
+	d.opts.Metrics.addQueued(q.name, -1)
 	closed := q.closed
 	q.mu.Unlock()
 	if d.opts.Replica != nil {
@@ -624,6 +730,24 @@ func (q *queue) remember1(id string) {
 		q.doneLog[0] = ""
 		q.doneLog = q.doneLog[1:]
 	}
+}
+
+// fail counts a failed attempt in the current run of them.
+func (q *queue) fail(err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.failing.attempts == 0 {
+		q.failing.since = time.Now()
+	}
+	q.failing.attempts++
+	q.failing.err = err.Error()
+}
+
+// recover ends the run of failed attempts: a notification was delivered.
+func (q *queue) recover() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.failing = failing{}
 }
 
 func (q *queue) count(update func(*ReceiverStats)) {

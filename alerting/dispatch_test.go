@@ -16,6 +16,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // handNotifier is a Notifier whose every attempt the test sees and answers:
@@ -657,5 +660,63 @@ func TestDispatcherReplica(t *testing.T) {
 	want := []string{"queued ops a", "queued ops b", "done ops a", "done ops b"}
 	if got := rep.all(); !slices.Equal(got, want) {
 		t.Errorf("replica heard %v, want %v", got, want)
+	}
+}
+
+// A receiver whose attempts keep failing is reported failing, and the
+// metrics say what each queue did; a delivery ends the failing run.
+func TestDispatcherFailingAndMetrics(t *testing.T) {
+	h := newHandNotifier()
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	d := NewDispatcher(map[string]Notifier{"ops": h}, nil,
+		DispatcherOptions{InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond, Metrics: m})
+	if err := d.Send("ops", note("a")); err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, d)
+	for i := range 3 {
+		if f := d.Failing(3); len(f) != 0 {
+			t.Fatalf("after %d failed attempts Failing(3) = %v, want none", i, f)
+		}
+		h.expect(t, "a")
+		h.replies <- reply{retry: true, err: errors.New("connection refused")}
+	}
+	h.expect(t, "a") // the fourth: the third failure is counted by now
+	if f := d.Failing(3)["ops"]; !strings.Contains(f, "3 delivery attempts failed") || !strings.Contains(f, "connection refused") {
+		t.Errorf("Failing(3)[ops] = %q, want the 3 attempts and the error", f)
+	}
+	if got := testutil.ToFloat64(m.queued.WithLabelValues("ops")); got != 1 {
+		t.Errorf("queued = %v, want 1", got)
+	}
+	h.replies <- reply{}
+	waitStats(t, d, "ops", func(s ReceiverStats) bool { return s.Sent == 1 })
+	stop()
+	if f := d.Failing(1); len(f) != 0 {
+		t.Errorf("after a delivery Failing(1) = %v, want none", f)
+	}
+	for name, want := range map[string]float64{
+		"dmonitor_notifications_sent_total": 1, "dmonitor_notifications_retried_total": 3,
+		"dmonitor_notifications_failed_total": 0, "dmonitor_notifications_queued": 0,
+	} {
+		mf, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, f := range mf {
+			if f.GetName() != name {
+				continue
+			}
+			found = true
+			m := f.GetMetric()[0]
+			got := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			if got != want || m.GetLabel()[0].GetValue() != "ops" {
+				t.Errorf("%s = %v %v, want %v for ops", name, got, m.GetLabel(), want)
+			}
+		}
+		if !found {
+			t.Errorf("metric %s not registered", name)
+		}
 	}
 }
