@@ -63,7 +63,7 @@ func server(t *testing.T, tok string) (*httptest.Server, *silence.Store, *fakeAc
 	log := slog.New(slog.DiscardHandler)
 	mux := http.NewServeMux()
 	mux.Handle("/api/", APIHandler(APIOptions{Silences: store, Acks: acks, Token: tok, Now: clock, Logger: log}))
-	mux.Handle("/", Handler(prometheus.NewRegistry(), func() any { return "up" }, log))
+	mux.Handle("/", Handler(Options{Gatherer: prometheus.NewRegistry(), Status: func() any { return "up" }, Token: tok, Logger: log}))
 	srv := httptest.NewServer(mux) // 127.0.0.1
 	t.Cleanup(srv.Close)
 	return srv, store, acks

@@ -1,8 +1,9 @@
 // Package control serves dmonitor's control port (2929 by default): health,
-// Prometheus metrics, the node's status and Go profiles (Handler), and the
-// operators' API for silences and acknowledgements (APIHandler), whose
-// changes need the bearer token of control.token_file. It listens on
-// loopback unless configured otherwise.
+// readiness, Prometheus metrics, the node's status and Go profiles
+// (Handler), and the operators' API for silences and acknowledgements
+// (APIHandler), whose changes need the bearer token of control.token_file.
+// It listens on loopback unless configured otherwise; profiles are served
+// to loopback callers and, elsewhere, to callers with the token.
 package control
 
 import (
@@ -19,29 +20,73 @@ import (
 // StatusFunc returns the node's status as a JSON-encodable value.
 type StatusFunc func() any
 
-// Handler returns the control API: /healthz, /metrics from gatherer,
-// /status from status, and /debug/pprof/.
-func Handler(gatherer prometheus.Gatherer, status StatusFunc, log *slog.Logger) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "ok")
+// Options configure Handler. Gatherer and Status are required.
+type Options struct {
+	// Gatherer is served at /metrics.
+	Gatherer prometheus.Gatherer
+	// Status is served at /status.
+	Status StatusFunc
+	// Ready says whether the node is ready to serve, for /readyz: nil when
+	// it is, else why not. Nil Ready means always ready.
+	Ready func() error
+	// Token is the bearer token (see ReadToken) that lets a caller that
+	// is not on this host read /debug/pprof/. Empty serves profiles to
+	// loopback callers only.
+	Token  string
+	Logger *slog.Logger
+}
+
+// Handler returns the control port's own endpoints:
+//
+//	GET /healthz        200 "ok" while the process serves (liveness)
+//	GET /readyz         200 "ok", or 503 with Options.Ready's error
+//	GET /metrics        the metrics of Options.Gatherer
+//	GET /status         Options.Status, in JSON
+//	GET /debug/pprof/   Go's profiles, to callers from 127.0.0.0/8 or ::1,
+//	                    or with "Authorization: Bearer <Token>"; others get
+//	                    401 (403 when no token is configured)
+//
+// The first four are read-only and open to whoever reaches the port.
+// Mount it beside APIHandler: mux.Handle("/", Handler(o)).
+func Handler(o Options) http.Handler {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := o.Logger
+	g := newGuard(o.Token, log, func(w http.ResponseWriter, _ *http.Request, code int, err error) {
+		http.Error(w, err.Error(), code)
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	// Profiles, as Prometheus and Alertmanager serve them: the port is
-	// loopback unless the operator opens it.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(status()); err != nil {
-			log.Warn("control: write status", "err", err)
-		}
-	})
-	return mux
+	return g.router([]route{
+		{"GET /healthz", public, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprintln(w, "ok")
+		})},
+		{"GET /readyz", public, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if o.Ready != nil {
+				if err := o.Ready(); err != nil {
+					http.Error(w, err.Error(), http.StatusServiceUnavailable)
+					return
+				}
+			}
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprintln(w, "ok")
+		})},
+		{"GET /metrics", public, promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})},
+		{"GET /status", public, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(o.Status()); err != nil {
+				log.Warn("control: write status", "err", err)
+			}
+		})},
+		// Profiles, as Prometheus and Alertmanager serve them, but not to
+		// anyone who reaches an opened port: cmdline shows how the process
+		// was started, and profile and trace keep a core busy.
+		{"GET /debug/pprof/", loopbackOrToken, http.HandlerFunc(pprof.Index)},
+		{"GET /debug/pprof/cmdline", loopbackOrToken, http.HandlerFunc(pprof.Cmdline)},
+		{"GET /debug/pprof/profile", loopbackOrToken, http.HandlerFunc(pprof.Profile)},
+		{"GET /debug/pprof/symbol", loopbackOrToken, http.HandlerFunc(pprof.Symbol)},
+		{"GET /debug/pprof/trace", loopbackOrToken, http.HandlerFunc(pprof.Trace)},
+	}, nil)
 }

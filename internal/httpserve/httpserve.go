@@ -1,10 +1,13 @@
 // Package httpserve runs an HTTP server whose address is bound at start-up,
 // so a port in use or a bad address is refused before anything else runs,
-// and which shuts down gracefully when its context ends.
+// and which shuts down gracefully when its context ends. ListenTLS serves
+// HTTPS from a certificate and key on disk, picking up a renewed pair
+// without a restart; ClientTLS is the other end, verifying such a server.
 package httpserve
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,7 +20,7 @@ import (
 type Server struct {
 	name string
 	ln   net.Listener
-	srv  *http.Server
+	srv  *http.Server // srv.TLSConfig is set when it serves HTTPS
 }
 
 // Listen binds addr for handler. name says what the server is in errors
@@ -34,6 +37,26 @@ func Listen(name, addr string, handler http.Handler, log *slog.Logger) (*Server,
 	}}, nil
 }
 
+// ListenTLS is Listen for HTTPS: it binds addr for handler and serves it
+// with the certificate (chain) in certFile and the private key in keyFile,
+// both PEM, at TLS 1.2 or later. The pair is read now, so a missing or
+// broken file is refused at start-up; later, a handshake that finds either
+// file's modification time changed reads the pair again, so a renewed
+// certificate is served without a restart. A pair that then fails to load
+// is logged and the previous one kept. Errors name the file at fault.
+func ListenTLS(name, addr, certFile, keyFile string, handler http.Handler, log *slog.Logger) (*Server, error) {
+	kp, err := loadKeyPair(certFile, keyFile, log)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	s, err := Listen(name, addr, handler, log)
+	if err != nil {
+		return nil, err
+	}
+	s.srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: kp.getCertificate}
+	return s, nil
+}
+
 // Addr returns the address the server listens on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
@@ -41,7 +64,15 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // flight five seconds to finish.
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
+	go func() {
+		if s.srv.TLSConfig != nil {
+			// The certificate comes from TLSConfig.GetCertificate; ServeTLS
+			// (rather than a tls.Listener) also offers HTTP/2.
+			errc <- s.srv.ServeTLS(s.ln, "", "")
+			return
+		}
+		errc <- s.srv.Serve(s.ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("%s: serve on %s: %w", s.name, s.ln.Addr(), err)

@@ -16,7 +16,8 @@
 //	                         notifications it holds and its silences
 //
 // Both need the cluster's bearer token; the caller of Handler wraps it with
-// that check. Every envelope carries its sender's clock, so a peer whose
+// that check. Where the control ports serve TLS, peers are called over
+// https only (Options.TLS), so the token never crosses in clear. Every envelope carries its sender's clock, so a peer whose
 // clock is off (freshness depends on it) is reported.
 //
 // # Delivery
@@ -33,6 +34,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +42,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -113,7 +116,8 @@ type Target struct {
 type Peer struct {
 	// Name is its nodes.txt entry, which is also its observer name.
 	Name string
-	// URL is the base of its control API, such as http://127.0.0.1:2930.
+	// URL is the base of its control API, such as http://127.0.0.1:2930,
+	// or https://127.0.0.1:2930 when the control ports serve TLS.
 	URL string
 }
 
@@ -148,8 +152,17 @@ type Options struct {
 	// Silences are this node's silences, served to peers, and given those
 	// the peers push; nil neither serves nor takes any.
 	Silences SilenceStore
-	// Client makes the calls to peers; nil uses one with a 2s timeout.
+	// Client makes the calls to peers; nil uses one with a 2s timeout
+	// (and TLS, when set).
 	Client *http.Client
+	// TLS, when set, says the peers' control ports serve TLS: peers are
+	// called over https only, verified with TLS.RootCAs (nil: the
+	// system's roots; httpserve.ClientTLS makes one from a CA file), at
+	// TLS 1.2 or later. A peer whose URL is not https is then refused,
+	// never called, and logged: the call would carry the token in clear.
+	// With Client set, Client makes the calls as it is and TLS only
+	// refuses plain http. Nil keeps the peers' URLs as they are.
+	TLS *tls.Config
 	// QueueSize bounds what waits for one peer, in results; the oldest are
 	// dropped beyond it (a fresher result of the same check follows them
 	// within an interval). Default 100,000.
@@ -191,7 +204,8 @@ type Exchange struct {
 // peer is the sending side of one peer: what waits for it.
 type peer struct {
 	Peer
-	wake chan struct{} // capacity 1
+	wake    chan struct{} // capacity 1
+	refused error         // set when p must not be called: every call fails with it
 
 	mu        sync.Mutex
 	heartbeat *time.Time
@@ -217,11 +231,20 @@ func New(o Options) *Exchange {
 		seen: make(map[string]time.Time), confirmedAt: make(map[Target]time.Time), skewed: make(map[string]bool),
 		held: make(map[string]heldNote),
 	}
-	if x.client == nil {
-		x.client = &http.Client{Timeout: 2 * time.Second}
-	}
 	if x.log == nil {
 		x.log = slog.New(slog.DiscardHandler)
+	}
+	if x.client == nil {
+		x.client = &http.Client{Timeout: 2 * time.Second}
+		if o.TLS != nil {
+			tc := o.TLS.Clone()
+			tc.MinVersion = max(tc.MinVersion, tls.VersionTLS12)
+			// A clone of the default transport keeps its proxy, dial and
+			// idle settings, as the plain client has them.
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = tc
+			x.client.Transport = tr
+		}
 	}
 	if x.now == nil {
 		x.now = time.Now
@@ -230,8 +253,13 @@ func New(o Options) *Exchange {
 		x.limit = 100_000
 	}
 	for _, p := range o.Peers {
-		x.peers = append(x.peers, &peer{Peer: p, wake: make(chan struct{}, 1), state: make(map[string]localstate.Record),
-			queued: make(map[string]QueuedNotification), silences: make(map[string]silence.Silence)})
+		pp := &peer{Peer: p, wake: make(chan struct{}, 1), state: make(map[string]localstate.Record),
+			queued: make(map[string]QueuedNotification), silences: make(map[string]silence.Silence)}
+		if u, err := url.Parse(p.URL); o.TLS != nil && (err != nil || u.Scheme != "https") {
+			pp.refused = fmt.Errorf("peer %s at %s: not https, though the peers serve TLS: the call would carry the token in clear", p.Name, p.URL)
+			x.log.Error("peer refused", "peer", p.Name, "err", pp.refused)
+		}
+		x.peers = append(x.peers, pp)
 	}
 	x.metrics = metrics{
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -375,6 +403,9 @@ func (p *peer) delivered(recs []localstate.Record) {
 }
 
 func (x *Exchange) push(ctx context.Context, p *peer, env *Envelope) error {
+	if p.refused != nil {
+		return p.refused
+	}
 	body, err := json.Marshal(env)
 	if err != nil {
 		return fmt.Errorf("encode push to %s: %w", p.Name, err)
@@ -658,6 +689,9 @@ type stateBody struct {
 
 func (x *Exchange) fetch(ctx context.Context, p *peer) (stateBody, error) {
 	var body stateBody
+	if p.refused != nil {
+		return body, p.refused
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+StatePath, nil)
 	if err != nil {
 		return body, fmt.Errorf("fetch state of %s: %w", p.Name, err)
