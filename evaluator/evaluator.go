@@ -125,6 +125,8 @@ type Options struct {
 	// MaxQueuedPoints bounds the points queued for the store; see
 	// observer.WriterOptions.
 	MaxQueuedPoints int
+	// SelfChecks report this node's own health; see observer.SelfCheck.
+	SelfChecks []observer.SelfCheck
 }
 
 // Evaluator is the daemon of one node. Build it with New and run it with Run.
@@ -168,6 +170,7 @@ func New(o Options) *Evaluator {
 		// The leader is built next, and before Run anything calls this.
 		Changed: func(host, chk string) { e.leader.Changed(host, chk) },
 		Logger:  o.Logger, Registerer: o.Registerer, Now: o.Now, ShutdownGrace: o.ShutdownGrace,
+		SelfChecks: o.SelfChecks,
 	})
 	e.leader = leader.New(leader.Options{
 		Config: o.Config, Rules: o.Rules, RepeatInterval: o.RepeatInterval, Silences: o.Silences,

@@ -45,8 +45,9 @@ type engine struct {
 	cfg            *config.Config
 	set            *rules.Set
 	def            *rules.Rule
-	observerUp     *rules.Rule // the alert of an observer gone silent
-	redisDown      *rules.Rule // the alert of degraded mode
+	observerUp     *rules.Rule            // the alert of an observer gone silent
+	redisDown      *rules.Rule            // the alert of degraded mode
+	self           map[string]*rules.Rule // the alerts of the nodes' own health, by name; see self.go
 	repeatInterval time.Duration
 	silences       Silences // nil: nothing is silenced
 
@@ -67,7 +68,7 @@ func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silence
 	if err != nil {
 		panic(err)
 	}
-	g := &engine{cfg: cfg, set: set, def: rules.Default(), observerUp: up, redisDown: down, repeatInterval: repeat, silences: silences,
+	g := &engine{cfg: cfg, set: set, def: rules.Default(), observerUp: up, redisDown: down, self: compileSelfRules(cfg), repeatInterval: repeat, silences: silences,
 		byHost: make(map[string][]instanceKey), children: make(map[string][]*rules.Rule),
 		instances: make(map[instKey]alerting.Instance), holds: make(map[instKey]hold)}
 	for _, t := range cfg.Targets {
@@ -402,27 +403,8 @@ const RedisRule = "redis-unreachable"
 // evaluateRedis raises the alert of degraded mode while degraded says so,
 // and resolves it when Redis answers again.
 func (g *engine) evaluateRedis(now time.Time, degraded bool, since time.Time) []decision {
-	ik := instKey{RedisRule, "redis", "reachable"}
-	inst, ok := g.instances[ik]
-	if !ok {
-		inst = alerting.Instance{Rule: RedisRule, Labels: map[string]string{
-			alerting.LabelHost: "redis", alerting.LabelCheck: "reachable", alerting.LabelSeverity: g.redisDown.Severity}}
-	}
-	in := alerting.Input{Active: degraded}
-	if degraded {
-		in.Annotations = map[string]string{alerting.AnnotationSummary: fmt.Sprintf(
-			"redis is unreachable since %s: the nodes decide among themselves (degraded, peer mode)", since.UTC().Format(time.RFC3339))}
-	}
-	next, tr := inst.Next(now, in, alerting.Params{RepeatInterval: g.repeatInterval})
-	if next.State == alerting.OK && next.FiredAt.IsZero() {
-		delete(g.instances, ik)
-	} else {
-		g.instances[ik] = next
-	}
-	if tr == nil {
-		return nil
-	}
-	return []decision{{rule: g.redisDown, inst: next, tr: tr}}
+	return g.selfAlert(now, g.redisDown, "redis", "reachable", degraded, fmt.Sprintf(
+		"redis is unreachable since %s: the nodes decide among themselves (degraded, peer mode)", since.UTC().Format(time.RFC3339)))
 }
 
 // receivers returns where r's notifications go: its notify list, or the
@@ -444,6 +426,8 @@ func (g *engine) ruleNamed(name string) *rules.Rule {
 		return g.observerUp
 	case name == RedisRule:
 		return g.redisDown
+	case g.self[name] != nil:
+		return g.self[name]
 	case g.set != nil:
 		return g.set.Rule(name)
 	}
@@ -453,6 +437,9 @@ func (g *engine) ruleNamed(name string) *rules.Rule {
 // orphaned says why the instance ik is no longer evaluated under this
 // engine's configuration and rules, or "" when it still is.
 func (g *engine) orphaned(ik instKey) string {
+	if why, ok := g.selfOrphaned(ik); ok {
+		return why
+	}
 	if ik.rule == RedisRule {
 		if g.cfg.Redis.URL == "" {
 			return "redis.url was removed"

@@ -404,6 +404,7 @@ func (l *Leader) tick(ctx context.Context) {
 	}
 	l.evaluate(now, targets, data)
 	l.evaluateObservers(ctx, now)
+	l.evaluateSelf(now)
 	if l.cfg.Redis.URL != "" {
 		degraded, since := l.degraded()
 		l.mu.Lock()
@@ -412,6 +413,45 @@ func (l *Leader) tick(ctx context.Context) {
 		for _, d := range decisions {
 			l.transition(d)
 		}
+	}
+}
+
+// evaluateSelf alerts on what the nodes report of their own health, and on
+// this term's receivers that keep failing.
+func (l *Leader) evaluateSelf(now time.Time) {
+	nodes := l.cfg.Nodes
+	if len(nodes) == 0 {
+		nodes = []string{l.cfg.Observer}
+	}
+	fresh := observer.SilentAfter(l.cfg)
+	reports := make(map[string][]selfReport)
+	var own check.Result
+	for _, s := range nodeSelfRules {
+		for _, node := range nodes {
+			rs, _ := l.results.Latest(node, s.check)
+			for _, r := range rs {
+				if r.Observer != node || now.Sub(r.Start) > fresh {
+					continue
+				}
+				reports[s.check] = append(reports[s.check], selfReport{node: node, result: r})
+				if s.check == observer.SelfConfig && node == l.cfg.Observer {
+					own = r
+				}
+			}
+		}
+	}
+	l.mu.Lock()
+	sender := l.termSend
+	l.mu.Unlock()
+	var failing map[string]string
+	if h, ok := sender.(ReceiverHealth); ok {
+		failing = h.Failing(failingAttempts)
+	}
+	l.mu.Lock()
+	decisions := l.engine.evaluateSelf(now, reports, own, failing)
+	l.mu.Unlock()
+	for _, d := range decisions {
+		l.transition(d)
 	}
 }
 

@@ -66,6 +66,9 @@ type Options struct {
 	// ShutdownGrace is how long running checks may go on after shutdown
 	// starts before their plugins are killed. Default 5s.
 	ShutdownGrace time.Duration
+	// SelfChecks report this node's own health, run with every heartbeat;
+	// see SelfTSDB and the others.
+	SelfChecks []SelfCheck
 }
 
 // Observer is the observer side of one node. Build it with New, then
@@ -83,6 +86,7 @@ type Observer struct {
 
 	live      *live
 	series    *seriesLimit
+	self      []SelfCheck
 	jobs      map[instanceKey]*job
 	scheduler gocron.Scheduler
 	shareDown atomic.Bool // the other observers cannot be reached; logged once
@@ -104,7 +108,7 @@ type Observer struct {
 func New(o Options) *Observer {
 	ob := &Observer{
 		cfg: o.Config, runner: o.Runner, writer: o.Writer, share: o.Share, changed: o.Changed,
-		log: o.Logger, now: o.Now, grace: o.ShutdownGrace,
+		log: o.Logger, now: o.Now, grace: o.ShutdownGrace, self: o.SelfChecks,
 		live: newLive(), jobs: make(map[instanceKey]*job, len(o.Config.Targets)),
 		out: make(map[instanceKey]outgoing), outWake: make(chan struct{}, 1),
 	}
@@ -211,6 +215,7 @@ func (ob *Observer) beat(ctx context.Context) {
 	if err := ob.share.Heartbeat(hctx, now); err != nil {
 		ob.shareErr("heartbeat", err)
 	}
+	ob.runSelfChecks(hctx)
 }
 
 // record takes in one result: it is written to the TSDB and becomes the

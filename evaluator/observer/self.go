@@ -1,0 +1,94 @@
+package observer
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/dmonitor/dmonitor/check"
+	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/tsdb"
+)
+
+// The self checks: what each node reports of its own health, as results
+// of checks on itself (host = the observer's name), shared and stored like
+// any other result, so the leader can alert on any node's trouble and the
+// history can be graphed.
+const (
+	// SelfTSDB is critical while the store does not take this node's
+	// points (the TSDB unreachable, the spool growing, points dropped).
+	SelfTSDB = "dmonitor.tsdb"
+	// SelfDisk is critical while the data directory is nearly full or
+	// cannot be written.
+	SelfDisk = "dmonitor.disk"
+	// SelfPlugins is critical while a plugin of this node's checks is
+	// missing or not executable.
+	SelfPlugins = "dmonitor.plugins"
+	// SelfConfig is always OK; its output is the configuration's hash,
+	// which the leader compares with its own.
+	SelfConfig = "dmonitor.config"
+)
+
+// SelfCheck is a self check the daemon provides: Run says how this part
+// of the node is, as a plugin would.
+type SelfCheck struct {
+	Name string
+	Run  func(ctx context.Context) (check.Status, string)
+}
+
+// PluginsCheck is the self check SelfPlugins of cfg: it reports the
+// plugins of this node's checks that are missing or not executable (a
+// package removed, a file not copied to this node), which the checks'
+// own results only say as UNKNOWN, and one observer's unknown pages
+// nobody.
+func PluginsCheck(cfg *config.Config) SelfCheck {
+	return SelfCheck{Name: SelfPlugins, Run: func(context.Context) (check.Status, string) { return plugins(cfg) }}
+}
+
+func plugins(cfg *config.Config) (check.Status, string) {
+	users := make(map[string][]string) // plugin path → the checks that run it
+	for _, t := range cfg.Targets {
+		if len(t.Check.Command) > 0 && !slices.Contains(users[t.Check.Command[0]], t.Check.Name) {
+			users[t.Check.Command[0]] = append(users[t.Check.Command[0]], t.Check.Name)
+		}
+	}
+	var bad []string
+	for _, path := range slices.Sorted(maps.Keys(users)) {
+		fi, err := os.Stat(path)
+		why := ""
+		switch {
+		case err != nil:
+			why = "missing"
+		case fi.IsDir():
+			why = "a directory"
+		case fi.Mode().Perm()&0o111 == 0:
+			why = "not executable"
+		default:
+			continue
+		}
+		bad = append(bad, fmt.Sprintf("%s %s (check %s)", path, why, strings.Join(users[path], ", ")))
+	}
+	if len(bad) > 0 {
+		return check.Critical, "plugins: " + strings.Join(bad, "; ")
+	}
+	return check.OK, fmt.Sprintf("all %d plugins present", len(users))
+}
+
+// runSelfChecks records the result of every self check, as this
+// observer's results on itself. Unlike a check's, their results are not
+// counted in dmonitor_checks_total, and the leader judges them with the
+// self alerts' rules, not the rules of rules.d.
+func (ob *Observer) runSelfChecks(ctx context.Context) {
+	for _, sc := range ob.self {
+		start := ob.now()
+		status, output := sc.Run(ctx)
+		r := check.Result{Host: ob.cfg.Observer, Check: sc.Name, Observer: ob.cfg.Observer,
+			Status: status, Raw: status.String(), Output: output, Start: start, Duration: ob.now().Sub(start)}
+		ob.writer.Write(ResultPoints(make([]tsdb.Point, 0, 2), &r))
+		ob.live.put(r)
+		ob.queuePublish(r, false)
+	}
+}
