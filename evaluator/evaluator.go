@@ -127,6 +127,9 @@ type Options struct {
 	MaxQueuedPoints int
 	// SelfChecks report this node's own health; see observer.SelfCheck.
 	SelfChecks []observer.SelfCheck
+	// Fallback and NoLeaderAfter: see leader.Options.
+	Fallback      Sender
+	NoLeaderAfter time.Duration
 }
 
 // Evaluator is the daemon of one node. Build it with New and run it with Run.
@@ -177,6 +180,7 @@ func New(o Options) *Evaluator {
 		Lease: o.Lease, State: o.State, TermSender: o.TermSender, Observers: o.Share, Results: e.observer,
 		History: e.writer, Querier: o.Store, Receivers: o.Receivers, Mode: o.Mode, Degraded: o.Degraded,
 		Logger: o.Logger, Registerer: o.Registerer, Now: o.Now, EvalInterval: o.EvalInterval,
+		Fallback: o.Fallback, NoLeaderAfter: o.NoLeaderAfter,
 	})
 	return e
 }

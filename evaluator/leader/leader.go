@@ -123,6 +123,11 @@ type Options struct {
 	// EvalInterval is the period of the full evaluation that catches
 	// results going stale. Default 5s.
 	EvalInterval time.Duration
+	// Fallback, when set, is where this node says, while it does not
+	// lead, that no node has led for longer than NoLeaderAfter (see
+	// NoLeaderRule): a sender of its own, which works without the lease.
+	Fallback      Sender
+	NoLeaderAfter time.Duration
 }
 
 // Leader is the leader side of one node. Build it with New and run it
@@ -143,6 +148,8 @@ type Leader struct {
 	now        func() time.Time
 	evalEvery  time.Duration
 	started    time.Time // before 2 intervals after it, no result is not yet unknown
+	fallback   Sender
+	noLeader   time.Duration
 
 	transitions prometheus.Counter
 	leading     prometheus.Gauge
@@ -169,7 +176,7 @@ func New(o Options) *Leader {
 		cfg: o.Config, lease: o.Lease, state: o.State, termSender: o.TermSender, observers: o.Observers,
 		results: o.Results, history: o.History, store: o.Querier, mode: o.Mode, degraded: o.Degraded,
 		receivers: make(map[string]bool, len(o.Receivers)),
-		log:       o.Logger, now: o.Now, evalEvery: o.EvalInterval,
+		log:       o.Logger, now: o.Now, evalEvery: o.EvalInterval, fallback: o.Fallback, noLeader: o.NoLeaderAfter,
 		dirty:  make(map[instanceKey]struct{}),
 		wake:   make(chan struct{}, 1),
 		engine: newEngine(o.Config, o.Rules, o.RepeatInterval, o.Silences),
@@ -206,7 +213,10 @@ func New(o Options) *Leader {
 // are not yet missing, just not in.
 func (l *Leader) Run(ctx context.Context) {
 	l.started = l.now()
+	var wg sync.WaitGroup
+	wg.Go(func() { l.watch(ctx, l.fallback, l.noLeader) })
 	l.leadership(ctx)
+	wg.Wait()
 }
 
 // Changed tells the leader that the results of host's check changed: it
