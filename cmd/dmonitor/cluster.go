@@ -52,10 +52,11 @@ func (c *cluster) close() error {
 
 // termSender opens each leader term's notification queues in Redis,
 // fenced by the term's epoch, and runs them until the term ends.
-func (c *cluster) termSender(rs receivers, log *slog.Logger) evaluator.TermSender {
+func (c *cluster) termSender(rs receivers, metrics *alerting.Metrics, log *slog.Logger) evaluator.TermSender {
 	return func(epoch int64) (evaluator.Sender, func(), error) {
 		ctx, cancel := context.WithCancel(context.Background())
-		d, err := c.state.OpenDispatcher(ctx, epoch, rs.queues, log.With("component", "notify", "epoch", epoch), alerting.DispatcherOptions{})
+		d, err := c.state.OpenDispatcher(ctx, epoch, rs.queues, log.With("component", "notify", "epoch", epoch),
+			alerting.DispatcherOptions{Metrics: metrics})
 		if err != nil {
 			cancel()
 			return nil, nil, fmt.Errorf("notification queues of term %d: %w", epoch, err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/coord"
 	"github.com/dmonitor/dmonitor/evaluator"
+	"github.com/dmonitor/dmonitor/internal/httpserve"
 	"github.com/dmonitor/dmonitor/lock"
 	"github.com/dmonitor/dmonitor/lock/failover"
 	"github.com/dmonitor/dmonitor/lock/peerlease"
@@ -45,6 +47,9 @@ type coordination struct {
 	// while degraded; nil in redis mode without degraded mode, whose
 	// queues are opened in Redis per term. The caller runs it.
 	dispatcher *alerting.Dispatcher
+	// fallback is where a node that does not lead says that nobody does
+	// (leader.NoLeaderRule); nil where some node always leads.
+	fallback evaluator.Sender
 	// run is what runs beside the evaluator: the peer senders, the
 	// failover probe, catching up with the peers, mirroring Redis.
 	run    []func(context.Context) error
@@ -95,13 +100,16 @@ func openCoordination(cfg *config.Config, token string, rs receivers, reg promet
 		}
 		c.silences = fileSilences
 	}
-	dopts := alerting.DispatcherOptions{Dir: filepath.Join(cfg.DataDir, "notify")}
+	metrics := alerting.NewMetrics(reg)
+	dopts := alerting.DispatcherOptions{Dir: filepath.Join(cfg.DataDir, "notify"), Metrics: metrics}
 	if peers {
 		var shared peershare.SilenceStore
 		if c.mode == config.ModePeer {
 			shared = fileSilences
 		}
-		exchange = newPeerExchange(cfg, token, st, shared, reg, log)
+		if exchange, err = newPeerExchange(cfg, token, st, shared, reg, log); err != nil {
+			return nil, errors.Join(err, c.close())
+		}
 		c.peerAPI = exchange.Handler()
 		c.run = append(c.run, exchange.Run)
 		// The peers hold what the queues hold, so a decider that dies with
@@ -150,12 +158,18 @@ func openCoordination(cfg *config.Config, token string, rs receivers, reg promet
 		c.lease, c.share = cl.lease, cl.share
 		mirror := coord.MirrorState{Primary: cl.state, Local: st, Log: log.With("component", "state")}
 		c.state = mirror
-		c.termSender = cl.termSender(rs, log)
+		c.termSender = cl.termSender(rs, metrics, log)
 		c.run = append(c.run, func(ctx context.Context) error {
 			coord.MirrorFollower(ctx, cl.lease, cl.state, st, cfg.Redis.LeaseTTL, log.With("component", "state"))
 			return nil
 		})
 		if !degradable(cfg, token) {
+			// No queues on this node's disk: those of the terms live
+			// in Redis. Saying that no node leads must not need Redis.
+			d := alerting.NewDispatcher(rs.queues, log.With("component", "notify", "queues", "fallback"),
+				alerting.DispatcherOptions{Metrics: metrics})
+			c.fallback = router{d, rs.routes}
+			c.run = append(c.run, d.Run)
 			break
 		}
 		// Degraded mode: the peers stay in touch over the control port
@@ -172,6 +186,7 @@ func openCoordination(cfg *config.Config, token string, rs receivers, reg promet
 		c.share = coord.DualShare{Redis: cl.share, Peers: coord.PeerShare{Exchange: exchange}}
 		c.state = coord.FailoverState{Lease: fl, Redis: mirror, Peers: ps}
 		redisTerms := c.termSender
+		c.fallback = local
 		c.termSender = func(epoch int64) (evaluator.Sender, func(), error) {
 			if fl.Fallback() {
 				return local, func() {}, nil
@@ -214,16 +229,25 @@ func newPeerLease(cfg *config.Config, x *peershare.Exchange, log *slog.Logger) *
 
 // newPeerExchange builds the peer exchange of cfg's node: every other
 // entry of nodes.txt is a peer at its control address.
-func newPeerExchange(cfg *config.Config, token string, st *localstate.Store, sils peershare.SilenceStore, reg prometheus.Registerer, log *slog.Logger) *peershare.Exchange {
+func newPeerExchange(cfg *config.Config, token string, st *localstate.Store, sils peershare.SilenceStore, reg prometheus.Registerer, log *slog.Logger) (*peershare.Exchange, error) {
+	scheme := "http"
+	var tc *tls.Config
+	if cfg.Control.TLSCertFile != "" {
+		scheme = "https"
+		var err error
+		if tc, err = httpserve.ClientTLS(cfg.Control.TLSCAFile); err != nil {
+			return nil, fmt.Errorf("control.tls_ca_file: %w", err)
+		}
+	}
 	var peers []peershare.Peer
 	for _, n := range cfg.Nodes {
 		if n != cfg.Observer {
-			peers = append(peers, peershare.Peer{Name: n, URL: "http://" + config.PeerAddr(n)})
+			peers = append(peers, peershare.Peer{Name: n, URL: scheme + "://" + config.PeerAddr(n)})
 		}
 	}
 	plog := log.With("component", "peers")
 	return peershare.New(peershare.Options{
-		Self: cfg.Observer, Peers: peers, Token: token,
+		Self: cfg.Observer, Peers: peers, Token: token, TLS: tc,
 		Known: func(host, chk string) bool { _, ok := cfg.Target(host, chk); return ok },
 		State: st, Silences: sils,
 		OnState: func(ctx context.Context, recs []localstate.Record) {
@@ -232,7 +256,7 @@ func newPeerExchange(cfg *config.Config, token string, st *localstate.Store, sil
 			}
 		},
 		Logger: plog, Registerer: reg,
-	})
+	}), nil
 }
 
 // degradable reports whether cfg's redis mode can fall back to peer mode

@@ -43,7 +43,9 @@ func (r *reloadConfig) Error() string { return "configuration reloaded" }
 // every error logged, dmonitor_config_last_reload_successful 0, and the
 // one in force stays. A new rule set alone is applied in place; any other
 // change returns a *reloadConfig, which stops the daemon to restart it.
-func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, ev *evaluator.Evaluator, reg prometheus.Registerer, log *slog.Logger) error {
+//
+// current is the hash of cfg's tree; h is told of every new one.
+func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, current treeHash, ev *evaluator.Evaluator, h *health, reg prometheus.Registerer, log *slog.Logger) error {
 	ok := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "dmonitor_config_last_reload_successful", Help: "1 when the last configuration reload (SIGHUP) was applied, 0 when it was refused.",
 	})
@@ -52,10 +54,6 @@ func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, ev *e
 	})
 	reg.MustRegister(ok, hashGauge)
 	ok.Set(1)
-	current, err := configHash(cfg)
-	if err != nil {
-		log.Warn("hash the configuration", "err", err)
-	}
 	hashGauge.Set(hashValue(current.all))
 
 	changed, err := watchConfig(ctx, cfg, log)
@@ -79,21 +77,22 @@ func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, ev *e
 			log.Error("configuration reload refused; the previous configuration stays in force", "err", err)
 			continue
 		}
-		h, err := configHash(next)
+		sum, err := configHash(next)
 		if err != nil {
 			ok.Set(0)
 			log.Error("configuration reload refused; the previous configuration stays in force", "err", err)
 			continue
 		}
 		ok.Set(1)
-		if h == current {
+		if sum == current {
 			log.Debug("configuration unchanged")
 			continue
 		}
-		if h.withoutRules == current.withoutRules {
+		if sum.withoutRules == current.withoutRules {
 			ev.SetRules(set)
-			current = h
-			hashGauge.Set(hashValue(h.all))
+			current = sum
+			hashGauge.Set(hashValue(current.all))
+			h.setHash(current.all)
 			log.Info("rules reloaded", "rules", len(set.Rules()))
 			continue
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/dmonitor/dmonitor/alerting/exec"
 	"github.com/dmonitor/dmonitor/alerting/smtp"
 	"github.com/dmonitor/dmonitor/alerting/webhook"
+	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/control"
 	"github.com/dmonitor/dmonitor/evaluator"
@@ -152,6 +153,12 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 		}
 	}()
 	silences := co.silences
+	hash, err := configHash(cfg)
+	if err != nil {
+		return err
+	}
+	var h health
+	h.setHash(hash.all)
 	opts := evaluator.Options{
 		Config:         cfg,
 		Rules:          set,
@@ -168,6 +175,9 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 		State:          co.state,
 		TermSender:     co.termSender,
 		Mode:           string(co.mode),
+		SelfChecks:     h.checks(cfg, be.health),
+		Fallback:       co.fallback,
+		NoLeaderAfter:  2 * cfg.Redis.LeaseTTL,
 	}
 	if co.failover != nil {
 		opts.Degraded = co.failover.Degraded
@@ -179,12 +189,22 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 		mux := http.NewServeMux()
 		mux.Handle("/api/", control.APIHandler(control.APIOptions{Silences: silences, Acks: ev, Token: token,
 			Peers: co.peerAPI, Logger: log.With("component", "control api")}))
-		mux.Handle("/", control.Handler(reg, func() any { return ev.Status() }, log))
-		srv, err := httpserve.Listen("control", cfg.Control.Listen, mux, log)
+		mux.Handle("/", control.Handler(control.Options{Gatherer: reg, Status: func() any { return ev.Status() },
+			Ready: h.Ready, Token: token, Logger: log}))
+		var srv *httpserve.Server
+		if cfg.Control.TLSCertFile != "" {
+			srv, err = httpserve.ListenTLS("control", cfg.Control.Listen, cfg.Control.TLSCertFile, cfg.Control.TLSKeyFile, mux, log)
+		} else {
+			srv, err = httpserve.Listen("control", cfg.Control.Listen, mux, log)
+		}
 		if err != nil {
 			return err
 		}
-		log.Info("control API listening", "addr", srv.Addr().String())
+		log.Info("control API listening", "addr", srv.Addr().String(), "tls", cfg.Control.TLSCertFile != "")
+		if cfg.Control.Insecure && token == "" {
+			log.Warn("INSECURE: control.insecure is set and there is no control.token_file: anyone who reaches "+
+				srv.Addr().String()+" can silence and acknowledge alerts", "addr", srv.Addr().String())
+		}
 		servers = append(servers, srv)
 	}
 	if be.api != nil {
@@ -193,6 +213,10 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 			return err
 		}
 		log.Info("OpenTSDB API of the embedded store listening", "addr", srv.Addr().String())
+		if cfg.TSDB.Insecure && token == "" {
+			log.Warn("INSECURE: tsdb.insecure is set and there is no control.token_file: anyone who reaches "+
+				srv.Addr().String()+" can write to the store", "addr", srv.Addr().String())
+		}
 		servers = append(servers, srv)
 	}
 
@@ -223,7 +247,7 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 	}
 	g.Go(func() error { return ev.Run(gctx) })
 	g.Go(func() error { silences.Run(gctx); return nil })
-	g.Go(func() error { return reloadOnHUP(gctx, args, cfg, ev, reg, log) })
+	g.Go(func() error { return reloadOnHUP(gctx, args, cfg, hash, ev, &h, reg, log) })
 	err = g.Wait()
 	stopDispatch()
 	return errors.Join(err, <-dispDone)
@@ -244,6 +268,9 @@ type backend struct {
 	api       http.Handler                // the embedded store's OpenTSDB API; nil when not served
 	run       func(context.Context) error // the spool's replay; nil without a spool
 	close     func() error
+	// health says whether the store takes this node's points (the self
+	// check observer.SelfTSDB); nil when it has nothing to say.
+	health func() (check.Status, string)
 }
 
 // The OpenTSDB client's partial failures tell the spool which points to keep.
@@ -263,7 +290,8 @@ func openBackend(cfg *config.Config, reg prometheus.Registerer, log *slog.Logger
 			return nil, err
 		}
 		registerSpoolMetrics(reg, sp)
-		return &backend{store: spooledStore{sp, client}, annotator: client, run: sp.Run, close: sp.Close}, nil
+		return &backend{store: spooledStore{sp, client}, annotator: client, run: sp.Run, close: sp.Close,
+			health: spoolHealth(cfg.TSDB.URL, sp)}, nil
 	default:
 		dir := filepath.Join(cfg.DataDir, "tsdb")
 		store, err := embedded.Open(dir, embedded.Options{
@@ -299,6 +327,27 @@ func (s spooledStore) Last(ctx context.Context, metric string, filters []tsdb.Fi
 	return s.client.Last(ctx, metric, filters)
 }
 
+// spoolHealth judges the OpenTSDB backend by its spool: failing while
+// points wait in it and none was delivered since the last look (OpenTSDB
+// down or refusing), or when points were dropped since then.
+func spoolHealth(url string, sp *spool.Spool) func() (check.Status, string) {
+	var last spool.Stats
+	return func() (check.Status, string) {
+		s := sp.Stats()
+		prev := last
+		last = s
+		switch {
+		case s.Dropped > prev.Dropped:
+			return check.Critical, fmt.Sprintf("OpenTSDB at %s: %d points dropped from the full spool since the last look, %d waiting (%s)",
+				url, s.Dropped-prev.Dropped, s.Points, mib(uint64(s.Bytes)))
+		case s.Points > 0 && s.Replayed == prev.Replayed && prev.Points > 0:
+			return check.Critical, fmt.Sprintf("OpenTSDB at %s does not take points: %d waiting in the spool (%s), none delivered since the last look",
+				url, s.Points, mib(uint64(s.Bytes)))
+		}
+		return check.OK, fmt.Sprintf("OpenTSDB at %s takes points; %d waiting in the spool", url, s.Points)
+	}
+}
+
 func registerSpoolMetrics(reg prometheus.Registerer, sp *spool.Spool) {
 	gauge := func(name, help string, f func(spool.Stats) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(sp.Stats()) })
@@ -330,6 +379,9 @@ func buildReceivers(cfg *config.Config, log *slog.Logger) (receivers, error) {
 	externalURL := ""
 	if cfg.Control.Listen != "" {
 		externalURL = "http://" + cfg.Control.Listen
+		if cfg.Control.TLSCertFile != "" {
+			externalURL = "https://" + cfg.Control.Listen
+		}
 	}
 	var errs []error
 	add := func(name, kind string, n alerting.Notifier, err error) {
@@ -386,6 +438,10 @@ func (r router) Send(receiver string, n alerting.Notification) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Failing names the receiver queues that keep failing; see
+// leader.ReceiverHealth.
+func (r router) Failing(attempts int) map[string]string { return r.d.Failing(attempts) }
 
 // loadRules loads <config dir>/rules.d; notify may name the configured
 // receivers and "default".
