@@ -57,6 +57,18 @@ func openAnnotations(dir string) (*bolt.DB, error) {
 	return db, nil
 }
 
+// annUsable says why an annotation call cannot use the database now, nil
+// if it can. s.mu is held.
+func (s *Store) annUsable() error {
+	if s.closed {
+		return ErrClosed
+	}
+	if s.ann == nil {
+		return s.usable() // not opened yet, for the engine's reason
+	}
+	return nil
+}
+
 func annotationPrefix(tsuid string) []byte {
 	return append([]byte(tsuid), 0)
 }
@@ -94,8 +106,8 @@ func (s *Store) PutAnnotation(ctx context.Context, a tsdb.Annotation) error {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return fmt.Errorf("embedded tsdb %s: put annotation: %w", s.dir, ErrClosed)
+	if err := s.annUsable(); err != nil {
+		return fmt.Errorf("embedded tsdb %s: put annotation: %w", s.dir, err)
 	}
 	err = s.ann.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(annotationsBucket).Put(annotationKey(a.TSUID, st.Start), val)
@@ -115,8 +127,8 @@ func (s *Store) Annotations(ctx context.Context, tsuid string, start, end time.T
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, fmt.Errorf("embedded tsdb %s: annotations: %w", s.dir, ErrClosed)
+	if err := s.annUsable(); err != nil {
+		return nil, fmt.Errorf("embedded tsdb %s: annotations: %w", s.dir, err)
 	}
 	lo, hi := start.Unix(), end.Unix()
 	var out []tsdb.Annotation
@@ -165,8 +177,8 @@ func (s *Store) DeleteAnnotation(ctx context.Context, tsuid string, start time.T
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return fmt.Errorf("embedded tsdb %s: delete annotation: %w", s.dir, ErrClosed)
+	if err := s.annUsable(); err != nil {
+		return fmt.Errorf("embedded tsdb %s: delete annotation: %w", s.dir, err)
 	}
 	key := annotationKey(tsuid, start.Unix())
 	err := s.ann.Update(func(tx *bolt.Tx) error {

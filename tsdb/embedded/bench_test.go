@@ -3,6 +3,7 @@ package embedded
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -218,4 +219,39 @@ func BenchmarkQueryDay100Sum(b *testing.B) {
 func BenchmarkQueryDay100Downsampled(b *testing.B) {
 	benchQuery(b, 100, tsdb.Query{Metric: "day", Start: at(0), End: at(86400), Aggregator: "avg",
 		Downsample: &tsdb.Downsample{Interval: 5 * time.Minute, Aggregator: "avg"}})
+}
+
+// BenchmarkSeriesMemory creates series of dmonitor's shape (benchTags, a
+// point each) and reports the heap they take: the engine's series,
+// postings and open chunk, and this store's cache entry.
+func BenchmarkSeriesMemory(b *testing.B) {
+	const n = 50000
+	for b.Loop() {
+		b.StopTimer()
+		s := openStore(b, "", Options{})
+		pts := make([]tsdb.Point, 1000)
+		heap := func() uint64 {
+			var ms runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			return ms.HeapAlloc
+		}
+		before := heap()
+		b.StartTimer()
+		for k := range n / len(pts) {
+			for i := range pts {
+				id := k*len(pts) + i
+				tg := benchTags(id % benchSeries)
+				tg["id"] = fmt.Sprint(id)
+				pts[i] = tsdb.Point{Metric: "dmonitor.check.duration", Tags: tg, Time: base, Value: 1}
+			}
+			if err := s.Append(context.Background(), pts); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		pts = nil
+		b.ReportMetric(float64(heap()-before)/n, "bytes/series")
+		b.StartTimer()
+	}
 }

@@ -29,8 +29,8 @@ func (s *Store) Query(ctx context.Context, q tsdb.Query) ([]tsdb.Series, error) 
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, fmt.Errorf("embedded tsdb %s: query: %w", s.dir, ErrClosed)
+	if err := s.usable(); err != nil {
+		return nil, fmt.Errorf("embedded tsdb %s: query: %w", s.dir, err)
 	}
 	raws, err := s.read(ctx, p.mint, p.maxt, ms)
 	if err != nil {
@@ -91,8 +91,8 @@ func (s *Store) Last(ctx context.Context, metric string, filters []tsdb.Filter) 
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, fmt.Errorf("embedded tsdb %s: last: %w", s.dir, ErrClosed)
+	if err := s.usable(); err != nil {
+		return nil, fmt.Errorf("embedded tsdb %s: last: %w", s.dir, err)
 	}
 	out, err := s.last(ctx, metric, ms)
 	if err != nil {

@@ -8,6 +8,18 @@
 // being killed (kill -9) and are read back by the next Open. The log is not
 // fsynced per batch, so a power loss or kernel crash can lose the most
 // recent batches; that is out of scope.
+//
+// The exception is a full disk. The store keeps Options.MinFreeBytes free
+// on the data directory's file system and, below that or when the engine
+// fails to write, holds appended points in memory (at most
+// Options.MemoryPoints, the oldest dropped past that) and writes them once
+// there is room again. Append then returns nil for points that are only in
+// memory: they are lost if the process stops before the disk has room, and
+// queries do not see them until they are written. Stats reports it. This
+// trades a few minutes of durability for the daemon going on checking and
+// alerting, and it keeps the engine from ever writing into a full disk,
+// which is what destroys its log (see openEngine) and, for its head chunks,
+// panics the process.
 package embedded
 
 import (
@@ -17,7 +29,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -25,6 +39,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	promtsdb "github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/fileutil"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/dmonitor/dmonitor/tsdb"
@@ -43,6 +58,26 @@ var ErrClosed = errors.New("store closed")
 const (
 	DefaultRetention        = 30 * 24 * time.Hour
 	DefaultOutOfOrderWindow = 7 * 24 * time.Hour
+	// DefaultMinFreeBytes is what the engine may need to write on its own
+	// after the store stops handing it points: its head compaction writes
+	// a block of the last two hours (about 1.5 bytes a sample: 2 MB for
+	// 1000 series at 10 s) and a log checkpoint, its head chunk writer
+	// flushes up to 4 MiB at once, and merging blocks writes as much as
+	// the blocks merged (for 1000 series at 10 s, 10 MB for the largest,
+	// 3 days). 64 MiB covers a store of about 5000 series at 10 s with
+	// room to spare; a larger one wants about three times its largest
+	// block.
+	DefaultMinFreeBytes = 64 << 20
+	// DefaultMemoryPoints holds 10 minutes of 300 checks writing a point
+	// every second, or 3000 checks every 10 s, in about 5 MB (24 bytes a
+	// point and the labels of each series once).
+	DefaultMemoryPoints = 200_000
+	// DefaultMaxSeries is far more than a monitor writes (a series per
+	// check, target and metric) and, at about 1 KiB a series in memory
+	// (see Options.MaxSeries), 1 GiB: the limit is there to stop a runaway
+	// writer (a tag holding a timestamp or a request ID) before it takes
+	// the machine's memory, not to size the store.
+	DefaultMaxSeries = 1_000_000
 )
 
 // maxCachedSeries bounds the series-reference cache. Past it the cache is
@@ -63,7 +98,24 @@ type Options struct {
 	// OutOfOrderWindow is how far behind the newest stored sample an
 	// appended point may be (default 7 days).
 	OutOfOrderWindow time.Duration
-	// Logger receives the engine's logs; nil discards them.
+	// MinFreeBytes is the space left free on the data directory's file
+	// system (default DefaultMinFreeBytes; negative for none). Below it
+	// Append holds points in memory instead of writing them, so the engine
+	// has the room its compactions need and never writes into a full disk.
+	MinFreeBytes int64
+	// MemoryPoints bounds the points held in memory while the disk is
+	// short of space or the engine cannot be opened (default
+	// DefaultMemoryPoints; 24 bytes a point plus each series' labels once).
+	// Past it the oldest are dropped, counted in Stats.Dropped.
+	MemoryPoints int
+	// MaxSeries bounds the series the store holds (default
+	// DefaultMaxSeries; negative for no limit): once the engine's head and
+	// the memory buffer hold MaxSeries series, points of other series are
+	// refused with a *LimitError. Each series costs about 1 KiB of memory
+	// with dmonitor's labels (measured by TestMemoryPerSeries: the engine's
+	// series, postings and first chunk, and this store's cache entry).
+	MaxSeries int
+	// Logger receives the store's and the engine's logs; nil discards them.
 	Logger *slog.Logger
 }
 
@@ -71,14 +123,35 @@ type Options struct {
 // concurrent use.
 type Store struct {
 	dir       string
-	db        *promtsdb.DB
-	ann       *bolt.DB // annotations, see annotations.go
+	opts      Options // with the defaults filled in
+	reserve   uint64
+	maxSeries int
 	oooWindow time.Duration
+	log       *slog.Logger
+	engineLog *slog.Logger
+	lock      fileutil.Releaser // the directory's lock, held from Open to Close
+	space     *diskGuard
 
-	// mu is held for reading by every call and for writing by Close, so
-	// Close waits for calls in flight and no call reaches a closed engine.
+	// mu is held for reading by every call and for writing by Close and by
+	// the keeper when it opens or closes the engine, so no call reaches a
+	// closed engine.
 	mu     sync.RWMutex
 	closed bool
+	db     *promtsdb.DB // nil while the engine is not open (see Open)
+	ann    *bolt.DB     // annotations, see annotations.go; nil until opened
+
+	// failed is set when the engine failed to write; the keeper closes it
+	// and opens it again (see engineFailed).
+	failed   atomic.Bool
+	writeErr atomic.Pointer[error] // the engine's last write error
+	notOpen  atomic.Pointer[error] // why the engine is not open, nil when it is
+
+	buf          memBuffer // see held.go
+	limitRefused atomic.Uint64
+
+	kick chan struct{} // wakes the keeper (see run)
+	stop context.CancelFunc
+	done chan struct{} // closed when the keeper returns
 
 	// cacheMu guards cache, which maps a series key (see appendSeriesKey)
 	// to the engine's reference and labels for that series, so a repeated
@@ -86,7 +159,10 @@ type Store struct {
 	cacheMu sync.RWMutex
 	cache   map[string]seriesEntry
 
-	appendMu sync.Mutex // see appendAll
+	// appendMu serialises the engine's appenders (see appendAll), and the
+	// series limit's count. Locks are taken in the order mu, appendMu,
+	// buf.mu, cacheMu.
+	appendMu sync.Mutex
 
 	scratch sync.Pool // *appendScratch, reused across Append calls
 }
@@ -96,9 +172,23 @@ type seriesEntry struct {
 	lset labels.Labels
 }
 
-// Open opens or creates the store in dir. The engine takes a lock file in
+// Open opens or creates the store in dir. The store takes a lock file in
 // dir: a second Open of the same dir, in this process or another, fails
 // until the first is closed.
+//
+// Open succeeds on a full disk, so the daemon starts and goes on checking
+// and alerting. The engine opens on a full disk unless its write-ahead log
+// is damaged (a write torn by an earlier full disk or crash): then its
+// repair would have to rewrite a log segment, and a repair that runs out of
+// space loses the whole segment (see openEngine). In that case, or when the
+// engine fails to open for want of space, Open returns the store with the
+// engine not yet open: Append holds points in memory, queries and
+// annotation calls fail with an error wrapping tsdb.ErrUnavailable, and a
+// goroutine that Close stops opens the engine once there is room, then
+// writes the held points. Opening in the background rather than failing
+// keeps checks and alerts going; opening the engine read-only would not
+// do, since points must be written later and the repair is what needs
+// room. Any other failure to open is returned.
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.Retention <= 0 {
 		opts.Retention = DefaultRetention
@@ -106,37 +196,68 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.OutOfOrderWindow <= 0 {
 		opts.OutOfOrderWindow = DefaultOutOfOrderWindow
 	}
+	if opts.MinFreeBytes == 0 {
+		opts.MinFreeBytes = DefaultMinFreeBytes
+	}
+	if opts.MemoryPoints <= 0 {
+		opts.MemoryPoints = DefaultMemoryPoints
+	}
+	if opts.MaxSeries == 0 {
+		opts.MaxSeries = DefaultMaxSeries
+	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	eo := promtsdb.DefaultOptions()
-	eo.RetentionDuration = opts.Retention.Milliseconds()
-	eo.OutOfOrderTimeWindow = opts.OutOfOrderWindow.Milliseconds()
-	// The engine's default of 16384 lock stripes suits a Prometheus with
-	// millions of series and costs a monitor of ten thousand checks 4 MiB
-	// of heap for nothing; appends are serialised here anyway.
-	eo.StripeSize = 1024
-	// Compact 2h blocks into larger ones as Prometheus does (a tenth of the
-	// retention, at most 31 days), so a long retention is not thousands of
-	// blocks for every query to open.
-	eo.MaxBlockDuration = max(eo.MinBlockDuration, min(eo.RetentionDuration/10, (31*24*time.Hour).Milliseconds()))
-	db, err := promtsdb.Open(dir, logger, nil, eo, nil)
+	lockPath := filepath.Join(dir, "lock")
+	lock, _, err := fileutil.Flock(lockPath)
 	if err != nil {
-		return nil, fmt.Errorf("embedded tsdb %s: open: %w", dir, err)
+		return nil, fmt.Errorf("embedded tsdb %s: lock %s: %w", dir, lockPath, err)
 	}
-	ann, err := openAnnotations(dir)
-	if err != nil {
-		return nil, errors.Join(err, db.Close())
+	s := &Store{
+		dir: dir, opts: opts, reserve: uint64(max(opts.MinFreeBytes, 0)), maxSeries: max(opts.MaxSeries, 0),
+		oooWindow: opts.OutOfOrderWindow, log: logger, engineLog: logger, lock: lock,
+		cache: map[string]seriesEntry{}, kick: make(chan struct{}, 1), done: make(chan struct{}),
 	}
-	s := &Store{dir: dir, db: db, ann: ann, oooWindow: opts.OutOfOrderWindow, cache: map[string]seriesEntry{}}
+	s.buf.max = opts.MemoryPoints
+	s.space = newDiskGuard(dir, s.reserve)
+	s.space.check(0)
 	s.scratch.New = func() any { return new(appendScratch) }
+
+	db, ann, err := s.openAll()
+	switch {
+	case err == nil:
+		s.db, s.ann = db, ann
+	case errors.Is(err, errNoRoom):
+		s.notOpen.Store(&err)
+		s.log.Error("embedded tsdb: disk too full to open the engine; holding points in memory until there is room", "dir", dir, "err", err)
+	default:
+		return nil, errors.Join(err, lock.Release())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	go s.run(ctx)
 	return s, nil
 }
 
-// Close flushes the write-ahead log and closes the engine. Calls after
-// Close fail with ErrClosed; a second Close returns nil.
+// Close stops the keeper, writes the points held in memory if the disk has
+// room, and closes the engine. Points still held are lost, and Close says
+// how many. Calls after Close fail with ErrClosed; a second Close returns
+// nil.
 func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	s.stop()
+	<-s.done
+	if s.buf.len() > 0 && !s.failed.Load() {
+		s.space.expire()
+		s.drain(context.Background())
+	}
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -144,13 +265,50 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	var errs []error
-	if err := s.db.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("embedded tsdb %s: close: %w", s.dir, err))
+	if n := s.buf.len(); n > 0 {
+		s.buf.mu.Lock()
+		why := s.buf.why
+		s.buf.mu.Unlock()
+		errs = append(errs, fmt.Errorf("embedded tsdb %s: close: %d points held in memory are lost: %w", s.dir, n, why))
 	}
-	if err := s.ann.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("embedded tsdb %s: close annotations: %w", s.dir, err))
+	if s.db != nil {
+		if err := s.db.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("embedded tsdb %s: close: %w", s.dir, err))
+		}
+	}
+	if s.ann != nil {
+		if err := s.ann.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("embedded tsdb %s: close annotations: %w", s.dir, err))
+		}
+	}
+	if err := s.lock.Release(); err != nil {
+		errs = append(errs, fmt.Errorf("embedded tsdb %s: release lock: %w", s.dir, err))
 	}
 	return errors.Join(errs...)
+}
+
+// usable says why a call cannot use the engine now, nil if it can. s.mu is
+// held.
+func (s *Store) usable() error {
+	if s.closed {
+		return ErrClosed
+	}
+	if s.db == nil {
+		why := errors.New("closed after a write error")
+		if e := s.notOpen.Load(); e != nil {
+			why = *e
+		}
+		return fmt.Errorf("engine not open: %w (%w)", tsdb.ErrUnavailable, why)
+	}
+	return nil
+}
+
+// forgetSeries empties the series cache: the engine is being reopened, and
+// its references may then name other series. s.mu is held for writing.
+func (s *Store) forgetSeries() {
+	s.cacheMu.Lock()
+	clear(s.cache)
+	s.cacheMu.Unlock()
 }
 
 // appendScratch holds the buffers of one Append call.
@@ -172,6 +330,8 @@ type batchEntry struct {
 	seriesEntry
 	keyStart, keyEnd int
 	learn            bool
+	isNew            bool // not in the engine nor in memory (see admit)
+	refused          bool // by MaxSeries
 }
 
 func (sc *appendScratch) reset(n int) {
@@ -184,15 +344,24 @@ func (sc *appendScratch) reset(n int) {
 	clear(sc.fresh)
 }
 
-// Append writes points as one transaction: either all are stored or none.
+// Append writes points as one transaction: either all are stored or none,
+// but for the points refused by the series limit.
 // Every point is validated before anything is written, as OpenTSDB
 // validates them: a non-empty metric and at least one tag, names and values
 // of letters, digits and - _ . / only, a timestamp after the epoch and a
 // finite value. A point the engine refuses (older than the out-of-order
 // window, or a different value for a timestamp already stored) rolls back
 // the whole batch. Such refusals wrap tsdb.ErrInvalid and name the point.
-// When Append returns nil the points survive a crash of this process (see
-// the package doc).
+//
+// Points of series the store does not hold, once it holds
+// Options.MaxSeries series, are refused and the rest stored: the error is
+// then a *LimitError, wrapping tsdb.ErrLimit and listing the refused
+// points.
+//
+// When Append returns nil (or a *LimitError) the points survive a crash of
+// this process (see the package doc), except while the disk is short of
+// space or the engine is not open: then they are held in memory until they
+// can be written (see Stats).
 func (s *Store) Append(ctx context.Context, points []tsdb.Point) error {
 	if len(points) == 0 {
 		return nil
@@ -218,20 +387,64 @@ func (s *Store) Append(ctx context.Context, points []tsdb.Point) error {
 		return err
 	}
 
-	app := s.db.AppenderV2(ctx)
-	if i, err := s.appendAll(app, sc, points); err != nil {
-		rbErr := app.Rollback()
-		return errors.Join(s.engineRefusal(i, points, err), rbErr)
+	var why error
+	switch {
+	case s.db == nil:
+		why = s.usable()
+	case s.failed.Load():
+		why = *s.writeErr.Load()
+	case !s.space.room(int64(len(points)) * bytesPerPoint):
+		why = fmt.Errorf("%d bytes free, below the reserve of %d", s.space.lastFree(), s.reserve)
+	default:
+		lerr, err := s.write(ctx, sc, points)
+		if err == nil {
+			if s.buf.len() > 0 {
+				s.poke() // there is room: the keeper writes the held points
+			}
+			if lerr != nil {
+				s.limitRefused.Add(uint64(len(lerr.Points)))
+				return lerr
+			}
+			return nil
+		}
+		if errors.Is(err, tsdb.ErrInvalid) {
+			return err
+		}
+		// The engine failed to write: nothing of the batch is stored.
+		s.engineFailed(err)
+		why = err
+		for i := range sc.ents {
+			sc.ents[i].refused, sc.ents[i].isNew = false, false
+		}
 	}
-	if err := app.Commit(); err != nil {
-		return fmt.Errorf("embedded tsdb %s: commit %d points: %w", s.dir, len(points), err)
+	if lerr := s.hold(ctx, sc, points, why); lerr != nil {
+		s.limitRefused.Add(uint64(len(lerr.Points)))
+		return lerr
 	}
-	s.learn(sc)
+	s.poke()
 	return nil
 }
 
-// appendAll hands every point to the engine's appender, returning the
-// index of the point it refused.
+// write appends a resolved batch to the engine. It returns the limit's
+// refusals (the rest was stored) or why nothing was stored: an error
+// wrapping tsdb.ErrInvalid blames a point, any other the engine.
+func (s *Store) write(ctx context.Context, sc *appendScratch, points []tsdb.Point) (*LimitError, error) {
+	app := s.db.AppenderV2(ctx)
+	lerr, i, err := s.appendAll(ctx, app, sc, points)
+	if err != nil {
+		rbErr := app.Rollback()
+		return nil, errors.Join(s.engineRefusal(i, points, err), rbErr)
+	}
+	if err := app.Commit(); err != nil {
+		return nil, fmt.Errorf("embedded tsdb %s: commit %d points: %w", s.dir, len(points), err)
+	}
+	s.learn(sc)
+	return lerr, nil
+}
+
+// appendAll applies the series limit to the batch and hands every point it
+// admits to the engine's appender, returning the index of the point the
+// engine refused.
 //
 // It holds appendMu: the engine (v0.315.0) races when two appenders create
 // series at once while a query reads the index (its MemPostings repairs the
@@ -239,15 +452,19 @@ func (s *Store) Append(ctx context.Context, points []tsdb.Point) error {
 // prometheus/prometheus#15317). One creator at a time assigns series IDs in
 // index order, so no repair happens. Only this loop is serialized; the
 // commit, which writes the WAL, is not.
-func (s *Store) appendAll(app storage.AppenderV2, sc *appendScratch, points []tsdb.Point) (int, error) {
+func (s *Store) appendAll(ctx context.Context, app storage.AppenderV2, sc *appendScratch, points []tsdb.Point) (*LimitError, int, error) {
 	s.appendMu.Lock()
 	defer s.appendMu.Unlock()
+	lerr := s.admit(ctx, sc, points)
 	for i := range points {
 		p := &points[i]
 		e := &sc.ents[sc.slot[i]]
+		if e.refused {
+			continue
+		}
 		ref, err := app.Append(e.ref, e.lset, 0, p.Time.UnixMilli(), p.Value, nil, nil, storage.AOptions{})
 		if err != nil {
-			return i, err
+			return nil, i, err
 		}
 		if ref != e.ref {
 			// A new series, or one the engine dropped from memory and
@@ -255,7 +472,7 @@ func (s *Store) appendAll(app storage.AppenderV2, sc *appendScratch, points []ts
 			e.ref, e.learn = ref, true
 		}
 	}
-	return 0, nil
+	return lerr, 0, nil
 }
 
 // resolve validates every point and finds its series in the cache, or
@@ -325,7 +542,7 @@ func (s *Store) learn(sc *appendScratch) {
 		clear(s.cache)
 	}
 	for i := range sc.ents {
-		if e := &sc.ents[i]; e.learn {
+		if e := &sc.ents[i]; e.learn && e.ref != 0 {
 			s.cache[string(sc.keys[e.keyStart:e.keyEnd])] = e.seriesEntry
 		}
 	}

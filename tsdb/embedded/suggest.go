@@ -27,8 +27,8 @@ func (s *Store) Suggest(ctx context.Context, kind, prefix string, max int) ([]st
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, fmt.Errorf("embedded tsdb %s: suggest: %w", s.dir, ErrClosed)
+	if err := s.usable(); err != nil {
+		return nil, fmt.Errorf("embedded tsdb %s: suggest: %w", s.dir, err)
 	}
 	names, err := s.suggest(ctx, kind)
 	if err != nil {

@@ -47,8 +47,8 @@ func (s *Store) ListSeries(ctx context.Context, metric string, filters []tsdb.Fi
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, fmt.Errorf("embedded tsdb %s: list series: %w", s.dir, ErrClosed)
+	if err := s.usable(); err != nil {
+		return nil, fmt.Errorf("embedded tsdb %s: list series: %w", s.dir, err)
 	}
 	mint, maxt := ceilMillis(start), end.UnixMilli()
 	qr, err := s.db.Querier(mint, maxt)

@@ -1,0 +1,329 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	promtsdb "github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/wlog"
+	bolt "go.etcd.io/bbolt"
+)
+
+// The engine's write-ahead logs: samples in order, and out of order.
+var logDirs = []string{"wal", "wbl"}
+
+// errNoRoom says the engine cannot be opened until space is freed.
+var errNoRoom = errors.New("not enough free space")
+
+// engineOptions are the engine's options for opts.
+func engineOptions(opts Options) *promtsdb.Options {
+	eo := promtsdb.DefaultOptions()
+	eo.RetentionDuration = opts.Retention.Milliseconds()
+	eo.OutOfOrderTimeWindow = opts.OutOfOrderWindow.Milliseconds()
+	// The engine's default of 16384 lock stripes suits a Prometheus with
+	// millions of series and costs a monitor of ten thousand checks 4 MiB
+	// of heap for nothing; appends are serialised here anyway.
+	eo.StripeSize = 1024
+	// Compact 2h blocks into larger ones as Prometheus does (a tenth of the
+	// retention, at most 31 days), so a long retention is not thousands of
+	// blocks for every query to open.
+	eo.MaxBlockDuration = max(eo.MinBlockDuration, min(eo.RetentionDuration/10, (31*24*time.Hour).Milliseconds()))
+	// The store holds the directory's lock itself from Open to Close, also
+	// while the engine is closed for want of space (see Store.lock).
+	eo.NoLockfile = true
+	return eo
+}
+
+// openEngine opens the engine and the annotation database, unless a damaged
+// write-ahead log would make the engine repair it on a disk without room
+// for that: the engine's repair renames the damaged segment to
+// NNNNNNNN.repair, starts the segment anew and copies the good records
+// back, and when a copy fails for want of space it leaves the segment
+// empty, so the next start reads an empty log and every point in it is
+// lost. Errors wrapping errNoRoom say to try again once space is freed.
+func (s *Store) openEngine() (*promtsdb.DB, error) {
+	for _, d := range logDirs {
+		if err := restoreFailedRepair(filepath.Join(s.dir, d)); err != nil {
+			return nil, err
+		}
+	}
+	free, err := freeBytes(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded tsdb %s: free space: %w", s.dir, err)
+	}
+	seg, err := largestSegment(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	if free < s.reserve+seg {
+		for _, d := range logDirs {
+			damage, err := logDamage(filepath.Join(s.dir, d))
+			if err != nil {
+				return nil, err
+			}
+			if damage != "" {
+				return nil, fmt.Errorf("embedded tsdb %s: %s needs repair (%s), which needs %d bytes free plus the reserve %d, and %d are: %w",
+					s.dir, d, damage, seg, s.reserve, free, errNoRoom)
+			}
+		}
+	}
+	db, err := promtsdb.Open(s.dir, s.engineLog, nil, engineOptions(s.opts), nil)
+	if err != nil {
+		err = fmt.Errorf("embedded tsdb %s: open: %w", s.dir, err)
+		if errors.Is(err, syscall.ENOSPC) {
+			// Should the check above have been wrong, put a half-done
+			// repair back before anything else is written.
+			for _, d := range logDirs {
+				err = errors.Join(err, restoreFailedRepair(filepath.Join(s.dir, d)))
+			}
+			return nil, fmt.Errorf("%w: %w", err, errNoRoom)
+		}
+		return nil, err
+	}
+	return db, nil
+}
+
+// restoreFailedRepair undoes a repair of the log in dir that the engine
+// began and could not finish (see openEngine): when a segment NNNNNNNN.repair
+// exists and no later segment holds anything, it is the whole segment as it
+// was, and goes back in place of the partial copy. The engine then repairs
+// it again, with room to, and keeps every record before the damage. When a
+// later segment holds records, the store was started since and wrote them;
+// putting the old segment back would make the repair drop them, so the
+// leftover is left alone and logged.
+func restoreFailedRepair(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return fmt.Errorf("embedded tsdb: read %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".repair")
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(name)
+		if err != nil {
+			continue
+		}
+		later, err := laterSegmentsHold(ents, n)
+		if err != nil {
+			return fmt.Errorf("embedded tsdb: %s: %w", dir, err)
+		}
+		if later {
+			continue
+		}
+		if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("embedded tsdb: restore %s after a failed repair: %w", filepath.Join(dir, e.Name()), err)
+		}
+	}
+	return nil
+}
+
+func laterSegmentsHold(ents []os.DirEntry, n int) (bool, error) {
+	for _, e := range ents {
+		k, err := strconv.Atoi(e.Name())
+		if err != nil || k <= n {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return false, err
+		}
+		if fi.Size() > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// largestSegment is the size of the largest segment of the write-ahead
+// logs: what a repair needs to rewrite.
+func largestSegment(dir string) (uint64, error) {
+	var n uint64
+	for _, d := range logDirs {
+		ents, err := os.ReadDir(filepath.Join(dir, d))
+		if err != nil {
+			if os.IsNotExist(err) {
+				continue
+			}
+			return 0, fmt.Errorf("embedded tsdb %s: %w", dir, err)
+		}
+		for _, e := range ents {
+			if _, err := strconv.Atoi(e.Name()); err != nil {
+				continue
+			}
+			fi, err := e.Info()
+			if err != nil {
+				return 0, fmt.Errorf("embedded tsdb %s: %w", dir, err)
+			}
+			n = max(n, uint64(fi.Size()))
+		}
+	}
+	return n, nil
+}
+
+// logDamage reads every segment of the log in dir as the engine's replay
+// does, one at a time, and describes the damage it finds, "" if none.
+func logDamage(dir string) (string, error) {
+	first, last, err := wlog.Segments(dir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return "", nil
+		}
+		return "", fmt.Errorf("embedded tsdb: list %s: %w", dir, err)
+	}
+	for i := first; i >= 0 && i <= last; i++ {
+		seg, err := wlog.OpenReadSegment(wlog.SegmentName(dir, i))
+		if err != nil {
+			if os.IsNotExist(err) {
+				continue
+			}
+			return "", fmt.Errorf("embedded tsdb: %w", err)
+		}
+		r := wlog.NewReader(wlog.NewSegmentBufReader(seg))
+		for r.Next() {
+		}
+		rerr := r.Err()
+		seg.Close()
+		if rerr != nil {
+			return rerr.Error(), nil
+		}
+	}
+	return "", nil
+}
+
+// run is the store's keeper: it closes an engine that failed to write,
+// opens it when there is room, and writes the points held in memory, on
+// every kick (an Append that held points or found some held) and every
+// spaceCheckInterval, until ctx ends.
+func (s *Store) run(ctx context.Context) {
+	defer close(s.done)
+	t := time.NewTicker(spaceCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		case <-t.C:
+		}
+		s.tend(ctx)
+	}
+}
+
+// tend does one round of the keeper's work.
+func (s *Store) tend(ctx context.Context) {
+	if s.failed.Load() {
+		s.closeFailedEngine()
+	}
+	if !s.engineOpen() {
+		s.tryOpen()
+	}
+	if s.buf.len() > 0 {
+		s.space.expire()
+		s.drain(ctx)
+	}
+}
+
+func (s *Store) engineOpen() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db != nil
+}
+
+// tryOpen opens the engine if it can, installing it for the calls to use.
+func (s *Store) tryOpen() {
+	db, ann, err := s.openAll()
+	if err != nil {
+		s.notOpen.Store(&err)
+		if !errors.Is(err, errNoRoom) {
+			s.log.Error("embedded tsdb: cannot open the engine; holding points in memory and retrying", "dir", s.dir, "err", err)
+		}
+		return
+	}
+	s.mu.Lock()
+	s.db = db
+	if ann != nil {
+		s.ann = ann
+	}
+	s.mu.Unlock()
+	s.notOpen.Store(nil)
+	s.log.Info("embedded tsdb: engine open", "dir", s.dir, "held_points", s.buf.len())
+}
+
+// openAll opens the engine and, unless it is open already, the annotation
+// database.
+func (s *Store) openAll() (*promtsdb.DB, *bolt.DB, error) {
+	db, err := s.openEngine()
+	if err != nil {
+		return nil, nil, err
+	}
+	s.mu.RLock()
+	have := s.ann != nil
+	s.mu.RUnlock()
+	if have {
+		return db, nil, nil
+	}
+	ann, err := openAnnotations(s.dir)
+	if err != nil {
+		err = errors.Join(err, db.Close())
+		if errors.Is(err, syscall.ENOSPC) {
+			err = fmt.Errorf("%w: %w", err, errNoRoom)
+		}
+		return nil, nil, err
+	}
+	return db, ann, nil
+}
+
+// closeFailedEngine closes an engine whose write failed (see engineFailed).
+func (s *Store) closeFailedEngine() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil {
+		s.failed.Store(false)
+		return
+	}
+	if err := s.db.Close(); err != nil {
+		s.log.Warn("embedded tsdb: close after a write error", "dir", s.dir, "err", err)
+	}
+	s.db = nil
+	s.forgetSeries()
+	s.failed.Store(false)
+}
+
+// engineFailed takes note that the engine failed to write a batch, for want
+// of space or another I/O error. The keeper then closes it and opens it
+// again once there is room, rather than letting it go on: a commit that
+// failed leaves its series in the engine's memory without their record in
+// the log (the engine logs a series once, when it creates it), so every
+// later sample of such a series would be dropped when the log is replayed,
+// and a log page half written stays torn on disk if the process stops
+// before the engine gets to write the rest. Reopening replays the log,
+// repairs a torn tail (those records are of the failed commit, which this
+// store holds in memory and writes again), and starts from what is on disk.
+func (s *Store) engineFailed(err error) {
+	if s.failed.CompareAndSwap(false, true) {
+		s.log.Error("embedded tsdb: write failed; holding points in memory and reopening the engine when there is room", "dir", s.dir, "err", err)
+	}
+	s.writeErr.Store(&err)
+	s.space.expire()
+	s.poke()
+}
+
+// poke wakes the keeper without waiting.
+func (s *Store) poke() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
