@@ -1,0 +1,128 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dmonitor/dmonitor/internal/await"
+	"github.com/dmonitor/dmonitor/internal/loopback"
+	"github.com/dmonitor/dmonitor/internal/smtptest"
+)
+
+// selfMail waits for the mail of a self alert of rule on host in status
+// ("FIRING", "RESOLVED"), skipping the others, and returns its body.
+func selfMail(t *testing.T, mail *smtptest.Server, status, rule, host string) string {
+	t.Helper()
+	want := fmt.Sprintf("[%s] %s on %s", status, rule, host)
+	deadline := time.After(60 * time.Second)
+	for {
+		select {
+		case m := <-mail.Received:
+			if strings.HasPrefix(m.Msg.Header.Get("Subject"), want) {
+				return m.Body
+			}
+			t.Logf("mail skipped: %s", m.Msg.Header.Get("Subject"))
+		case <-deadline:
+			t.Fatalf("no mail %q", want)
+		}
+	}
+}
+
+// noSelfMail fails on any mail of rule still waiting in mail.
+func noSelfMail(t *testing.T, mail *smtptest.Server, rule string) {
+	t.Helper()
+	for {
+		select {
+		case m := <-mail.Received:
+			if s := m.Msg.Header.Get("Subject"); strings.Contains(s, "] "+rule+" ") {
+				t.Errorf("one mail too many: %s", s)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// selfTree writes a one-node configuration with a check_ctl check on
+// 127.0.0.1 named ctl, mail to oncall@example.org, and extra YAML.
+func selfTree(t *testing.T, dir, control string, mail *smtptest.Server, extra string) {
+	t.Helper()
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml": fmt.Sprintf(`observer: self
+interval: 1s
+control: {listen: %q}
+tsdb: {listen: ""}
+smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+%s`, control, mail.Addr, extra),
+		"hosts.d/127.0.0.1/ctl":      "",
+		"alert.d/oncall@example.org": "",
+	})
+	writeCtlPlugin(t, dir)
+}
+
+// A plugin removed from a node is paged as such, though the checks that
+// run it only turn unknown; it is resolved once the plugin is back.
+func TestSelfPluginMissing(t *testing.T) {
+	set := steer(t)
+	set("127.0.0.1", "0")
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	control := loopback.FreeAddr(t)
+	dir := t.TempDir()
+	selfTree(t, dir, control, mail, "")
+	d := startDaemon(t, dir, control)
+	await.Until(t, "the check to be seen ok", func() bool { return d.state(t, "127.0.0.1", "ctl") == "ok" })
+
+	plugin := filepath.Join(dir, "plugins", "check_ctl")
+	if err := os.Remove(plugin); err != nil {
+		t.Fatal(err)
+	}
+	body := selfMail(t, mail, "FIRING", "plugin-missing", "self")
+	if !strings.Contains(body, plugin+" missing (check ctl)") {
+		t.Errorf("plugin-missing mail does not name the plugin and its check:\n%s", body)
+	}
+	writeCtlPlugin(t, dir)
+	selfMail(t, mail, "RESOLVED", "plugin-missing", "self")
+	d.stop(t)
+	noSelfMail(t, mail, "plugin-missing")
+}
+
+// A receiver whose deliveries keep failing is paged through the others,
+// and resolved once it takes its notifications again.
+func TestSelfReceiverFailing(t *testing.T) {
+	set := steer(t)
+	set("127.0.0.1", "0")
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	hookAddr := loopback.FreeAddr(t)
+	control := loopback.FreeAddr(t)
+	dir := t.TempDir()
+	selfTree(t, dir, control, mail, fmt.Sprintf("receivers:\n  default:\n    webhook: {url: 'http://%s/hook'}\n", hookAddr))
+	d := startDaemon(t, dir, control)
+	await.Until(t, "the check to be seen ok", func() bool { return d.state(t, "127.0.0.1", "ctl") == "ok" })
+
+	// The webhook is down (nothing listens) when the check fails: the
+	// mail goes, the webhook's attempts fail.
+	set("127.0.0.1", "2")
+	selfMail(t, mail, "FIRING", "default", "127.0.0.1")
+	body := selfMail(t, mail, "FIRING", "receiver-failing", "default/webhook")
+	if !strings.Contains(body, "connection refused") {
+		t.Errorf("receiver-failing mail does not say why:\n%s", body)
+	}
+
+	// The webhook comes up: its queue drains and the alert resolves.
+	ln, err := net.Listen("tcp", hookAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	selfMail(t, mail, "RESOLVED", "receiver-failing", "default/webhook")
+	d.stop(t)
+	noSelfMail(t, mail, "receiver-failing")
+}
