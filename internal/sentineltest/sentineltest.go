@@ -49,9 +49,11 @@ type Options struct {
 	Sentinels int
 	// Password, when set, is required by the master and the replica
 	// (requirepass), used by each to replicate from the other (masterauth)
-	// and given to the sentinels (auth-pass). The sentinels themselves
-	// take no password.
+	// and given to the sentinels (auth-pass).
 	Password string
+	// SentinelPassword, when set, is required by the sentinels
+	// (requirepass), of their clients and of each other (sentinel-pass).
+	SentinelPassword string
 }
 
 // Set is a master, its replica and the sentinels that monitor them. The
@@ -61,6 +63,7 @@ type Set struct {
 	t         testing.TB
 	name      string
 	password  string
+	spassword string                       // the sentinels'
 	servers   map[string]*redistest.Server // by address
 	clients   map[string]*redis.Client     // a direct client of each server
 	sentinels []*sentinel
@@ -92,7 +95,7 @@ func Start(t testing.TB, o Options) *Set {
 	if o.Sentinels < 1 || o.Sentinels > 3 {
 		t.Fatalf("sentineltest: %d sentinels, want 1 to 3", o.Sentinels)
 	}
-	s := &Set{t: t, name: o.Name, password: o.Password,
+	s := &Set{t: t, name: o.Name, password: o.Password, spassword: o.SentinelPassword,
 		servers: map[string]*redistest.Server{}, clients: map[string]*redis.Client{}}
 
 	var auth []string
@@ -144,6 +147,9 @@ func (s *Set) startSentinel(master string, quorum int) *sentinel {
 	if s.password != "" {
 		fmt.Fprintf(&b, "sentinel auth-pass %s %s\n", s.name, s.password)
 	}
+	if s.spassword != "" {
+		fmt.Fprintf(&b, "requirepass %s\nsentinel sentinel-pass %s\n", s.spassword, s.spassword)
+	}
 	// The sentinel rewrites its configuration file as it learns (replicas,
 	// other sentinels, a new master), so the file must be its own.
 	conf := filepath.Join(sn.dir, "sentinel.conf")
@@ -165,7 +171,7 @@ func (s *Set) startSentinel(master string, quorum int) *sentinel {
 		_ = sn.cmd.Process.Kill()
 		<-sn.exit
 	})
-	sn.client = redis.NewSentinelClient(clientOptions(sn.addr, ""))
+	sn.client = redis.NewSentinelClient(clientOptions(sn.addr, s.spassword))
 	s.t.Cleanup(func() { _ = sn.client.Close() })
 	await.Until(s.t, "redis-sentinel on "+sn.addr+" answers PING", func() bool {
 		select {
@@ -201,13 +207,24 @@ func (s *Set) SentinelAddrs() []string {
 
 // URL is the Set's redis+sentinel:// URL in lock/redislease.NewClient's
 // form: the password (if any) for the master, every sentinel, the master's
-// name, and no database (append "/N" for one).
-func (s *Set) URL() string {
+// name (so database 0) and, if the sentinels require a password, the
+// sentinel_password option.
+func (s *Set) URL() string { return s.URLWithDB(-1) }
+
+// URLWithDB is URL naming database db; a negative db leaves it out.
+func (s *Set) URLWithDB(db int) string {
 	var user string
 	if s.password != "" {
 		user = url.UserPassword("", s.password).String() + "@"
 	}
-	return "redis+sentinel://" + user + strings.Join(s.SentinelAddrs(), ",") + "/" + s.name
+	u := "redis+sentinel://" + user + strings.Join(s.SentinelAddrs(), ",") + "/" + s.name
+	if db >= 0 {
+		u += "/" + strconv.Itoa(db)
+	}
+	if s.spassword != "" {
+		u += "?sentinel_password=" + url.QueryEscape(s.spassword)
+	}
+	return u
 }
 
 // Master returns the address of the master as the first live sentinel

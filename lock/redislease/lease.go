@@ -563,7 +563,11 @@ func (l *Lease) Leader(ctx context.Context) (owner string, epoch int64, ttl time
 		pttl = p.PTTL(ctx, l.key)
 		return nil
 	})
-	if errors.Is(err, redis.Nil) {
+	// Only the GET's own nil reply means nobody holds the lease: compared
+	// exactly, because go-redis wraps redis.Nil in failures too, such as
+	// "all sentinels specified in configuration are unreachable: redis:
+	// nil" when the sentinels do not know the master's name.
+	if err == redis.Nil && get.Err() == redis.Nil {
 		return "", 0, 0, nil
 	}
 	if err != nil {

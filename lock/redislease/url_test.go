@@ -2,15 +2,9 @@ package redislease
 
 import (
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/dmonitor/dmonitor/internal/redistest"
 )
@@ -169,56 +163,5 @@ func TestNewClientPasswordAndDatabase(t *testing.T) {
 	defer wrong.Close()
 	if _, _, _, err := New(wrong, Options{}).Leader(ctx); err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
 		t.Fatalf("Leader with a wrong password: %v, want WRONGPASS", err)
-	}
-}
-
-// TestNewClientSentinel runs the lease through a real Sentinel that
-// monitors a real master with a password.
-func TestNewClientSentinel(t *testing.T) {
-	master := redistest.Start(t, "--requirepass", "mpw")
-	_, masterPort, err := net.SplitHostPort(master.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sentinelPort := freePort(t)
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "sentinel.conf")
-	cfg := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor dmon 127.0.0.1 %s 1\nsentinel auth-pass dmon mpw\n",
-		sentinelPort, dir, masterPort)
-	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("redis-server", conf, "--sentinel")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	sentinelAddr := fmt.Sprintf("127.0.0.1:%d", sentinelPort)
-	ctx := testCtx(t)
-	sentinel := redis.NewClient(&redis.Options{Addr: sentinelAddr, MaxRetries: -1})
-	defer sentinel.Close()
-	waitFor(t, 10*time.Second, "sentinel answers", func() bool { return sentinel.Ping(ctx).Err() == nil })
-
-	c, err := NewClient("redis+sentinel://:mpw@" + sentinelAddr + "/dmon/2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	l := New(c, Options{Owner: "via-sentinel"})
-	defer l.Close()
-	term := acquire(t, l)
-
-	// The lease is in the master's database 2.
-	direct, err := NewClient("redis://:mpw@" + master.Addr() + "/2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer direct.Close()
-	h, err := readHolder(ctx, direct, DefaultKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if h.owner != "via-sentinel" || h.epoch != term.Epoch {
-		t.Fatalf("master holds %+v, want via-sentinel's epoch %d", h, term.Epoch)
 	}
 }
