@@ -8,8 +8,10 @@ import (
 	"hash"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -92,7 +94,7 @@ func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, curre
 			ev.SetRules(set)
 			current = sum
 			hashGauge.Set(hashValue(current.all))
-			h.setHash(current.all)
+			h.setHash(current.shared)
 			log.Info("rules reloaded", "rules", len(set.Rules()))
 			continue
 		}
@@ -100,13 +102,18 @@ func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, curre
 	}
 }
 
-// treeHash is the hash of a configuration tree, with and without rules.d.
-type treeHash struct{ all, withoutRules string }
+// treeHash is the hash of a configuration tree, with and without rules.d,
+// and of what every node of a cluster must agree on (shared): the tree but
+// dmonitor.yaml and the files it names, and of dmonitor.yaml what is not
+// the node's own (its name, addresses, directories, secrets).
+type treeHash struct{ all, withoutRules, shared string }
 
 // configHash hashes every file of cfg's tree (names and contents; the data
 // directory excluded), so a reload can tell what changed.
 func configHash(cfg *config.Config) (treeHash, error) {
-	all, without := sha256.New(), sha256.New()
+	all, without, shared := sha256.New(), sha256.New(), sha256.New()
+	own := map[string]bool{filepath.Join(cfg.Dir, config.FileName): true, cfg.Control.TokenFile: true,
+		cfg.Control.TLSCertFile: true, cfg.Control.TLSKeyFile: true, cfg.Control.TLSCAFile: true}
 	err := filepath.WalkDir(cfg.Dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -125,8 +132,8 @@ func configHash(cfg *config.Config) (treeHash, error) {
 			return err
 		}
 		rel, _ := filepath.Rel(cfg.Dir, path)
-		for _, h := range []hash.Hash{all, without} {
-			if h == without && strings.HasPrefix(rel, "rules.d"+string(filepath.Separator)) {
+		for _, h := range []hash.Hash{all, without, shared} {
+			if h == without && strings.HasPrefix(rel, "rules.d"+string(filepath.Separator)) || h == shared && own[path] {
 				continue
 			}
 			fmt.Fprintf(h, "%s\x00%d\x00", rel, len(b))
@@ -137,7 +144,17 @@ func configHash(cfg *config.Config) (treeHash, error) {
 	if err != nil {
 		return treeHash{}, fmt.Errorf("hash configuration %s: %w", cfg.Dir, err)
 	}
-	return treeHash{hex.EncodeToString(all.Sum(nil)), hex.EncodeToString(without.Sum(nil))}, nil
+	// What the nodes share of dmonitor.yaml, in a fixed order.
+	fmt.Fprintf(shared, "interval %v timeout %v quorum %d repeat %v redis %s\n",
+		cfg.Interval, cfg.Timeout, cfg.Quorum, cfg.RepeatInterval, cfg.Redis.URL)
+	for _, name := range slices.Sorted(maps.Keys(cfg.Checks)) {
+		c := cfg.Checks[name]
+		fmt.Fprintf(shared, "check %q %q %v %v %d\n", name, c.Command, c.Interval, c.Timeout, c.Quorum)
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Receivers)) {
+		fmt.Fprintf(shared, "receiver %q %+v\n", name, *cfg.Receivers[name])
+	}
+	return treeHash{hex.EncodeToString(all.Sum(nil)), hex.EncodeToString(without.Sum(nil)), hex.EncodeToString(shared.Sum(nil))}, nil
 }
 
 // hashValue is a hash as a gauge can show it exactly: its first 48 bits.

@@ -158,7 +158,7 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 		return err
 	}
 	var h health
-	h.setHash(hash.all)
+	h.setHash(hash.shared)
 	opts := evaluator.Options{
 		Config:         cfg,
 		Rules:          set,
@@ -295,12 +295,14 @@ func openBackend(cfg *config.Config, reg prometheus.Registerer, log *slog.Logger
 	default:
 		dir := filepath.Join(cfg.DataDir, "tsdb")
 		store, err := embedded.Open(dir, embedded.Options{
-			Retention: cfg.TSDB.Retention, OutOfOrderWindow: cfg.TSDB.OutOfOrder, Logger: log.With("component", "tsdb"),
+			Retention: cfg.TSDB.Retention, OutOfOrderWindow: cfg.TSDB.OutOfOrder, MaxSeries: cfg.Limits.Series,
+			Logger: log.With("component", "tsdb"),
 		})
 		if err != nil {
 			return nil, err
 		}
-		be := &backend{store: store, annotator: store, close: store.Close}
+		registerStoreMetrics(reg, store)
+		be := &backend{store: store, annotator: store, close: store.Close, health: storeHealth(dir, store)}
 		if cfg.TSDB.Listen != "" {
 			be.api = httpapi.NewHandler(store, httpapi.Options{Logger: log.With("component", "tsdb api")})
 		}
@@ -325,6 +327,53 @@ func (s spooledStore) Query(ctx context.Context, q tsdb.Query) ([]tsdb.Series, e
 
 func (s spooledStore) Last(ctx context.Context, metric string, filters []tsdb.Filter) ([]tsdb.Series, error) {
 	return s.client.Last(ctx, metric, filters)
+}
+
+// storeHealth judges the embedded store: failing while it holds points
+// in memory because its disk is full or its engine is not open, or when it
+// dropped points since the last look.
+func storeHealth(dir string, st *embedded.Store) func() (check.Status, string) {
+	var last embedded.Stats
+	return func() (check.Status, string) {
+		s := st.Stats()
+		prev := last
+		last = s
+		switch {
+		case s.Dropped > prev.Dropped:
+			return check.Critical, fmt.Sprintf("embedded tsdb %s: %d points dropped since the last look (disk full: %v), %d held in memory",
+				dir, s.Dropped-prev.Dropped, s.DiskFull, s.Buffered)
+		case s.DiskFull || !s.Open:
+			why := "its disk is full"
+			if s.DiskErr != nil {
+				why = s.DiskErr.Error()
+			}
+			return check.Critical, fmt.Sprintf("embedded tsdb %s cannot write: %s; %d points held in memory until it can", dir, why, s.Buffered)
+		}
+		return check.OK, fmt.Sprintf("embedded tsdb %s takes points: %d series", dir, s.Series)
+	}
+}
+
+// registerStoreMetrics exports the embedded store's own state.
+func registerStoreMetrics(reg prometheus.Registerer, st *embedded.Store) {
+	gauge := func(name, help string, f func(embedded.Stats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(st.Stats()) })
+	}
+	counter := func(name, help string, f func(embedded.Stats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(st.Stats()) })
+	}
+	bool01 := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	reg.MustRegister(
+		gauge("dmonitor_tsdb_series", "Series in the embedded store.", func(s embedded.Stats) float64 { return float64(s.Series) }),
+		gauge("dmonitor_tsdb_buffered_points", "Datapoints the embedded store holds in memory while its disk is full.", func(s embedded.Stats) float64 { return float64(s.Buffered) }),
+		gauge("dmonitor_tsdb_disk_full", "1 while the embedded store's disk is below its free-space reserve or failing writes.", func(s embedded.Stats) float64 { return bool01(s.DiskFull || !s.Open) }),
+		counter("dmonitor_tsdb_dropped_points_total", "Datapoints the embedded store dropped: its memory buffer overflowed while the disk was full.", func(s embedded.Stats) float64 { return float64(s.Dropped) }),
+		counter("dmonitor_tsdb_series_refused_total", "Datapoints refused by the embedded store's series limit (limits.series).", func(s embedded.Stats) float64 { return float64(s.LimitRefused) }),
+	)
 }
 
 // spoolHealth judges the OpenTSDB backend by its spool: failing while
