@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ import (
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/coord"
 	"github.com/dmonitor/dmonitor/evaluator"
+	"github.com/dmonitor/dmonitor/evaluator/observer"
 	"github.com/dmonitor/dmonitor/internal/httpserve"
 	"github.com/dmonitor/dmonitor/lock"
 	"github.com/dmonitor/dmonitor/lock/failover"
@@ -248,7 +250,10 @@ func newPeerExchange(cfg *config.Config, token string, st *localstate.Store, sil
 	plog := log.With("component", "peers")
 	return peershare.New(peershare.Options{
 		Self: cfg.Observer, Peers: peers, Token: token, TLS: tc,
-		Known: func(host, chk string) bool { _, ok := cfg.Target(host, chk); return ok },
+		Known: func(host, chk string) bool {
+			_, ok := cfg.Target(host, chk)
+			return ok || observer.IsSelfCheck(chk) && slices.Contains(cfg.Nodes, host)
+		},
 		State: st, Silences: sils,
 		OnState: func(ctx context.Context, recs []localstate.Record) {
 			if _, err := st.Merge(ctx, recs); err != nil {

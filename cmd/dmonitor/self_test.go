@@ -12,6 +12,7 @@ import (
 
 	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
+	"github.com/dmonitor/dmonitor/internal/redistest"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
 )
 
@@ -125,4 +126,49 @@ func TestSelfReceiverFailing(t *testing.T) {
 	selfMail(t, mail, "RESOLVED", "receiver-failing", "default/webhook")
 	d.stop(t)
 	noSelfMail(t, mail, "receiver-failing")
+}
+
+// A node that runs another configuration than the leader is paged, named;
+// it resolves once the node reloads the same configuration. The nodes'
+// own settings (observer name, listen address) differ and page nobody.
+func TestSelfConfigDiffers(t *testing.T) {
+	c := newPeerCluster(t, "")
+	odd := filepath.Join(c.dirs["c"], "rules.d", "extra.yaml")
+	writeTree(t, c.dirs["c"], map[string]string{"rules.d/extra.yaml": "rules:\n  - name: extra\n    select: {check: svc}\n"})
+	c.startAll()
+	body := selfMail(t, c.mail, "FIRING", "config-differs", c.control["c"])
+	if !strings.Contains(body, "observer "+c.control["c"]+" runs configuration config ") {
+		t.Errorf("config-differs mail does not name the node and its configuration:\n%s", body)
+	}
+	// The watcher reloads c's rules in place.
+	if err := os.Remove(odd); err != nil {
+		t.Fatal(err)
+	}
+	selfMail(t, c.mail, "RESOLVED", "config-differs", c.control["c"])
+	c.stopAll()
+	noSelfMail(t, c.mail, "config-differs")
+}
+
+// With Redis gone and no peers to fall back on, nobody can lead: the node
+// says so through queues of its own, and resolves it once it leads again.
+func TestSelfNoLeader(t *testing.T) {
+	set := steer(t)
+	set("127.0.0.1", "0")
+	rd := redistest.Start(t)
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	control := loopback.FreeAddr(t)
+	dir := t.TempDir()
+	selfTree(t, dir, control, mail, fmt.Sprintf("redis: {url: %q, lease_ttl: 2s}\n", rd.URL()))
+	d := startDaemon(t, dir, control)
+	await.Until(t, "the node to lead", func() bool { return d.metric(t, "dmonitor_leader") == 1 })
+
+	rd.Kill()
+	body := selfMail(t, mail, "FIRING", "no-leader", "self")
+	if !strings.Contains(body, "nobody evaluates the rules") {
+		t.Errorf("no-leader mail does not say what it means:\n%s", body)
+	}
+	rd.Restart()
+	selfMail(t, mail, "RESOLVED", "no-leader", "self")
+	d.stop(t)
+	noSelfMail(t, mail, "no-leader")
 }

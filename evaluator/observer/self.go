@@ -32,6 +32,16 @@ const (
 	SelfConfig = "dmonitor.config"
 )
 
+// IsSelfCheck says whether chk names a self check: their results come from
+// every node about itself, not from the configured targets.
+func IsSelfCheck(chk string) bool {
+	switch chk {
+	case SelfTSDB, SelfDisk, SelfPlugins, SelfConfig:
+		return true
+	}
+	return false
+}
+
 // SelfCheck is a self check the daemon provides: Run says how this part
 // of the node is, as a plugin would.
 type SelfCheck struct {
