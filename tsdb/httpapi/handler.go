@@ -14,19 +14,24 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dmonitor/dmonitor/tsdb"
 )
 
-// DefaultMaxBodyBytes is the largest request body accepted when
-// Options.MaxBodyBytes is zero, counted after gzip decompression.
-const DefaultMaxBodyBytes = 16 << 20
-
-// Options configure the handler. Zero values mean the defaults.
+// Options configure the handler. Zero values mean the defaults. The limits
+// (see limits.go) refuse what passes them with 400, or 413 for the body
+// size, count the refusal in dmonitor_limit_hits_total and log it at warn
+// level; a negative value turns a limit off, except MaxBodyBytes, which is
+// always on.
 type Options struct {
-	// Logger receives store failures (the 500 answers); nil discards.
+	// Logger receives store failures (the 500 answers), and, at warn
+	// level and at most a few a minute, refusals for passing a limit and
+	// writes refused for want of the token; nil discards.
 	Logger *slog.Logger
 	// Version is what /api/version answers. Its Version defaults to
 	// "2.4.0", the OpenTSDB API version served, which is what clients that
@@ -35,8 +40,51 @@ type Options struct {
 	// MaxBodyBytes bounds a request body (after gzip decompression);
 	// larger ones are refused with 413. Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxDatapointsPerRequest bounds the data points of one /api/put; a
+	// body with more is refused whole, as soon as the decoder reaches the
+	// first point past the limit. Default DefaultMaxDatapointsPerRequest.
+	MaxDatapointsPerRequest int
+	// MaxNewSeriesPerRequest bounds the series of one /api/put that the
+	// store does not hold yet; a request with more is refused whole. A
+	// store without CountNew cannot say which series it holds, and every
+	// distinct series of the request counts. Default
+	// DefaultMaxNewSeriesPerRequest.
+	MaxNewSeriesPerRequest int
+	// MaxNewSeriesPerMinute bounds the new series all /api/put requests
+	// together create, as a token bucket that holds a minute's worth and
+	// refills continuously; a request whose new series the bucket cannot
+	// cover is refused whole and takes nothing from it. Only enforced over
+	// a store with CountNew. Default DefaultMaxNewSeriesPerMinute.
+	MaxNewSeriesPerMinute int
+	// MaxNameBytes bounds the length in bytes of a metric name, a tag key
+	// and a tag value; a point with a longer one is refused on its own.
+	// Default DefaultMaxNameBytes.
+	MaxNameBytes int
+	// MaxTagsPerPoint bounds the tags of one point; a point with more is
+	// refused on its own. Default DefaultMaxTagsPerPoint, OpenTSDB's
+	// tsd.storage.max_tags.
+	MaxTagsPerPoint int
+	// Token is the bearer token writes from beyond loopback must carry
+	// ("Authorization: Bearer <Token>"). A write is POST, PUT or DELETE on
+	// /api/put, /api/annotation, /api/annotation/bulk, and DELETE on
+	// /api/query. Writes from a loopback address (127.0.0.0/8, ::1) need
+	// no token, and reads never do. Empty refuses every write from beyond
+	// loopback, unless AllowUnauthenticatedWrites.
+	//
+	// The address is the TCP peer's: a reverse proxy on the same host
+	// makes every request a loopback one, and X-Forwarded-For is not
+	// trusted.
+	Token string
+	// AllowUnauthenticatedWrites accepts writes from any address without
+	// a token: OpenTSDB's own behaviour, for a listener only trusted hosts
+	// can reach.
+	AllowUnauthenticatedWrites bool
+	// Registerer receives dmonitor_limit_hits_total; nil registers
+	// nothing.
+	Registerer prometheus.Registerer
 	// Now is the clock relative times ("1h-ago") and a missing end are
-	// taken from; default time.Now.
+	// taken from, and the clock of the new-series bucket and of the log
+	// limit; default time.Now.
 	Now func() time.Time
 }
 
@@ -75,16 +123,21 @@ type handler struct {
 	suggester tsdb.Suggester // nil when the store has none
 	lister    SeriesLister   // nil when the store has none
 	tsuider   TSUIDer        // nil when the store has none
+	counter   seriesCounter  // nil when the store has none
 	log       *slog.Logger
+	warn      *limitedLog // refusals, at most a few a minute
 	version   VersionInfo
-	maxBody   int64
+	limits    limits
+	auth      auth
 	now       func() time.Time
 	routes    map[string]route
 }
 
-// route is one endpoint: the methods it takes and its function.
+// route is one endpoint: the methods it takes, those of them that write
+// (and so need the token from beyond loopback), and its function.
 type route struct {
 	methods []string
+	writes  []string
 	serve   func(w http.ResponseWriter, r *http.Request) error
 }
 
@@ -92,34 +145,42 @@ type route struct {
 // annotations when store implements tsdb.Annotator, suggestions when it
 // implements tsdb.Suggester, and TSUIDs when it implements TSUIDer;
 // otherwise those endpoints answer 501.
+//
+// It registers dmonitor_limit_hits_total with opts.Registerer, reusing the
+// counter already registered there under that name (a second handler, or
+// a store counting its own limits in it); it panics, as
+// prometheus.MustRegister does, when the registry holds a different metric
+// of that name.
 func NewHandler(store tsdb.Store, opts Options) http.Handler {
-	h := &handler{store: store, log: opts.Logger, version: opts.Version, maxBody: opts.MaxBodyBytes, now: opts.Now}
+	h := &handler{store: store, log: opts.Logger, version: opts.Version, now: opts.Now}
 	h.annotator, _ = store.(tsdb.Annotator)
 	h.suggester, _ = store.(tsdb.Suggester)
 	h.lister, _ = store.(SeriesLister)
 	h.tsuider, _ = store.(TSUIDer)
+	h.counter, _ = store.(seriesCounter)
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
 	if h.version.Version == "" {
 		h.version.Version = "2.4.0"
 	}
-	if h.maxBody <= 0 {
-		h.maxBody = DefaultMaxBodyBytes
-	}
 	if h.now == nil {
 		h.now = time.Now
 	}
+	h.warn = newLimitedLog(h.log, h.now)
+	h.limits = newLimits(opts, h.counter != nil)
+	h.auth = newAuth(opts)
 	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
 	h.routes = map[string]route{
-		"/api/put":             {[]string{post}, h.servePut},
-		"/api/query":           {[]string{get, post, del}, h.serveQuery},
-		"/api/query/last":      {[]string{get, post}, h.serveLast},
-		"/api/suggest":         {[]string{get, post}, h.serveSuggest},
-		"/api/aggregators":     {[]string{get, post}, h.serveAggregators},
-		"/api/version":         {[]string{get, post}, h.serveVersion},
-		"/api/annotation":      {[]string{get, post, put, del}, h.serveAnnotation},
-		"/api/annotation/bulk": {[]string{post, put, del}, h.serveAnnotationBulk},
+		"/api/put":   {[]string{post}, []string{post}, h.servePut},
+		"/api/query": {[]string{get, post, del}, []string{del}, h.serveQuery},
+		// POST on the read endpoints carries a query, not data.
+		"/api/query/last":      {[]string{get, post}, nil, h.serveLast},
+		"/api/suggest":         {[]string{get, post}, nil, h.serveSuggest},
+		"/api/aggregators":     {[]string{get, post}, nil, h.serveAggregators},
+		"/api/version":         {[]string{get, post}, nil, h.serveVersion},
+		"/api/annotation":      {[]string{get, post, put, del}, []string{post, put, del}, h.serveAnnotation},
+		"/api/annotation/bulk": {[]string{post, put, del}, []string{post, put, del}, h.serveAnnotationBulk},
 	}
 	return h
 }
@@ -134,17 +195,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{code: http.StatusNotFound, msg: "Endpoint not found", details: "no endpoint at " + r.URL.Path})
 		return
 	}
-	allowed := false
-	for _, m := range rt.methods {
-		if r.Method == m {
-			allowed = true
-		}
-	}
-	if !allowed {
+	if !slices.Contains(rt.methods, r.Method) {
 		w.Header().Set("Allow", strings.Join(rt.methods, ", "))
 		writeError(w, &apiError{code: http.StatusMethodNotAllowed, msg: "Method not allowed",
 			details: fmt.Sprintf("The HTTP method [%s] is not permitted for this endpoint", r.Method)})
 		return
+	}
+	if slices.Contains(rt.writes, r.Method) {
+		if ae := h.authorize(r); ae != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="dmonitor"`)
+			writeError(w, ae)
+			return
+		}
 	}
 	if err := rt.serve(w, r); err != nil {
 		var ae *apiError
@@ -175,6 +237,10 @@ func badRequest(msg, details string) *apiError {
 // anything else a failure of the store (500), which is logged.
 func (h *handler) storeError(r *http.Request, err error) *apiError {
 	switch {
+	case errors.Is(err, tsdb.ErrLimit):
+		h.warn.Warn("opentsdb api: request refused by a limit of the store", "method", r.Method,
+			"path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+		return badRequest("Store limit exceeded", err.Error())
 	case errors.Is(err, tsdb.ErrInvalid):
 		return badRequest("Invalid request", err.Error())
 	case errors.Is(err, tsdb.ErrNotFound):
@@ -216,44 +282,103 @@ func writeBody(w http.ResponseWriter, code int, body []byte) {
 	_, _ = w.Write(body) // a client gone away is not our error to report
 }
 
-// readBody returns the request body, decompressed when its
-// Content-Encoding is gzip, refusing one larger than the limit with 413.
-func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	var rd io.Reader = http.MaxBytesReader(w, r.Body, h.maxBody)
+// body is a request body as a stream (see bodyReader).
+type body struct {
+	io.Reader           // the content, decompressed
+	wire      io.Reader // the bytes as received, bounded by the limit
+	close     func()
+}
+
+// drain reads and discards what is left of the body, up to the limit, so
+// a client still sending a body we refused reads our answer instead of a
+// reset connection.
+func (b *body) drain() { _, _ = io.Copy(io.Discard, b.wire) }
+
+// bodyReader returns the request body as a stream, decompressed when its
+// Content-Encoding is gzip. Reading past the body limit, before or after
+// decompression, fails with an error bodyError turns into 413. The caller
+// must call close.
+func (h *handler) bodyReader(w http.ResponseWriter, r *http.Request) (*body, error) {
+	limit := h.limits.maxBody
+	wire := http.MaxBytesReader(w, r.Body, limit)
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
+		return &body{Reader: wire, wire: wire, close: func() {}}, nil
 	case "gzip", "x-gzip":
-		zr, err := gzip.NewReader(rd)
+		zr, err := gzip.NewReader(wire)
 		if err != nil {
-			return nil, h.bodyError(err)
+			return nil, h.bodyError(r, err)
 		}
-		defer zr.Close()
 		// A small gzip body may inflate far past the limit: bound the
 		// output too.
-		rd = io.LimitReader(zr, h.maxBody+1)
+		return &body{Reader: &inflateLimit{r: zr, left: limit}, wire: wire, close: func() { zr.Close() }}, nil
 	default:
 		return nil, &apiError{code: http.StatusUnsupportedMediaType, msg: "Unsupported content encoding", details: "Content-Encoding " + enc + " is not supported (gzip is)"}
 	}
-	body, err := io.ReadAll(rd)
-	if err != nil {
-		return nil, h.bodyError(err)
-	}
-	if int64(len(body)) > h.maxBody {
-		return nil, tooLarge(h.maxBody)
-	}
-	return body, nil
 }
 
-func (h *handler) bodyError(err error) error {
-	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-		return tooLarge(h.maxBody)
+// errInflated is the error of an inflateLimit read past its limit.
+var errInflated = errors.New("decompressed body past the limit")
+
+// inflateLimit reads from r until left bytes have been read, then fails
+// with errInflated if r has more (io.LimitedReader would end the stream
+// silently, and a cut body could parse).
+type inflateLimit struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *inflateLimit) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		var one [1]byte
+		n, err := io.ReadFull(l.r, one[:])
+		if n > 0 {
+			return 0, errInflated
+		}
+		return 0, err // io.EOF at the end, else a corrupt stream's error
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
+
+// readBody returns the whole request body (see bodyReader).
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := h.bodyReader(w, r)
+	if err != nil {
+		return nil, err
+	}
+	defer b.close()
+	content, err := io.ReadAll(b)
+	if err != nil {
+		return nil, h.bodyError(r, err)
+	}
+	return content, nil
+}
+
+// bodyError is the answer to an error reading the body: 413 past the
+// limit, else the client's error (a corrupt gzip stream, a cut
+// connection).
+func (h *handler) bodyError(r *http.Request, err error) error {
+	_, tooBig := errors.AsType[*http.MaxBytesError](err)
+	if tooBig || errors.Is(err, errInflated) {
+		offender := "the gzip body inflates past it"
+		switch {
+		case tooBig && r.ContentLength > 0:
+			offender = fmt.Sprintf("Content-Length %d", r.ContentLength)
+		case tooBig:
+			offender = "a chunked body longer than that"
+		}
+		e := &apiError{code: http.StatusRequestEntityTooLarge,
+			msg:     fmt.Sprintf("request body size limit %d bytes exceeded: %s", h.limits.maxBody, offender),
+			details: "the limit counts bytes after gzip decompression; send fewer data points per request"}
+		h.limitHit(r, limitBodyBytes, 1, e.msg)
+		return e
 	}
 	return badRequest("Unable to read the request body", err.Error())
-}
-
-func tooLarge(limit int64) *apiError {
-	return &apiError{code: http.StatusRequestEntityTooLarge, msg: "Request body too large",
-		details: fmt.Sprintf("the body is larger than %d bytes", limit)}
 }
 
 // decodeJSON parses body into v, answering 400 as OpenTSDB does when the

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -135,7 +136,7 @@ func TestPutGzip(t *testing.T) {
 func TestPutTooLarge(t *testing.T) {
 	s := startServer(t, "", Options{MaxBodyBytes: 1024})
 	big := "[" + strings.Repeat(docPutSingle+",", 20) + docPutSingle + "]"
-	checkError(t, "plain", s.post(t, "/api/put", big), 413, "Request body too large")
+	checkError(t, "plain", s.post(t, "/api/put", big), 413, fmt.Sprintf("request body size limit 1024 bytes exceeded: Content-Length %d", len(big)))
 
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
@@ -145,7 +146,7 @@ func TestPutTooLarge(t *testing.T) {
 		t.Fatalf("compressed body is %d bytes, want under the limit", buf.Len())
 	}
 	r := s.do(t, http.MethodPost, "/api/put", buf.Bytes(), "Content-Encoding", "gzip")
-	checkError(t, "gzip", r, 413, "Request body too large")
+	checkError(t, "gzip", r, 413, "request body size limit 1024 bytes exceeded: the gzip body inflates past it")
 	checkJSON(t, "query", queryNice(t, s), 200, `[]`)
 }
 
