@@ -25,6 +25,14 @@ import (
 // most tag values recur within a batch, and the time delta of points taken
 // together is one byte, so a check result takes about 20 bytes against 144
 // as OpenTSDB JSON (BenchmarkEncode).
+//
+// An annotation record's payload is one annotation, its strings in the same
+// scheme:
+//
+//	start   varint Unix seconds, uvarint nanos
+//	end     uvarint 0 for none (a moment), or 1 then varint seconds, uvarint nanos
+//	tsuid, description, notes  string
+//	ncustom uvarint, then ncustom × (key string, value string)
 
 // errCorrupt is wrapped by decoding errors: the bytes passed the checksum
 // but do not decode, which only a bug or a forged file can cause.
@@ -59,6 +67,32 @@ func (e *encoder) appendPayload(buf []byte, pts []tsdb.Point) []byte {
 		buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(p.Value))
 	}
 	return buf
+}
+
+// appendAnnotation appends the payload of one annotation record to buf.
+func (e *encoder) appendAnnotation(buf []byte, a tsdb.Annotation) []byte {
+	clear(e.strs)
+	buf = appendTime(buf, a.Start)
+	if a.End.IsZero() {
+		buf = append(buf, 0)
+	} else {
+		buf = append(buf, 1)
+		buf = appendTime(buf, a.End)
+	}
+	buf = e.appendString(buf, a.TSUID)
+	buf = e.appendString(buf, a.Description)
+	buf = e.appendString(buf, a.Notes)
+	buf = binary.AppendUvarint(buf, uint64(len(a.Custom)))
+	for k, v := range a.Custom {
+		buf = e.appendString(buf, k)
+		buf = e.appendString(buf, v)
+	}
+	return buf
+}
+
+func appendTime(buf []byte, t time.Time) []byte {
+	buf = binary.AppendVarint(buf, t.Unix())
+	return binary.AppendUvarint(buf, uint64(t.Nanosecond()))
 }
 
 func (e *encoder) appendString(buf []byte, s string) []byte {
@@ -106,6 +140,44 @@ func decodePayload(pts []tsdb.Point, b []byte, n int) ([]tsdb.Point, error) {
 	return pts, nil
 }
 
+// decodeAnnotation decodes the payload of an annotation record. Times come
+// back in UTC; a zero time stays zero.
+func decodeAnnotation(b []byte) (tsdb.Annotation, error) {
+	d := decoder{b: b}
+	var a tsdb.Annotation
+	a.Start = d.time()
+	switch hasEnd := d.uvarint(); hasEnd {
+	case 0:
+	case 1:
+		a.End = d.time()
+	default:
+		if d.err == nil {
+			return a, fmt.Errorf("annotation: end flag %d: %w", hasEnd, errCorrupt)
+		}
+	}
+	a.TSUID = d.string()
+	a.Description = d.string()
+	a.Notes = d.string()
+	ncustom := d.uvarint()
+	if ncustom > uint64(len(d.b)) { // each pair takes at least two bytes
+		return a, fmt.Errorf("annotation: %d custom fields in %d bytes: %w", ncustom, len(d.b), errCorrupt)
+	}
+	if ncustom > 0 {
+		a.Custom = make(map[string]string, ncustom)
+		for range ncustom {
+			k := d.string()
+			a.Custom[k] = d.string()
+		}
+	}
+	if d.err != nil {
+		return a, fmt.Errorf("annotation: %w", d.err)
+	}
+	if len(d.b) != 0 {
+		return a, fmt.Errorf("annotation: %d bytes after it: %w", len(d.b), errCorrupt)
+	}
+	return a, nil
+}
+
 // decoder reads a payload; the first error sticks and later reads return
 // zero values, so a caller checks once per point.
 type decoder struct {
@@ -149,6 +221,21 @@ func (d *decoder) float() float64 {
 	v := math.Float64frombits(binary.LittleEndian.Uint64(d.b))
 	d.b = d.b[8:]
 	return v
+}
+
+// time reads a time as appendTime writes it.
+func (d *decoder) time() time.Time {
+	sec := d.varint()
+	nsec := d.uvarint()
+	if d.err != nil {
+		return time.Time{}
+	}
+	if nsec >= uint64(time.Second) {
+		d.err = fmt.Errorf("%d nanoseconds: %w", nsec, errCorrupt)
+		d.b = nil
+		return time.Time{}
+	}
+	return time.Unix(sec, int64(nsec)).UTC()
 }
 
 func (d *decoder) string() string {

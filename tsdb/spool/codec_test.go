@@ -80,9 +80,12 @@ func recordAt(t *testing.T, b []byte) (int, []byte) {
 		t.Fatal(err)
 	}
 	r := newRecordReader(f, 0, int64(len(b)), nil)
-	n, payload, err := r.next()
+	k, n, payload, err := r.next()
 	if err != nil {
 		t.Fatalf("read record: %v", err)
+	}
+	if k != kindPoints {
+		t.Fatalf("record of kind %d, want points", k)
 	}
 	return n, append([]byte(nil), payload...)
 }

@@ -118,13 +118,19 @@ func TestKill9WhileSpoolingKeepsAcknowledgedPoints(t *testing.T) {
 			t.Fatalf("child acknowledged %d batches in 60s: %s", acked+1, stderr.String())
 		}
 	}
-	// Kill it wherever it is: most likely inside its next Append.
-	kill9(t, cmd)
+	// Kill it wherever it is: most likely inside its next Append. Read
+	// every acknowledgement it printed before waiting for it: Wait closes
+	// the pipe, and lines still in it would be lost, and with them
+	// batches that were acknowledged.
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
 	for line := range lines {
 		if n, err := strconv.Atoi(strings.TrimPrefix(line, "acked ")); err == nil && n == acked+1 {
 			acked = n
 		}
 	}
+	cmd.Wait()
 
 	down := &fakeStore{}
 	s := openSpool(t, dir, down, fastRetry(Options{SegmentBytes: 16 << 10}))

@@ -42,14 +42,65 @@ func pts(from, n int) []tsdb.Point {
 }
 
 // fakeStore is a downstream that can be switched unavailable and records
-// what it stored. judge, if set, decides each call instead: which points
-// are stored and the error returned.
+// what it stored, points and annotations. judge, if set, decides each
+// Append instead: which points are stored and the error returned; annJudge
+// the same for each PutAnnotation.
 type fakeStore struct {
-	mu    sync.Mutex
-	down  bool
-	judge func(pts []tsdb.Point) (stored []tsdb.Point, err error)
-	got   []tsdb.Point
-	calls int
+	mu       sync.Mutex
+	down     bool
+	judge    func(pts []tsdb.Point) (stored []tsdb.Point, err error)
+	annJudge func(a tsdb.Annotation) error
+	got      []tsdb.Point
+	calls    int
+	anns     []tsdb.Annotation
+	annAt    []int // for each of anns, the number of points stored before it
+}
+
+var _ Annotator = (*fakeStore)(nil)
+
+func (f *fakeStore) PutAnnotation(ctx context.Context, a tsdb.Annotation) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	var err error
+	switch {
+	case f.annJudge != nil:
+		err = f.annJudge(a)
+	case f.down:
+		err = errDown
+	}
+	if err == nil {
+		f.anns = append(f.anns, a)
+		f.annAt = append(f.annAt, len(f.got))
+	}
+	return err
+}
+
+// annotations returns the annotations stored so far and, for each, the
+// number of points stored before it.
+func (f *fakeStore) annotations() ([]tsdb.Annotation, []int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.anns), slices.Clone(f.annAt)
+}
+
+// ann is annotation i of the test data: its description says i.
+func ann(i int) tsdb.Annotation {
+	return tsdb.Annotation{
+		Start:       base.Add(time.Duration(i) * time.Second),
+		TSUID:       "000001000001000001",
+		Description: fmt.Sprintf("alert %d firing", i),
+		Custom:      map[string]string{"rule": "http down", "n": fmt.Sprint(i)},
+	}
+}
+
+// annIDs returns the numbers of the annotations as ann made them.
+func annIDs(as []tsdb.Annotation) []int {
+	out := make([]int, len(as))
+	for i, a := range as {
+		fmt.Sscanf(a.Description, "alert %d", &out[i])
+	}
+	return out
 }
 
 var errDown = fmt.Errorf("connect 127.0.0.1:4242: connection refused: %w", tsdb.ErrUnavailable)
@@ -168,11 +219,13 @@ func mustAppend(t testing.TB, s *Spool, ps []tsdb.Point) {
 	}
 }
 
-// waitDelivered waits until the spool is empty and down holds n points.
+// waitDelivered waits until the spool is empty, on disk and in memory,
+// and down holds n points.
 func waitDelivered(t testing.TB, s *Spool, down *fakeStore, n int) {
 	t.Helper()
 	await.Until(t, fmt.Sprintf("%d points delivered", n), func() bool {
-		return s.Stats().Points == 0 && len(down.values()) >= n
+		st := s.Stats()
+		return st.Points == 0 && st.Buffered == 0 && st.Annotations == 0 && st.BufferedAnnotations == 0 && len(down.values()) >= n
 	})
 }
 

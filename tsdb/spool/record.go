@@ -15,9 +15,17 @@ import (
 // A segment file is a sequence of records, each a header and a payload:
 //
 //	length  uint32 LE, bytes of payload
-//	points  uint32 LE, points in payload
-//	crc     uint32 LE, CRC-32C of length, points and payload
-//	payload the points (codec.go)
+//	count   uint32 LE, the record's kind in the high 8 bits and the number
+//	        of entries in payload in the low 24
+//	crc     uint32 LE, CRC-32C of length, count and payload
+//	payload the entries (codec.go)
+//
+// Kind 0 is points, 1 to 1024 of them; it is the only kind segments held
+// before annotations were spooled, when the field counted points alone, so
+// those segments read as they are. Kind 1 is one annotation. A spool that
+// does not know kind 1 (an older binary) reads such a record as damage and
+// cuts its segment off there, so going back to it loses the spooled
+// entries from the first annotation on.
 //
 // A record is written with one write(2), after which it survives the
 // process being killed. A record cut short or damaged (a kernel crash, a
@@ -32,6 +40,17 @@ const headerSize = 12
 // batch (see replayer.deliver).
 const maxRecordPoints = 1024
 
+// kind is what a record holds.
+type kind uint8
+
+const (
+	kindPoints     kind = 0
+	kindAnnotation kind = 1
+)
+
+// maxCount is the largest entry count a header's count field can hold.
+const maxCount = 1<<24 - 1
+
 // maxPayload bounds a record's payload. A larger length field is damage;
 // a larger batch of real points is refused (ErrInvalid).
 const maxPayload = 64 << 20
@@ -39,6 +58,11 @@ const maxPayload = 64 << 20
 // minPointBytes is the smallest encoding of a point: a metric reference,
 // a tag count, two time fields of one byte and the value.
 const minPointBytes = 12
+
+// minAnnotationBytes is the smallest encoding of an annotation: a start of
+// two bytes, an end flag, the TSUID as a new string of two bytes, two
+// string references and a custom count.
+const minAnnotationBytes = 8
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -54,18 +78,45 @@ func (e *encoder) appendRecords(buf []byte, pts []tsdb.Point) ([]byte, error) {
 		start := len(buf)
 		buf = append(buf, make([]byte, headerSize)...)
 		buf = e.appendPayload(buf, pts[:n])
-		payload := len(buf) - start - headerSize
-		if payload > maxPayload {
-			return buf, fmt.Errorf("%d points encode to %d bytes, over the record limit of %d: %w", n, payload, maxPayload, tsdb.ErrInvalid)
+		if err := seal(buf[start:], kindPoints, n); err != nil {
+			return buf, fmt.Errorf("%d points: %w", n, err)
 		}
-		h := buf[start : start+headerSize]
-		binary.LittleEndian.PutUint32(h[0:], uint32(payload))
-		binary.LittleEndian.PutUint32(h[4:], uint32(n))
-		crc := crc32.Update(crc32.Checksum(h[:8], castagnoli), castagnoli, buf[start+headerSize:])
-		binary.LittleEndian.PutUint32(h[8:], crc)
 		pts = pts[n:]
 	}
 	return buf, nil
+}
+
+// appendAnnotationRecord appends a to buf as one record.
+func (e *encoder) appendAnnotationRecord(buf []byte, a tsdb.Annotation) ([]byte, error) {
+	start := len(buf)
+	buf = append(buf, make([]byte, headerSize)...)
+	buf = e.appendAnnotation(buf, a)
+	if err := seal(buf[start:], kindAnnotation, 1); err != nil {
+		return buf, fmt.Errorf("annotation: %w", err)
+	}
+	return buf, nil
+}
+
+// seal fills in the header of rec, a record whose payload follows its
+// header space, holding n entries of kind k.
+func seal(rec []byte, k kind, n int) error {
+	payload := len(rec) - headerSize
+	if payload > maxPayload {
+		return fmt.Errorf("encodes to %d bytes, over the record limit of %d: %w", payload, maxPayload, tsdb.ErrInvalid)
+	}
+	h := rec[:headerSize]
+	binary.LittleEndian.PutUint32(h[0:], uint32(payload))
+	binary.LittleEndian.PutUint32(h[4:], uint32(k)<<24|uint32(n))
+	crc := crc32.Update(crc32.Checksum(h[:8], castagnoli), castagnoli, rec[headerSize:])
+	binary.LittleEndian.PutUint32(h[8:], crc)
+	return nil
+}
+
+// header returns the kind, entry count and whole length of the record at
+// the start of b, which appendRecords or appendAnnotationRecord wrote.
+func header(b []byte) (k kind, n int, size int) {
+	count := binary.LittleEndian.Uint32(b[4:])
+	return kind(count >> 24), int(count & maxCount), headerSize + int(binary.LittleEndian.Uint32(b[0:]))
 }
 
 // recordReader reads the records of a segment file between two offsets.
@@ -87,41 +138,60 @@ func newRecordReader(f *os.File, off, limit int64, buf *bufio.Reader) *recordRea
 	return &recordReader{br: buf, off: off, limit: limit}
 }
 
-// next reads the record at r.off and advances past it. It returns io.EOF
-// at the limit, an error wrapping errDamaged when the bytes from r.off on
-// are not a whole valid record, or an I/O error. The payload is valid
-// until the next call.
-func (r *recordReader) next() (points int, payload []byte, err error) {
+// next reads the record at r.off and advances past it, returning its
+// kind, its number of entries and its payload. It returns io.EOF at the
+// limit, an error wrapping errDamaged when the bytes from r.off on are not
+// a whole valid record, or an I/O error. The payload is valid until the
+// next call.
+func (r *recordReader) next() (k kind, n int, payload []byte, err error) {
 	if r.off == r.limit {
-		return 0, nil, io.EOF
+		return 0, 0, nil, io.EOF
 	}
 	if r.limit-r.off < headerSize {
-		return 0, nil, fmt.Errorf("offset %d: %d bytes, short of a header: %w", r.off, r.limit-r.off, errDamaged)
+		return 0, 0, nil, fmt.Errorf("offset %d: %d bytes, short of a header: %w", r.off, r.limit-r.off, errDamaged)
 	}
 	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
-		return 0, nil, fmt.Errorf("offset %d: %w", r.off, err)
+		return 0, 0, nil, fmt.Errorf("offset %d: %w", r.off, err)
 	}
-	length := int64(binary.LittleEndian.Uint32(r.hdr[0:]))
-	n := int64(binary.LittleEndian.Uint32(r.hdr[4:]))
-	switch {
-	case n == 0 || n > maxRecordPoints || length > maxPayload || length < n*minPointBytes:
-		return 0, nil, fmt.Errorf("offset %d: header says %d points in %d bytes: %w", r.off, n, length, errDamaged)
-	case r.off+headerSize+length > r.limit:
-		return 0, nil, fmt.Errorf("offset %d: record of %d bytes runs past the end at %d: %w", r.off, headerSize+length, r.limit, errDamaged)
+	if err := checkHeader(r.hdr[:]); err != nil {
+		return 0, 0, nil, fmt.Errorf("offset %d: %w", r.off, err)
+	}
+	k, n, size := header(r.hdr[:])
+	length := int64(size - headerSize)
+	if r.off+int64(size) > r.limit {
+		return 0, 0, nil, fmt.Errorf("offset %d: record of %d bytes runs past the end at %d: %w", r.off, size, r.limit, errDamaged)
 	}
 	if int64(cap(r.payload)) < length {
 		r.payload = make([]byte, length)
 	}
 	r.payload = r.payload[:length]
 	if _, err := io.ReadFull(r.br, r.payload); err != nil {
-		return 0, nil, fmt.Errorf("offset %d: %w", r.off, err)
+		return 0, 0, nil, fmt.Errorf("offset %d: %w", r.off, err)
 	}
 	crc := crc32.Update(crc32.Checksum(r.hdr[:8], castagnoli), castagnoli, r.payload)
 	if crc != binary.LittleEndian.Uint32(r.hdr[8:]) {
-		return 0, nil, fmt.Errorf("offset %d: checksum mismatch: %w", r.off, errDamaged)
+		return 0, 0, nil, fmt.Errorf("offset %d: checksum mismatch: %w", r.off, errDamaged)
 	}
-	r.off += headerSize + length
-	return int(n), r.payload, nil
+	r.off += int64(size)
+	return k, n, r.payload, nil
+}
+
+// checkHeader returns an error wrapping errDamaged unless h is a header
+// that a record of a known kind can have.
+func checkHeader(h []byte) error {
+	k, n, size := header(h)
+	length := size - headerSize
+	var ok bool
+	switch k {
+	case kindPoints:
+		ok = n > 0 && n <= maxRecordPoints && length >= n*minPointBytes
+	case kindAnnotation:
+		ok = n == 1 && length >= minAnnotationBytes
+	}
+	if !ok || length > maxPayload {
+		return fmt.Errorf("header says kind %d, %d entries in %d bytes: %w", k, n, length, errDamaged)
+	}
+	return nil
 }
 
 // position is a place in the spool: a segment and an offset in it.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/dmonitor/dmonitor/tsdb"
@@ -16,8 +17,11 @@ import (
 // is closed, and then returns nil. While the downstream is unavailable it
 // retries the oldest batch with a backoff between Options.RetryMin and
 // RetryMax; a batch the downstream refuses as invalid is dropped, counted in
-// Stats.Rejected and logged, because it can never succeed. Only one Run may
-// run at a time; Run after Close returns ErrClosed.
+// Stats.Rejected (AnnotationsRejected) and logged, because it can never
+// succeed. Entries held in memory while the disk cannot take them are
+// written to disk as soon as it does (Run tries again before each batch),
+// or delivered from memory once everything on disk is. Only one Run may run
+// at a time; Run after Close returns ErrClosed.
 func (s *Spool) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
@@ -38,11 +42,10 @@ func (s *Spool) Run(ctx context.Context) error {
 		cancel()
 		r.closeFile()
 		s.mu.Lock()
-		if fl := s.inflight; fl != nil && fl.orphaned && fl.pending > 0 {
+		if fl := s.inflight; fl != nil && fl.orphaned && !fl.pending.zero() {
 			// Overflow left these to this Run; the next one starts at
-			// the cursor, past them.
-			s.stats.Dropped += uint64(fl.pending)
-			s.log.Error("spool full: dropped the oldest points", "dir", s.dir, "points", fl.pending, "dropped_total", s.stats.Dropped, "max_bytes", s.opts.MaxBytes)
+			// the cursor, or memory's oldest, past them.
+			s.droppedInflightLocked(fl, nil)
 		}
 		s.inflight = nil
 		s.runCancel, s.runDone = nil, nil
@@ -51,6 +54,18 @@ func (s *Spool) Run(ctx context.Context) error {
 	}()
 	r.run(ctx)
 	return nil
+}
+
+// droppedInflightLocked counts the entries of an orphaned batch that were
+// not delivered as dropped, and logs them.
+func (s *Spool) droppedInflightLocked(fl *inflight, cause error) {
+	s.countDroppedLocked(fl.pending, fl.mem)
+	where := "max_bytes"
+	limit := s.opts.MaxBytes
+	if fl.mem {
+		where, limit = "memory_bytes", s.opts.MemoryBytes
+	}
+	s.log.Error("spool full: dropped the oldest entries", "dir", s.dir, "points", fl.pending.points, "annotations", fl.pending.anns, "dropped_total", s.stats.Dropped, where, limit, "err", cause)
 }
 
 // replayer is Run's state. Only Run's goroutine touches it.
@@ -62,31 +77,43 @@ type replayer struct {
 	batch   *batch
 	failing bool // the last attempt found the downstream unavailable
 	backoff time.Duration
-	sent    uint64 // points delivered since the spool was last empty
+	sent    tally // entries delivered since the spool was last empty
 }
 
-// batch is what Run is delivering: consecutive records of one segment.
-// In combined mode all is sent in one call; after an ErrInvalid refusal
-// of a batch of several records, perRecord sends them one at a time, so
-// only the records holding the refused points are dropped.
+// batch is what Run is delivering: consecutive records of one segment, or
+// (mem) the oldest records held in memory. It holds points, or one
+// annotation (ann). In combined mode all is sent in one call; after an
+// ErrInvalid refusal of a batch of several records, perRecord sends them
+// one at a time, so only the records holding the refused points are
+// dropped.
 type batch struct {
 	seq       uint64
+	mem       bool
 	recs      []rec
 	all       []tsdb.Point
+	ann       *tsdb.Annotation
 	perRecord bool
 }
 
-// rec is a record being delivered: its points still to send, how many it
-// held, and the offset just past it, where the cursor goes once it is done.
+// rec is a record being delivered: its points still to send, how many
+// entries it held, and the offset just past it, where the cursor goes once
+// it is done (for a record on disk).
 type rec struct {
 	pts []tsdb.Point
-	n   int64
+	n   tally
 	end int64
 }
 
 func (r *replayer) run(ctx context.Context) {
 	s := r.s
 	for ctx.Err() == nil {
+		// Memory first goes to disk, whenever it takes it: a process
+		// killed loses what is in memory, not what is on disk.
+		s.mu.Lock()
+		if len(s.mem.recs) > 0 {
+			s.flushLocked()
+		}
+		s.mu.Unlock()
 		if r.batch == nil {
 			b, err := r.next()
 			if err != nil {
@@ -135,10 +162,11 @@ func (r *replayer) closeFile() {
 	}
 }
 
-// next reads the batch at the cursor, or returns nil if the spool is
-// empty. It reads without holding the lock (records below a segment's
-// size never change) and then claims the batch only if the cursor has not
-// moved meanwhile, which overflow may do.
+// next reads the batch at the cursor, or from memory once the disk holds
+// nothing more, or returns nil if the spool is empty. It reads from disk
+// without holding the lock (records below a segment's size never change)
+// and then claims the batch only if the cursor has not moved meanwhile,
+// which overflow may do.
 func (r *replayer) next() (*batch, error) {
 	s := r.s
 	for {
@@ -148,9 +176,26 @@ func (r *replayer) next() (*batch, error) {
 		}
 		seg := s.segs[0]
 		if s.cur.off == seg.size {
-			r.emptiedLocked()
+			// Everything on disk is delivered: empty the head, which
+			// also frees the space for what memory holds.
+			r.drainedLocked()
+			if len(s.mem.recs) == 0 {
+				r.emptiedLocked()
+				s.mu.Unlock()
+				return nil, nil
+			}
+			held := len(s.mem.recs)
+			if s.flushLocked(); len(s.mem.recs) < held {
+				s.mu.Unlock()
+				continue
+			}
+			b, recs := r.claimMemLocked()
 			s.mu.Unlock()
-			return nil, nil
+			if err := b.decode(recs); err != nil {
+				r.lostMem(len(recs), err)
+				continue
+			}
+			return b, nil
 		}
 		at, limit := s.cur, seg.size
 		s.mu.Unlock()
@@ -169,19 +214,20 @@ func (r *replayer) next() (*batch, error) {
 			// Damage at the cursor. Records are checked at Open, so
 			// this is the disk failing under a running spool; what
 			// follows in the segment cannot be read as records.
-			lost := seg.points - s.curPoints
-			s.stats.Corrupted += uint64(lost)
-			s.log.Error("spool: damaged record; dropping the rest of its segment", "file", s.segPath(at.seq), "points", lost, "err", err)
-			s.cur.off, s.curPoints = seg.size, seg.points
+			lost := seg.n.minus(s.curN)
+			s.stats.Corrupted += uint64(lost.points)
+			s.stats.AnnotationsDropped += uint64(lost.anns)
+			s.log.Error("spool: damaged record; dropping the rest of its segment", "file", s.segPath(at.seq), "points", lost.points, "annotations", lost.anns, "err", err)
+			s.cur.off, s.curN = seg.size, seg.n
 			if err := s.saveCursorLocked(); err != nil {
 				s.log.Error("spool: cannot save the replay position", "err", err)
 			}
 			s.mu.Unlock()
 			continue
 		}
-		var n int64
+		var n tally
 		for _, rc := range b.recs {
-			n += rc.n
+			n = n.plus(rc.n)
 		}
 		s.inflight = &inflight{seq: at.seq, pending: n}
 		s.mu.Unlock()
@@ -189,14 +235,75 @@ func (r *replayer) next() (*batch, error) {
 	}
 }
 
-// emptiedLocked runs when every spooled point is delivered: it empties the
-// head segment for reuse and reports the end of the replay.
-func (r *replayer) emptiedLocked() {
+// claimMemLocked claims the oldest records held in memory as the next
+// batch: one annotation, or points up to ReplayBatch. It returns the batch
+// to decode them into and the records, whose bytes never change.
+func (r *replayer) claimMemLocked() (*batch, []memRec) {
 	s := r.s
-	if r.sent > 0 {
-		s.log.Info("spool replayed", "dir", s.dir, "points", r.sent)
-		r.sent = 0
+	recs := s.mem.recs
+	k, points := 1, recs[0].n
+	if recs[0].k == kindPoints {
+		for k < len(recs) && recs[k].k == kindPoints && points < s.opts.ReplayBatch {
+			points += recs[k].n
+			k++
+		}
 	}
+	var n tally
+	for _, mr := range recs[:k] {
+		n = n.plus(tallyOf(mr.k, mr.n))
+	}
+	s.inflight = &inflight{mem: true, memRecs: k, pending: n}
+	return &batch{mem: true}, slices.Clone(recs[:k])
+}
+
+// decode decodes records held in memory into b.
+func (b *batch) decode(recs []memRec) error {
+	for _, mr := range recs {
+		payload := mr.b[headerSize:]
+		if mr.k == kindAnnotation {
+			a, err := decodeAnnotation(payload)
+			if err != nil {
+				return err
+			}
+			b.ann = &a
+			b.recs = append(b.recs, rec{n: tally{anns: 1}})
+			continue
+		}
+		start := len(b.all)
+		var err error
+		if b.all, err = decodePayload(b.all, payload, mr.n); err != nil {
+			return err
+		}
+		b.recs = append(b.recs, rec{pts: b.all[start:len(b.all):len(b.all)], n: tally{points: int64(mr.n)}})
+	}
+	return nil
+}
+
+// lostMem gives up k records claimed from memory that do not decode, which
+// only a bug can cause: rather than stop the replay on them, they are
+// counted as corrupted and dropped.
+func (r *replayer) lostMem(k int, err error) {
+	s := r.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fl := s.inflight
+	s.inflight = nil
+	if fl.orphaned {
+		s.droppedInflightLocked(fl, err)
+		return
+	}
+	for range k {
+		s.mem.pop()
+	}
+	s.stats.Corrupted += uint64(fl.pending.points)
+	s.stats.AnnotationsDropped += uint64(fl.pending.anns)
+	s.log.Error("spool: entries held in memory do not decode; dropping them", "dir", s.dir, "points", fl.pending.points, "annotations", fl.pending.anns, "err", err)
+}
+
+// drainedLocked empties the head segment for reuse once everything on disk
+// is delivered.
+func (r *replayer) drainedLocked() {
+	s := r.s
 	seg := s.segs[0]
 	if seg.size == 0 {
 		return
@@ -207,17 +314,28 @@ func (r *replayer) emptiedLocked() {
 		s.log.Error("spool: cannot empty the head segment", "file", s.head.Name(), "err", err)
 		return
 	}
+	s.disk.torn = false
 	s.bytes -= seg.size
-	seg.size, seg.points = 0, 0
-	s.cur.off, s.curPoints = 0, 0
+	seg.size, seg.n = 0, tally{}
+	s.cur.off, s.curN = 0, tally{}
 	if err := s.saveCursorLocked(); err != nil {
 		s.log.Error("spool: cannot save the replay position", "err", err)
 	}
 }
 
-// read decodes records of segment at.seq from at.off up to limit, until
-// ReplayBatch points. It returns the records read before any damage with
-// the error; a nil batch if the first record is damaged.
+// emptiedLocked runs when every spooled entry is delivered, and reports the
+// end of the replay.
+func (r *replayer) emptiedLocked() {
+	if !r.sent.zero() {
+		r.s.log.Info("spool replayed", "dir", r.s.dir, "points", r.sent.points, "annotations", r.sent.anns)
+		r.sent = tally{}
+	}
+}
+
+// read decodes records of segment at.seq from at.off up to limit: one
+// annotation, or points records until ReplayBatch points or an
+// annotation. It returns the records read before any damage with the
+// error; a nil batch if the first record is damaged.
 func (r *replayer) read(at position, limit int64) (*batch, error) {
 	s := r.s
 	if r.file == nil || r.fileSeq != at.seq {
@@ -233,12 +351,25 @@ func (r *replayer) read(at position, limit int64) (*batch, error) {
 	b := &batch{seq: at.seq}
 	var rerr error
 	for len(b.all) < s.opts.ReplayBatch {
-		n, payload, err := rr.next()
+		k, n, payload, err := rr.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			rerr = fmt.Errorf("read %s: %w", r.file.Name(), err)
+			break
+		}
+		if k == kindAnnotation {
+			if len(b.recs) > 0 {
+				break // the next batch's; read again from the cursor
+			}
+			a, err := decodeAnnotation(payload)
+			if err != nil {
+				rerr = fmt.Errorf("read %s: offset %d: %w: %w", r.file.Name(), rr.off, err, errDamaged)
+				break
+			}
+			b.ann = &a
+			b.recs = append(b.recs, rec{n: tally{anns: 1}, end: rr.off})
 			break
 		}
 		start := len(b.all)
@@ -248,12 +379,26 @@ func (r *replayer) read(at position, limit int64) (*batch, error) {
 			rerr = fmt.Errorf("read %s: offset %d: %w: %w", r.file.Name(), rr.off, err, errDamaged)
 			break
 		}
-		b.recs = append(b.recs, rec{pts: b.all[start:len(b.all):len(b.all)], n: int64(n), end: rr.off})
+		b.recs = append(b.recs, rec{pts: b.all[start:len(b.all):len(b.all)], n: tally{points: int64(n)}, end: rr.off})
 	}
 	if len(b.recs) == 0 {
 		return nil, rerr
 	}
 	return b, nil
+}
+
+// call makes one delivery call downstream for what the batch sends now.
+func (r *replayer) call(ctx context.Context, pts []tsdb.Point) error {
+	s, b := r.s, r.batch
+	cctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
+	if b.ann != nil {
+		if s.ann == nil {
+			return fmt.Errorf("%T: %w", s.down, ErrNoAnnotations)
+		}
+		return s.ann.PutAnnotation(cctx, *b.ann)
+	}
+	return s.down.Append(cctx, pts)
 }
 
 // deliver sends the batch, or its first record in perRecord mode, and
@@ -265,9 +410,7 @@ func (r *replayer) deliver(ctx context.Context) bool {
 	if b.perRecord {
 		pts = b.recs[0].pts
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
-	err := s.down.Append(cctx, pts)
-	cancel()
+	err := r.call(ctx, pts)
 	if err != nil && ctx.Err() != nil {
 		return false // stopping; the batch stays for the next Run
 	}
@@ -275,12 +418,16 @@ func (r *replayer) deliver(ctx context.Context) bool {
 	if b.perRecord {
 		k = 1
 	}
+	entries := len(pts)
+	if b.ann != nil {
+		entries = 1
+	}
 	var partial Partial
-	isPartial := err != nil && errors.As(err, &partial)
+	isPartial := err != nil && b.ann == nil && errors.As(err, &partial)
 
 	switch {
 	case err == nil:
-		r.commit(k, len(pts), 0)
+		r.commit(k, entries, 0)
 		r.recovered()
 		return true
 
@@ -297,9 +444,9 @@ func (r *replayer) deliver(ctx context.Context) bool {
 			if b.perRecord {
 				b.recs[0].pts = left
 			} else {
-				var n int64
+				var n tally
 				for _, rc := range b.recs {
-					n += rc.n
+					n = n.plus(rc.n)
 				}
 				b.recs = []rec{{pts: left, n: n, end: b.recs[len(b.recs)-1].end}}
 				b.all = left
@@ -308,8 +455,14 @@ func (r *replayer) deliver(ctx context.Context) bool {
 		if r.orphanLost(err) {
 			return true
 		}
+		if b.mem && !isPartial {
+			// Let the batch go back to memory while waiting, so a disk
+			// that takes writes again gets it and what follows it.
+			r.release()
+		}
 		if !r.failing {
-			s.log.Warn("tsdb unavailable; replay paused", "dir", s.dir, "points", s.Stats().Points, "err", err)
+			st := s.Stats()
+			s.log.Warn("tsdb unavailable; replay paused", "dir", s.dir, "points", st.Points+st.Buffered, "annotations", st.Annotations+st.BufferedAnnotations, "err", err)
 			r.failing = true
 		} else {
 			s.log.Debug("tsdb still unavailable", "dir", s.dir, "err", err)
@@ -323,14 +476,18 @@ func (r *replayer) deliver(ctx context.Context) bool {
 		r.recovered()
 		return true
 
-	case !b.perRecord && len(b.recs) > 1:
+	case b.ann == nil && !b.perRecord && len(b.recs) > 1:
 		// Some record holds a point the store refuses; find it.
 		b.perRecord = true
 		return true
 
 	default:
-		s.log.Error("tsdb refused spooled points as invalid; dropping them", "dir", s.dir, "points", len(pts), "err", err)
-		r.commit(k, 0, len(pts))
+		if b.ann != nil {
+			s.log.Error("tsdb refused a spooled annotation; dropping it", "dir", s.dir, "tsuid", b.ann.TSUID, "start", b.ann.Start, "description", b.ann.Description, "err", err)
+		} else {
+			s.log.Error("tsdb refused spooled points as invalid; dropping them", "dir", s.dir, "points", len(pts), "err", err)
+		}
+		r.commit(k, 0, entries)
 		r.recovered()
 		return true
 	}
@@ -345,36 +502,60 @@ func (r *replayer) recovered() {
 	r.backoff = 0
 }
 
+// release gives up a batch claimed from memory without delivering it: its
+// records stay where they are, the oldest held.
+func (r *replayer) release() {
+	s := r.s
+	s.mu.Lock()
+	s.inflight = nil
+	s.mu.Unlock()
+	r.batch = nil
+}
+
 func (r *replayer) countDelivered(n int) {
 	r.s.mu.Lock()
 	r.s.stats.Replayed += uint64(n)
 	r.s.mu.Unlock()
-	r.sent += uint64(n)
+	r.sent.points += int64(n)
 }
 
 // commit marks the first k records of the batch done, with delivered
-// points taken and rejected points refused, and saves the cursor past
-// them unless overflow already moved it.
+// entries taken and rejected entries refused, and moves past them: the
+// cursor, saved, for records on disk, unless overflow already moved it;
+// memory's oldest records, unless overflow already let them go.
 func (r *replayer) commit(k, delivered, rejected int) {
 	s, b := r.s, r.batch
-	var n int64
+	var n tally
 	for _, rc := range b.recs[:k] {
-		n += rc.n
+		n = n.plus(rc.n)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fl := s.inflight
-	fl.pending -= n
-	if !fl.orphaned {
+	fl.pending = fl.pending.minus(n)
+	switch {
+	case fl.orphaned:
+	case fl.mem:
+		for range k {
+			s.mem.pop()
+		}
+		fl.memRecs -= k
+	default:
 		s.cur.off = b.recs[k-1].end
-		s.curPoints += n
+		s.curN = s.curN.plus(n)
 		if err := s.saveCursorLocked(); err != nil {
-			s.log.Error("spool: cannot save the replay position; a restart may deliver points twice", "err", err)
+			s.log.Error("spool: cannot save the replay position; a restart may deliver entries twice", "err", err)
 		}
 	}
-	s.stats.Replayed += uint64(delivered)
-	s.stats.Rejected += uint64(rejected)
-	r.sent += uint64(delivered)
+	if b.ann != nil {
+		s.stats.AnnotationsReplayed += uint64(delivered)
+		s.stats.AnnotationsRejected += uint64(rejected)
+		r.sent.anns += int64(delivered)
+	} else {
+		s.stats.Replayed += uint64(delivered)
+		s.stats.Rejected += uint64(rejected)
+		r.sent.points += int64(delivered)
+	}
 	b.recs = b.recs[k:]
 	if len(b.recs) == 0 {
 		s.inflight = nil
@@ -382,9 +563,9 @@ func (r *replayer) commit(k, delivered, rejected int) {
 	}
 }
 
-// orphanLost handles a failed attempt at a batch whose segment overflow
-// deleted meanwhile: rather than hold up newer points for it, it counts
-// the batch as dropped. It reports whether it did.
+// orphanLost handles a failed attempt at a batch that overflow dropped
+// meanwhile: rather than hold up newer entries for it, it counts the batch
+// as dropped. It reports whether it did.
 func (r *replayer) orphanLost(err error) bool {
 	s := r.s
 	s.mu.Lock()
@@ -393,8 +574,7 @@ func (r *replayer) orphanLost(err error) bool {
 	if !fl.orphaned {
 		return false
 	}
-	s.stats.Dropped += uint64(fl.pending)
-	s.log.Error("spool full: dropped the oldest points", "dir", s.dir, "points", fl.pending, "dropped_total", s.stats.Dropped, "max_bytes", s.opts.MaxBytes, "err", err)
+	s.droppedInflightLocked(fl, err)
 	s.inflight = nil
 	r.batch = nil
 	return true
