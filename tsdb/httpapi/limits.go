@@ -54,12 +54,13 @@ const (
 )
 
 // LimitHitsName and LimitHitsHelp are the name and help of the counter of
-// refusals, so another package counting its own limits in the same metric
-// on the same registry declares it identically (the registry refuses a
-// second metric of the name with another help text).
+// refusals, the family every part of dmonitor that enforces a limit
+// counts in (evaluator/observer declares it too). They must be declared
+// identically: the registry refuses a second metric of the name with
+// another help text.
 const (
 	LimitHitsName = "dmonitor_limit_hits_total"
-	LimitHitsHelp = "Requests or data points refused for passing a limit, by limit."
+	LimitHitsHelp = "Writes refused or cut short by a limit, by limit."
 )
 
 // seriesCounter is implemented by stores that can say how many of the
