@@ -31,7 +31,12 @@ type testCluster struct {
 	dirs    map[string]string
 	control map[string]string
 	nodes   map[string]*daemon
+	env     map[string][]string // each node's own environment
 }
+
+// svcCommand is the cluster tests' check of the service: check_tcp on the
+// port $SVC_PORT says, which each node's environment sets.
+const svcCommand = `exec /usr/lib/nagios/plugins/check_tcp -H "$0" -p "$SVC_PORT"`
 
 // clusterToken is the control API's bearer token on every node.
 const clusterToken = "cluster-token"
@@ -48,7 +53,7 @@ func newClusterEvery(t testing.TB, flaky string, interval time.Duration) *testCl
 	t.Helper()
 	requirePlugins(t)
 	c := &testCluster{t: t, redis: redistest.Start(t), mail: smtptest.Start(t, "127.0.0.1:0"),
-		svc: startService(t, "127.0.0.1:0"), dirs: map[string]string{}, control: map[string]string{}, nodes: map[string]*daemon{}}
+		svc: startService(t, "127.0.0.1:0"), dirs: map[string]string{}, control: map[string]string{}, nodes: map[string]*daemon{}, env: map[string][]string{}}
 	tsdbAPI := loopback.FreeAddr(t)
 	closed := loopback.FreeAddr(t)
 	// Each node is named by its control address, as nodes.txt lists it,
@@ -58,10 +63,13 @@ func newClusterEvery(t testing.TB, flaky string, interval time.Duration) *testCl
 	}
 	nodesTxt := c.control["a"] + "\n" + c.control["b"] + "\n" + c.control["c"] + "\n"
 	for _, name := range []string{"a", "b", "c"} {
+		// Every node runs the same configuration; the flaky one's
+		// environment points its check at a closed port.
 		port := c.svc.port()
 		if name == flaky {
 			_, port, _ = strings.Cut(closed, ":")
 		}
+		c.env[name] = []string{"SVC_PORT=" + port}
 		tsdbCfg := fmt.Sprintf(`{backend: opentsdb, url: "http://%s"}`, tsdbAPI)
 		if name == "a" {
 			tsdbCfg = fmt.Sprintf("{listen: %q}", tsdbAPI)
@@ -77,8 +85,8 @@ redis: {url: %q, lease_ttl: 2s}
 smtp: {addr: %q, from: dmonitor@example.org, tls: none}
 checks:
   svc:
-    command: [check_tcp, -H, "{{host}}", -p, %q]
-`, c.control[name], interval, c.control[name], tsdbCfg, c.redis.URL(), c.mail.Addr, port),
+    command: [/bin/sh, -c, %q, "{{host}}"]
+`, c.control[name], interval, c.control[name], tsdbCfg, c.redis.URL(), c.mail.Addr, svcCommand),
 			"nodes.txt":                  nodesTxt,
 			"token":                      clusterToken + "\n",
 			"hosts.d/127.0.0.1/svc":      "",
@@ -90,7 +98,7 @@ checks:
 
 func (c *testCluster) start(name string) {
 	c.t.Helper()
-	c.nodes[name] = startDaemon(c.t, c.dirs[name], c.control[name])
+	c.nodes[name] = startDaemon(c.t, c.dirs[name], c.control[name], c.env[name]...)
 }
 
 func (c *testCluster) startAll() {

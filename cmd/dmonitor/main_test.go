@@ -68,11 +68,13 @@ type daemon struct {
 	log     bytes.Buffer
 }
 
-func startDaemon(t testing.TB, dir, control string) *daemon {
+// startDaemon starts `dmonitor run` on dir, with env added to its
+// environment (and its plugins'), and waits for its control API.
+func startDaemon(t testing.TB, dir, control string, env ...string) *daemon {
 	t.Helper()
 	d := &daemon{control: control, done: make(chan struct{})}
 	d.cmd = exec.Command(os.Args[0], "run", "--config", dir, "--log-level", "debug")
-	d.cmd.Env = append(os.Environ(), mainEnv+"=1")
+	d.cmd.Env = append(append(os.Environ(), mainEnv+"=1"), env...)
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

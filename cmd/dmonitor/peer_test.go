@@ -29,7 +29,7 @@ func newPeerClusterEvery(t testing.TB, flaky string, interval time.Duration) *te
 	t.Helper()
 	requirePlugins(t)
 	c := &testCluster{t: t, mail: smtptest.Start(t, "127.0.0.1:0"), svc: startService(t, "127.0.0.1:0"),
-		dirs: map[string]string{}, control: map[string]string{}, nodes: map[string]*daemon{}}
+		dirs: map[string]string{}, control: map[string]string{}, nodes: map[string]*daemon{}, env: map[string][]string{}}
 	closed := loopback.FreeAddr(t)
 	names := []string{"a", "b", "c"}
 	for _, n := range names {
@@ -50,10 +50,13 @@ func newPeerClusterEvery(t testing.TB, flaky string, interval time.Duration) *te
 	}
 	nodesTxt := strings.Join(addrs, "\n") + "\n"
 	for _, name := range names {
+		// Every node runs the same configuration; the flaky one's
+		// environment points its check at a closed port.
 		port := c.svc.port()
 		if name == flaky {
 			_, port, _ = strings.Cut(closed, ":")
 		}
+		c.env[name] = []string{"SVC_PORT=" + port}
 		c.dirs[name] = t.TempDir()
 		writeTree(t, c.dirs[name], map[string]string{
 			"dmonitor.yaml": fmt.Sprintf(`observer: %q
@@ -63,8 +66,8 @@ tsdb: {listen: ""}
 smtp: {addr: %q, from: dmonitor@example.org, tls: none}
 checks:
   svc:
-    command: [check_tcp, -H, "{{host}}", -p, %q]
-`, c.control[name], interval, c.control[name], c.mail.Addr, port),
+    command: [/bin/sh, -c, %q, "{{host}}"]
+`, c.control[name], interval, c.control[name], c.mail.Addr, svcCommand),
 			"nodes.txt":                  nodesTxt,
 			"token":                      clusterToken + "\n",
 			"hosts.d/127.0.0.1/svc":      "",
