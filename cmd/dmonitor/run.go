@@ -123,7 +123,14 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *rules.Set, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	be, err := openBackend(cfg, reg, log)
+	var token string
+	if cfg.Control.TokenFile != "" {
+		var err error
+		if token, err = control.ReadToken(cfg.Control.TokenFile); err != nil {
+			return err
+		}
+	}
+	be, err := openBackend(cfg, token, reg, log)
 	if err != nil {
 		return err
 	}
@@ -136,12 +143,6 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 	rs, err := buildReceivers(cfg, log)
 	if err != nil {
 		return err
-	}
-	var token string
-	if cfg.Control.TokenFile != "" {
-		if token, err = control.ReadToken(cfg.Control.TokenFile); err != nil {
-			return err
-		}
 	}
 	co, err := openCoordination(cfg, token, rs, reg, log)
 	if err != nil {
@@ -276,7 +277,7 @@ type backend struct {
 // The OpenTSDB client's partial failures tell the spool which points to keep.
 var _ spool.Partial = (*opentsdb.PutError)(nil)
 
-func openBackend(cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (*backend, error) {
+func openBackend(cfg *config.Config, token string, reg prometheus.Registerer, log *slog.Logger) (*backend, error) {
 	switch cfg.TSDB.Backend {
 	case config.BackendOpenTSDB:
 		client, err := opentsdb.New(opentsdb.Options{URL: cfg.TSDB.URL, BatchSize: cfg.TSDB.BatchSize, Logger: log.With("component", "opentsdb")})
@@ -304,7 +305,12 @@ func openBackend(cfg *config.Config, reg prometheus.Registerer, log *slog.Logger
 		registerStoreMetrics(reg, store)
 		be := &backend{store: store, annotator: store, close: store.Close, health: storeHealth(dir, store)}
 		if cfg.TSDB.Listen != "" {
-			be.api = httpapi.NewHandler(store, httpapi.Options{Logger: log.With("component", "tsdb api")})
+			be.api = httpapi.NewHandler(store, httpapi.Options{
+				Token: token, AllowUnauthenticatedWrites: cfg.TSDB.Insecure,
+				MaxNewSeriesPerRequest: cfg.Limits.NewSeriesPerRequest, MaxNewSeriesPerMinute: cfg.Limits.NewSeriesPerMinute,
+				MaxNameBytes: cfg.Limits.NameLength,
+				Logger:       log.With("component", "tsdb api"), Registerer: reg,
+			})
 		}
 		return be, nil
 	}
