@@ -126,6 +126,10 @@ type Options struct {
 	// Logger receives the records that cannot be decoded and are skipped.
 	// Default: discard.
 	Logger *slog.Logger
+	// Reserve is the disk space set aside beside the file (in a file of
+	// its name with .reserve added) for writes when the disk is full.
+	// Default DefaultReserve; negative sets none aside.
+	Reserve int64
 	// Written, when set, is called with each record Save or Delete wrote,
 	// after it is durable: how a deciding node hands its state to its
 	// peers. It must not block.
@@ -143,6 +147,7 @@ type Store struct {
 	log  *slog.Logger
 	// written is Options.Written.
 	written func(Record)
+	reserve *reserve
 
 	// takeOverMu makes the stored fence and epoch agree when TakeOvers
 	// race: each writes both before the next begins.
@@ -161,7 +166,11 @@ type Store struct {
 // file's lock, and then fails: another dmonitor is using the same data
 // directory. Every error names path.
 func Open(path string, o Options) (*Store, error) {
-	s := &Store{path: path, now: o.Now, ttl: o.TombstoneTTL, log: o.Logger, written: o.Written}
+	s := &Store{path: path, now: o.Now, ttl: o.TombstoneTTL, log: o.Logger, written: o.Written,
+		reserve: &reserve{path: path + ".reserve", size: o.Reserve}}
+	if s.reserve.size == 0 {
+		s.reserve.size = DefaultReserve
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -191,7 +200,11 @@ func Open(path string, o Options) (*Store, error) {
 	}
 	s.db = db
 
-	err = db.Update(func(tx *bolt.Tx) error {
+	// Set aside before the first write, which may already need it.
+	if err := s.reserve.take(s.now()); err != nil {
+		s.log.Warn("no disk space set aside for the alert state", "err", err)
+	}
+	err = s.update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists([]byte(recordsBucket)); err != nil {
 			return err
 		}
@@ -243,7 +256,7 @@ func (s *Store) TakeOver(ctx context.Context, epoch int64) error {
 	}
 	s.takeOverMu.Lock()
 	defer s.takeOverMu.Unlock()
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte(metaBucket)).Put([]byte(epochKey), strconv.AppendInt(nil, epoch, 10))
 	})
 	if err != nil {
@@ -296,7 +309,7 @@ func (s *Store) write(ctx context.Context, op string, epoch int64, rec Record) e
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s alert %s in %s: %w", op, rec.Key, s.path, err)
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		// The fence is read in the writing transaction, so no TakeOver
 		// can come between the check and the write.
 		fence, err := parseEpoch(tx.Bucket([]byte(metaBucket)).Get([]byte(epochKey)))
@@ -368,7 +381,7 @@ func (s *Store) Merge(ctx context.Context, recs []Record) ([]Record, error) {
 		return nil, fmt.Errorf("merge alert state into %s: %w", s.path, err)
 	}
 	var applied []Record
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		now := s.now()
 		if err := s.maybePrune(tx, now); err != nil {
 			return err
