@@ -302,8 +302,8 @@ func openBackend(cfg *config.Config, token string, reg prometheus.Registerer, lo
 		if err != nil {
 			return nil, err
 		}
-		registerStoreMetrics(reg, store)
-		be := &backend{store: store, annotator: store, close: store.Close, health: storeHealth(dir, store)}
+		written := registerStoreMetrics(reg, store)
+		be := &backend{store: countedStore{store, written}, annotator: store, close: store.Close, health: storeHealth(dir, store)}
 		if cfg.TSDB.Listen != "" {
 			be.api = httpapi.NewHandler(store, httpapi.Options{
 				Token: token, AllowUnauthenticatedWrites: cfg.TSDB.Insecure,
@@ -359,8 +359,23 @@ func storeHealth(dir string, st *embedded.Store) func() (check.Status, string) {
 	}
 }
 
-// registerStoreMetrics exports the embedded store's own state.
-func registerStoreMetrics(reg prometheus.Registerer, st *embedded.Store) {
+// countedStore counts the points the embedded store takes.
+type countedStore struct {
+	*embedded.Store
+	written prometheus.Counter
+}
+
+func (s countedStore) Append(ctx context.Context, pts []tsdb.Point) error {
+	err := s.Store.Append(ctx, pts)
+	if err == nil {
+		s.written.Add(float64(len(pts)))
+	}
+	return err
+}
+
+// registerStoreMetrics exports the embedded store's own state, and returns
+// the counter of the points it takes.
+func registerStoreMetrics(reg prometheus.Registerer, st *embedded.Store) prometheus.Counter {
 	gauge := func(name, help string, f func(embedded.Stats) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(st.Stats()) })
 	}
@@ -380,6 +395,12 @@ func registerStoreMetrics(reg prometheus.Registerer, st *embedded.Store) {
 		counter("dmonitor_tsdb_dropped_points_total", "Datapoints the embedded store dropped: its memory buffer overflowed while the disk was full.", func(s embedded.Stats) float64 { return float64(s.Dropped) }),
 		counter("dmonitor_tsdb_series_refused_total", "Datapoints refused by the embedded store's series limit (limits.series).", func(s embedded.Stats) float64 { return float64(s.LimitRefused) }),
 	)
+	written := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dmonitor_tsdb_points_written_total",
+		Help: "Datapoints the TSDB took (the embedded store holds some in memory while its disk is full: dmonitor_tsdb_buffered_points).",
+	})
+	reg.MustRegister(written)
+	return written
 }
 
 // spoolHealth judges the OpenTSDB backend by its spool: failing while

@@ -14,25 +14,42 @@ import (
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/redistest"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
+	"github.com/dmonitor/dmonitor/internal/tmpfstest"
 )
 
 // selfMail waits for the mail of a self alert of rule on host in status
 // ("FIRING", "RESOLVED"), skipping the others, and returns its body.
 func selfMail(t *testing.T, mail *smtptest.Server, status, rule, host string) string {
 	t.Helper()
-	want := fmt.Sprintf("[%s] %s on %s", status, rule, host)
+	return mailsOf(t, mail, fmt.Sprintf("[%s] %s on %s", status, rule, host))[0]
+}
+
+// mailsOf waits for a mail whose subject starts with each of want, in any
+// order, skipping the others, and returns their bodies in want's order.
+func mailsOf(t *testing.T, mail *smtptest.Server, want ...string) []string {
+	t.Helper()
+	bodies := make([]string, len(want))
+	left := len(want)
 	deadline := time.After(60 * time.Second)
-	for {
+	for left > 0 {
 		select {
 		case m := <-mail.Received:
-			if strings.HasPrefix(m.Msg.Header.Get("Subject"), want) {
-				return m.Body
+			subject, took := m.Msg.Header.Get("Subject"), false
+			for i, w := range want {
+				if bodies[i] == "" && strings.HasPrefix(subject, w) {
+					bodies[i], took = m.Body, true
+					left--
+					break
+				}
 			}
-			t.Logf("mail skipped: %s", m.Msg.Header.Get("Subject"))
+			if !took {
+				t.Logf("mail skipped: %s", subject)
+			}
 		case <-deadline:
-			t.Fatalf("no mail %q", want)
+			t.Fatalf("mails %q: %d never came", want, left)
 		}
 	}
+	return bodies
 }
 
 // noSelfMail fails on any mail of rule still waiting in mail.
@@ -171,4 +188,55 @@ func TestSelfNoLeader(t *testing.T) {
 	selfMail(t, mail, "RESOLVED", "no-leader", "self")
 	d.stop(t)
 	noSelfMail(t, mail, "no-leader")
+}
+
+// A full data directory loses nothing already stored and orphans no
+// incident: the node pages that its disk is full, keeps checking and
+// paging, starts again while full, and once space is freed resolves
+// everything exactly once, with every datapoint written before still there.
+func TestDiskFullThenFreed(t *testing.T) {
+	data := tmpfstest.Mount(t, "100m")
+	set := steer(t)
+	set("127.0.0.1", "0")
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	control := loopback.FreeAddr(t)
+	dir := t.TempDir()
+	selfTree(t, dir, control, mail, fmt.Sprintf("data_dir: %q\n", data))
+	begin := time.Now()
+	d := startDaemon(t, dir, control)
+	var stored float64
+	await.Until(t, "50 datapoints stored", func() bool {
+		stored = d.metric(t, "dmonitor_tsdb_points_written_total")
+		return stored >= 50
+	})
+	d.stop(t)
+	before := countPoints(t, filepath.Join(data, "tsdb"), begin)
+	if before < int(stored) {
+		t.Fatalf("%d datapoints in the store, %v were stored", before, stored)
+	}
+
+	d = startDaemon(t, dir, control)
+	free := tmpfstest.Fill(t, data)
+	body := selfMail(t, mail, "FIRING", "disk-nearly-full", "self")
+	if !strings.Contains(body, "data_dir "+data+": 0.0% free") {
+		t.Errorf("disk-nearly-full mail does not say where and how full:\n%s", body)
+	}
+	// Checks and paging go on while the disk is full, and across a
+	// restart on it.
+	set("127.0.0.1", "2")
+	selfMail(t, mail, "FIRING", "default", "127.0.0.1")
+	d.stop(t)
+	d = startDaemon(t, dir, control)
+	await.Until(t, "the store to hold points in memory", func() bool { return d.metric(t, "dmonitor_tsdb_buffered_points") > 0 })
+
+	free()
+	set("127.0.0.1", "0")
+	mailsOf(t, mail, "[RESOLVED] default on 127.0.0.1", "[RESOLVED] disk-nearly-full on self")
+	await.Until(t, "the points held in memory written", func() bool { return d.metric(t, "dmonitor_tsdb_buffered_points") == 0 })
+	d.stop(t)
+	noSelfMail(t, mail, "default")
+	noSelfMail(t, mail, "disk-nearly-full")
+	if after := countPoints(t, filepath.Join(data, "tsdb"), begin); after < before {
+		t.Errorf("after the disk was full: %d datapoints, %d before", after, before)
+	}
 }
