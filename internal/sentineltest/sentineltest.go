@@ -98,18 +98,18 @@ func Start(t testing.TB, o Options) *Set {
 	s := &Set{t: t, name: o.Name, password: o.Password, spassword: o.SentinelPassword,
 		servers: map[string]*redistest.Server{}, clients: map[string]*redis.Client{}}
 
-	var auth []string
+	// A replica that cannot resume from its master's backlog takes a full
+	// copy, and the master waits five seconds by default for more replicas
+	// to share it. An old master made a replica never can resume: it took
+	// writes of its own after the promotion, the sentinels' hellos at
+	// least.
+	args := []string{"--repl-diskless-sync-delay", "0"}
 	if o.Password != "" {
-		auth = []string{"--requirepass", o.Password, "--masterauth", o.Password}
+		args = append(args, "--requirepass", o.Password, "--masterauth", o.Password)
 	}
-	// A replica that cannot resume from the master's backlog (an old
-	// master turned replica never can: the sentinels' hellos went on into
-	// its own stream) takes a full copy; without this, the master waits
-	// five seconds for more replicas to share it.
-	auth = append(auth, "--repl-diskless-sync-delay", "0")
-	master := redistest.Start(t, auth...)
+	master := redistest.Start(t, args...)
 	mhost, mport, _ := net.SplitHostPort(master.Addr())
-	replica := redistest.Start(t, append([]string{"--replicaof", mhost, mport}, auth...)...)
+	replica := redistest.Start(t, append([]string{"--replicaof", mhost, mport}, args...)...)
 	for _, srv := range []*redistest.Server{master, replica} {
 		s.servers[srv.Addr()] = srv
 		c := redis.NewClient(clientOptions(srv.Addr(), o.Password))
@@ -320,20 +320,29 @@ func (s *Set) awaitSettled(master, replica string) {
 	})
 }
 
-// await waits until why returns "", and logs its last answer if the test
-// fails.
+// limit is how long the Set waits for the sentinels: await.Limit, plus
+// the 30 seconds of a sentinel's TILT mode, which it enters when it was
+// not scheduled for two seconds (a loaded machine) and during which it
+// neither calls a master down nor goes on with a failover.
+const limit = await.Limit + 30*time.Second
+
+// await polls why until it returns "", as await.Until does but for as long
+// as limit, and fails the test with why's last answer if it does not.
 func (s *Set) await(what string, why func() string) {
 	s.t.Helper()
-	var last string
-	defer func() {
-		if s.t.Failed() {
-			s.t.Logf("sentineltest: last seen: %s", last)
+	deadline := time.Now().Add(limit)
+	wait := time.Millisecond
+	for {
+		last := why()
+		if last == "" {
+			return
 		}
-	}()
-	await.Until(s.t, what, func() bool {
-		last = why()
-		return last == ""
-	})
+		if time.Now().After(deadline) {
+			s.t.Fatalf("not within %v: %s; last seen: %s", limit, what, last)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 20*time.Millisecond)
+	}
 }
 
 // firstOf returns the first of whys that is not "".
