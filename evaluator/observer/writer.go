@@ -2,7 +2,10 @@ package observer
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,6 +64,10 @@ type Writer struct {
 
 	failed  prometheus.Counter
 	dropped *prometheus.CounterVec
+
+	// seconds holds the annotations written lately, by start second: see
+	// merge. Only Run's goroutine uses it.
+	seconds map[int64][]tsdb.Annotation
 }
 
 // WriterOptions configure a Writer. Zero values mean the defaults.
@@ -79,6 +86,7 @@ type WriterOptions struct {
 func NewWriter(store Appender, annotator Annotator, o WriterOptions) *Writer {
 	w := &Writer{store: store, annotator: annotator, log: o.Logger, maxPoints: o.MaxQueuedPoints,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{}),
+		seconds: make(map[int64][]tsdb.Annotation),
 		failed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dmonitor_tsdb_append_errors_total", Help: "Batches the TSDB refused or failed to take.",
 		}),
@@ -216,7 +224,7 @@ func (w *Writer) flush(ctx context.Context) {
 			w.append(ctx, b)
 		}
 		for _, a := range notes {
-			w.putAnnotation(ctx, a)
+			w.putAnnotation(ctx, w.merge(a))
 		}
 	}
 }
@@ -231,6 +239,48 @@ func chunks(s []tsdb.Point, n int) func(func([]tsdb.Point) bool) {
 			s = s[k:]
 		}
 	}
+}
+
+// mergeWindow is how far back, in seconds, merge remembers what it wrote.
+const mergeWindow = 10
+
+// TransitionsKey is the custom field of an annotation that stands for
+// several alert transitions in the same second: how many.
+const TransitionsKey = "transitions"
+
+// merge returns a with the global annotations written before in the same
+// second: OpenTSDB keeps one global annotation per start second, so a
+// second one would replace the first. The one written instead lists them
+// all, and says how many in its custom field TransitionsKey.
+func (w *Writer) merge(a tsdb.Annotation) tsdb.Annotation {
+	if a.TSUID != "" {
+		return a
+	}
+	sec := a.Start.Unix()
+	same := append(w.seconds[sec], a)
+	w.seconds[sec] = same
+	for k := range w.seconds {
+		if k < sec-mergeWindow {
+			delete(w.seconds, k)
+		}
+	}
+	if len(same) == 1 {
+		return a
+	}
+	descs, notes := make([]string, len(same)), make([]string, 0, len(same))
+	for i, s := range same {
+		descs[i] = s.Description
+		if s.Notes != "" {
+			notes = append(notes, s.Notes)
+		}
+	}
+	m := tsdb.Annotation{
+		Start:       time.Unix(sec, 0),
+		Description: fmt.Sprintf("%d alert transitions: %s", len(same), strings.Join(descs, "; ")),
+		Notes:       strings.Join(notes, "\n"),
+		Custom:      map[string]string{TransitionsKey: strconv.Itoa(len(same))},
+	}
+	return m
 }
 
 func (w *Writer) putAnnotation(ctx context.Context, a tsdb.Annotation) {

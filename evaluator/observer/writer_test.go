@@ -2,6 +2,7 @@ package observer
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -119,5 +120,25 @@ func TestWriterFlushesInOrder(t *testing.T) {
 		if store.got[i] != want[i] {
 			t.Fatalf("store got %q, want %q", store.got, want)
 		}
+	}
+}
+
+// OpenTSDB keeps one global annotation per start second: the transitions
+// of one second end up in one annotation that lists them all.
+func TestWriterMergesAnnotationsOfOneSecond(t *testing.T) {
+	store := newHungStore()
+	close(store.release)
+	w := NewWriter(store, store, WriterOptions{})
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run() }()
+	t0 := time.Unix(1000, 0)
+	for i, d := range []time.Duration{100 * time.Millisecond, 300 * time.Millisecond, 900 * time.Millisecond, 1100 * time.Millisecond} {
+		w.Annotate(tsdb.Annotation{Start: t0.Add(d), Description: fmt.Sprint("t", i)})
+	}
+	w.Close(context.Background())
+	<-done
+	want := []string{"note:t0", "note:2 alert transitions: t0; t1", "note:3 alert transitions: t0; t1; t2", "note:t3"}
+	if fmt.Sprint(store.got) != fmt.Sprint(want) {
+		t.Errorf("annotations written %q, want %q (the last of each second stands for all of it)", store.got, want)
 	}
 }
