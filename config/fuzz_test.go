@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -32,24 +33,33 @@ func FuzzLoad(f *testing.F) {
 	}
 	f.Add([]byte("checks: &c {a: {command: [check_dummy, '0']}}\nreceivers: {x: *c}\n"), []byte("a\n"), "h/a\n", "")
 	f.Add([]byte("\"\\x"), []byte("[::1]:2929\n::1\n"), "", "")
+	// The fixed files are written once; each run rewrites only what it
+	// fuzzes, as file creation is what a run spends most of its time on.
+	dir := f.TempDir()
+	fixed := map[string]string{
+		"token":                  "secret\n",
+		"plugins/check_ping":     "#!/bin/sh\necho OK\n",
+		"plugins/check_dummy":    "#!/bin/sh\necho OK\n",
+		"scripts/check_local.sh": "#!/bin/sh\necho OK\n",
+		"scripts/page.sh":        "#!/bin/sh\ncat >/dev/null\n",
+		"page":                   "#!/bin/sh\ncat >/dev/null\n",
+	}
+	writeTree(f, dir, fixed)
 	f.Fuzz(func(t *testing.T, yaml, nodes []byte, hosts, alerts string) {
-		dir := t.TempDir()
-		files := map[string]string{
-			"token":                 "secret\n",
-			"plugins/check_ping":    "#!/bin/sh\necho OK\n",
-			"plugins/check_dummy":   "#!/bin/sh\necho OK\n",
-			"scripts/check_local.sh": "#!/bin/sh\necho OK\n",
-			"scripts/page.sh":       "#!/bin/sh\ncat >/dev/null\n",
-			FileName:                string(yaml),
-			"nodes.txt":             string(nodes),
+		for _, d := range []string{hostsDir, alertDir} {
+			if err := os.RemoveAll(filepath.Join(dir, d)); err != nil {
+				t.Fatal(err)
+			}
 		}
+		files := map[string]string{FileName: string(yaml), "nodes.txt": string(nodes)}
 		for _, p := range entries(hosts, 2) {
-			files["hosts.d/"+p] = ""
+			files[hostsDir+"/"+p] = ""
 		}
 		for _, p := range entries(alerts, 1) {
-			files["alert.d/"+p] = ""
+			files[alertDir+"/"+p] = ""
 		}
 		writeTree(t, dir, files)
+		maps.Copy(files, fixed)
 
 		cfg, err := Load(dir)
 		checkLoad(t, dir, files, cfg, err)
@@ -189,7 +199,7 @@ func entries(s string, depth int) []string {
 
 // writeTree writes files under dir: a body starting with #! as a runnable
 // script, anything else as a plain file.
-func writeTree(t *testing.T, dir string, files map[string]string) {
+func writeTree(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for name, body := range files {
 		p := filepath.Join(dir, name)
@@ -231,7 +241,7 @@ func readTree(f *testing.F, dir string) map[string][]byte {
 // hostLines lists the hosts.d/<host>/<check> entries of files, one a line.
 func hostLines(files map[string][]byte) string {
 	var b strings.Builder
-	for name := range files {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		if p, ok := strings.CutPrefix(name, hostsDir+"/"); ok && strings.Count(p, "/") == 1 && !strings.HasSuffix(p, "/") {
 			b.WriteString(p + "\n")
 		}
@@ -242,7 +252,7 @@ func hostLines(files map[string][]byte) string {
 // alertLines lists the alert.d/ entries of files, one a line.
 func alertLines(files map[string][]byte) string {
 	var b strings.Builder
-	for name := range files {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		if p, ok := strings.CutPrefix(name, alertDir+"/"); ok && !strings.Contains(p, "/") {
 			b.WriteString(p + "\n")
 		}
