@@ -293,6 +293,35 @@ func (s *Set) Failover() (oldMaster, newMaster string) {
 	return oldMaster, newMaster
 }
 
+// AwaitReplicated waits until the replica has everything the master had
+// written when it was called: what a test wants to find on the master that
+// a failover makes of the replica. (Replication is asynchronous: a master
+// that dies, or a replica promoted by SENTINEL FAILOVER, loses what had not
+// reached the replica yet.)
+func (s *Set) AwaitReplicated() {
+	s.t.Helper()
+	master := s.Master()
+	replica := s.other(master)
+	info, err := s.replication(master)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	want, err := strconv.ParseInt(info["master_repl_offset"], 10, 64)
+	if err != nil {
+		s.t.Fatalf("master %s: master_repl_offset %q: %v", master, info["master_repl_offset"], err)
+	}
+	s.await(fmt.Sprintf("replica %s at the master's offset %d", replica, want), func() string {
+		info, err := s.replication(replica)
+		if err != nil {
+			return err.Error()
+		}
+		if got, _ := strconv.ParseInt(info["slave_repl_offset"], 10, 64); got < want {
+			return fmt.Sprintf("replica %s at offset %s", replica, info["slave_repl_offset"])
+		}
+		return ""
+	})
+}
+
 // KillMaster kills the master with SIGKILL, as a crash does, and waits
 // until the sentinels have promoted the replica: every sentinel names it as
 // the master and it says it is one. The killed server stays down. It

@@ -43,6 +43,10 @@ func TestFailoverThenKill(t *testing.T) {
 	if err := s.Client(now).Set(ctx, "k", "v2", 0).Err(); err != nil {
 		t.Fatalf("the new master refuses a write: %v", err)
 	}
+	s.AwaitReplicated()
+	if v := s.Client(old).Get(ctx, "k").Val(); v != "v2" {
+		t.Fatalf("after AwaitReplicated the replica has k=%q, want v2", v)
+	}
 
 	began = time.Now()
 	killed, promoted := s.KillMaster()
