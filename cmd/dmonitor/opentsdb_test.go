@@ -8,10 +8,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dmonitor/dmonitor/evaluator/observer"
 	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
@@ -150,4 +155,175 @@ func countSamples(t testing.TB, s *embedded.Store, metric, host string) int {
 		n += len(sr.Samples)
 	}
 	return n
+}
+
+// hangTSDB listens on addr and accepts connections without ever answering:
+// an OpenTSDB that is up but stuck. stop closes it and every connection.
+func hangTSDB(t testing.TB, addr string) (stop func()) {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		l.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// flipPlugin counts its runs per host in a file of $1 and changes status
+// every five runs.
+const flipPlugin = `#!/bin/sh
+f="$1/$2"
+n=$(( $(cat "$f" 2>/dev/null || echo 0) + 1 ))
+echo "$n" > "$f"
+if [ $(( n / 5 % 2 )) = 1 ]; then echo "CRITICAL - run $n"; exit 2; fi
+echo "OK - run $n"
+`
+
+// TestTSDBHungWithFlippingChecks: OpenTSDB stops answering while 200
+// checks keep changing state. Checks go on at their pace, pages go on,
+// SIGTERM ends the daemon, and once OpenTSDB answers again it holds every
+// result and every alert transition, once.
+func TestTSDBHungWithFlippingChecks(t *testing.T) {
+	const hosts = 200
+	store, err := embedded.Open(t.TempDir(), embedded.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	otsdb := startOpenTSDB(t, "127.0.0.1:0", store)
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	var mails atomic.Int64
+	go func() {
+		for range mail.Received {
+			mails.Add(1)
+		}
+	}()
+	control := loopback.FreeAddr(t)
+	dir, runs := t.TempDir(), t.TempDir()
+	files := map[string]string{
+		"dmonitor.yaml": fmt.Sprintf(`observer: e2e
+interval: 2s
+control: {listen: %q}
+tsdb: {backend: opentsdb, url: "http://%s"}
+smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+checks:
+  flip:
+    command: [plugins/check_flip, %q, "{{host}}"]
+`, control, otsdb.addr, mail.Addr, runs),
+		"plugins/check_flip":         flipPlugin,
+		"alert.d/oncall@example.org": "",
+	}
+	names := make([]string, hosts)
+	for i := range names {
+		names[i] = fmt.Sprintf("h%03d", i)
+		files["hosts.d/"+names[i]+"/flip"] = ""
+	}
+	writeTree(t, dir, files)
+	if err := os.Chmod(filepath.Join(dir, "plugins", "check_flip"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ran := func() map[string]int {
+		out := make(map[string]int, hosts)
+		for _, h := range names {
+			b, _ := os.ReadFile(filepath.Join(runs, h))
+			out[h], _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		}
+		return out
+	}
+	everyRan := func(than map[string]int, more int) func() bool {
+		return func() bool {
+			now := ran()
+			for _, h := range names {
+				if now[h] < than[h]+more {
+					return false
+				}
+			}
+			return true
+		}
+	}
+
+	d := startDaemon(t, dir, control)
+	await.Until(t, "every check run twice", everyRan(nil, 2))
+	otsdb.stop()
+	unhang := hangTSDB(t, otsdb.addr)
+
+	// Checks keep their pace and pages keep going out while OpenTSDB hangs.
+	before, mailed := ran(), mails.Load()
+	await.Until(t, "every check run 4 more times with OpenTSDB hung", everyRan(before, 4))
+	await.Until(t, "50 more pages with OpenTSDB hung", func() bool { return mails.Load() >= mailed+50 })
+
+	// SIGTERM ends it: plugin grace and the flush deadline, then what is
+	// left waits in the spool.
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.done:
+		if err := d.wait(); err != nil {
+			t.Fatalf("dmonitor run after SIGTERM: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("dmonitor run still running a minute after SIGTERM")
+	}
+
+	// OpenTSDB answers again; the next run delivers the spool.
+	unhang()
+	startOpenTSDB(t, otsdb.addr, store)
+	d2 := startDaemon(t, dir, control)
+	await.Until(t, "the spool to drain", func() bool {
+		return d2.metric(t, "dmonitor_spool_points") == 0 && d2.metric(t, "dmonitor_spool_annotations") == 0 &&
+			d2.metric(t, "dmonitor_spool_replayed_total") > 0
+	})
+	d2.stop(t)
+	final := ran()
+	for _, h := range names {
+		if got := countSamples(t, store, "dmonitor.check.status", h); got != final[h] {
+			t.Errorf("%s: the plugin ran %d times, OpenTSDB holds %d results", h, final[h], got)
+		}
+	}
+	transitions := strings.Count(d.logText(), `msg="alert state changed"`) + strings.Count(d2.logText(), `msg="alert state changed"`)
+	notes, err := store.Annotations(context.Background(), "", time.Now().Add(-time.Hour), time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := 0
+	for _, a := range notes {
+		n := 1
+		if v, ok := a.Custom[observer.TransitionsKey]; ok {
+			n, _ = strconv.Atoi(v)
+		}
+		stored += n
+	}
+	if stored != transitions {
+		t.Errorf("%d alert transitions logged, OpenTSDB's annotations hold %d (%d annotations)", transitions, stored, len(notes))
+	}
 }
