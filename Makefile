@@ -2,7 +2,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test bench deps lint clean
+.PHONY: build test bench fuzz deps lint clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dmonitor ./cmd/dmonitor
@@ -12,6 +12,11 @@ build:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -timeout 9m ./...
+	FUZZTIME=3s GO=$(GO) scripts/fuzz
+
+# Every fuzz target for a minute each; make test runs them for 3 seconds.
+fuzz:
+	FUZZTIME=60s GO=$(GO) scripts/fuzz
 
 # Benchmarks: figures and how to read them are in docs/BENCHMARKS.md.
 bench: deps
