@@ -48,7 +48,7 @@ func benchPlugin(b *testing.B) string {
 // temporary directory and returns its path. The benchmark measures the
 // binary a user runs, not this test binary re-executed (which may carry
 // -race or coverage).
-func buildDaemon(b *testing.B) string {
+func buildDaemon(b testing.TB) string {
 	b.Helper()
 	gotool, err := exec.LookPath("go")
 	if err != nil {
@@ -63,7 +63,7 @@ func buildDaemon(b *testing.B) string {
 }
 
 // benchControl returns a loopback address that was free a moment ago.
-func benchControl(b *testing.B) string {
+func benchControl(b testing.TB) string {
 	b.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -134,7 +134,7 @@ type benchDaemon struct {
 // startBenchDaemon starts bin on the config tree dir and returns once its
 // control API answers. It is killed at cleanup if it is still running, and
 // its log is shown if the benchmark failed.
-func startBenchDaemon(b *testing.B, bin, dir, control string) *benchDaemon {
+func startBenchDaemon(b testing.TB, bin, dir, control string) *benchDaemon {
 	b.Helper()
 	d := &benchDaemon{control: control}
 	d.cmd = exec.Command(bin, "run", "--config", dir, "--log-level", "warn")
@@ -163,7 +163,7 @@ func startBenchDaemon(b *testing.B, bin, dir, control string) *benchDaemon {
 }
 
 // stop sends SIGTERM and waits for a clean exit, which writes every result.
-func (d *benchDaemon) stop(b *testing.B) {
+func (d *benchDaemon) stop(b testing.TB) {
 	b.Helper()
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		b.Fatal(err)
@@ -259,7 +259,7 @@ func procCPU(b *testing.B, pid int) time.Duration {
 }
 
 // procMemKiB returns VmRSS and VmHWM of process pid, in KiB.
-func procMemKiB(b *testing.B, pid int) (rss, hwm float64) {
+func procMemKiB(b testing.TB, pid int) (rss, hwm float64) {
 	b.Helper()
 	name := fmt.Sprintf("/proc/%d/status", pid)
 	data, err := os.ReadFile(name)
@@ -292,7 +292,7 @@ func procMemKiB(b *testing.B, pid int) (rss, hwm float64) {
 // awaitBench polls cond until it holds, or fails the benchmark after
 // timeout. The pause between polls is long, because each poll of /metrics
 // is work the daemon does that the benchmark would otherwise count.
-func awaitBench(b *testing.B, what string, timeout time.Duration, cond func() bool) {
+func awaitBench(b testing.TB, what string, timeout time.Duration, cond func() bool) {
 	b.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
