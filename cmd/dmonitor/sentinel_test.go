@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -90,7 +89,7 @@ checks:
 	await.Until(t, "the page recorded as delivered", func() bool {
 		for id := range svc.firing {
 			for _, d := range c.nodes {
-				if recordedSent(d, id) {
+				if d.recordedSent(id) {
 					return true
 				}
 			}
@@ -129,17 +128,4 @@ checks:
 	if n := all.duplicates(); n != 0 {
 		t.Errorf("%d notifications sent twice (by id): firing %v, resolved %v", n, all.firing, all.resolved)
 	}
-}
-
-// recordedSent reports whether d's log says it delivered the notification
-// id and recorded it so. (main_test.go's waitSent expects the fields of a
-// single node's log; a redis-mode leader's has the term's epoch among
-// them.)
-func recordedSent(d *daemon, id string) bool {
-	for line := range strings.Lines(d.logText()) {
-		if strings.Contains(line, `msg="notification sent"`) && strings.Contains(line, " id="+id+" ") {
-			return true
-		}
-	}
-	return false
 }
