@@ -50,8 +50,8 @@ func Fill(t testing.TB, dir string) (free func()) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	// Smaller and smaller writes, so not even a page is left.
-	for size := 1 << 20; size >= 512; size /= 8 {
+	// Smaller and smaller writes, so not a byte is left.
+	for _, size := range []int{1 << 20, 64 << 10, 4 << 10, 256, 16, 1} {
 		chunk := make([]byte, size)
 		for {
 			if _, err := f.Write(chunk); err != nil {

@@ -6,69 +6,14 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/dmonitor/dmonitor/internal/await"
+	"github.com/dmonitor/dmonitor/internal/tmpfstest"
 	"github.com/dmonitor/dmonitor/tsdb"
 )
-
-// smallDisk mounts an 8 MiB tmpfs for the test, so it can fill a real file
-// system; it needs root.
-func smallDisk(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs to fill needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs on %s: %v: %s", dir, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fillDisk writes a file in dir until the file system is full and returns
-// a function removing it.
-func fillDisk(t *testing.T, dir string) (free func()) {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill %s: %v", path, err)
-			}
-			break
-		}
-	}
-	// Smaller writes until not a byte is left.
-	for _, err := f.Write(buf[:1]); err == nil; _, err = f.Write(buf[:1]) {
-	}
-	if err := f.Close(); err != nil && !errors.Is(err, syscall.ENOSPC) {
-		t.Fatal(err)
-	}
-	if n, err := freeBytes(dir); err != nil || n != 0 {
-		t.Fatalf("after filling, %d bytes free (%v)", n, err)
-	}
-	return func() {
-		t.Helper()
-		if err := os.Remove(path); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
 
 // fullDiskBatch is batch n of the full-disk tests: 200 series, one point
 // each, 10 s after the previous batch.
@@ -146,7 +91,7 @@ func TestFullDiskKeepsHistory(t *testing.T) {
 		{"engine write fails", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := smallDisk(t)
+			dir := tmpfstest.Mount(t, "8m")
 			opts := Options{MinFreeBytes: 1 << 20}
 			s, err := Open(dir, opts)
 			if err != nil {
@@ -156,7 +101,7 @@ func TestFullDiskKeepsHistory(t *testing.T) {
 			for n := range 100 {
 				mustAppend(t, s, fullDiskBatch(n))
 			}
-			freeDisk := fillDisk(t, dir)
+			freeDisk := tmpfstest.Fill(t, dir)
 			if tc.noticed {
 				s.space.expire()
 			} else {
@@ -268,8 +213,8 @@ func TestRestoresFailedRepair(t *testing.T) {
 // file system: Open succeeds with the engine not open, Append holds points,
 // and once there is room the engine opens and writes them.
 func TestOpenNewStoreOnFullDisk(t *testing.T) {
-	dir := smallDisk(t)
-	freeDisk := fillDisk(t, dir)
+	dir := tmpfstest.Mount(t, "8m")
+	freeDisk := tmpfstest.Fill(t, dir)
 	data := filepath.Join(dir, "data")
 	s := openStore(t, data, Options{MinFreeBytes: 1 << 20})
 	ctx := context.Background()
@@ -296,9 +241,9 @@ func TestOpenNewStoreOnFullDisk(t *testing.T) {
 // on a full disk: the oldest are dropped and counted, the newest written
 // once there is room.
 func TestMemoryBoundDropsOldest(t *testing.T) {
-	dir := smallDisk(t)
+	dir := tmpfstest.Mount(t, "8m")
 	s := openStore(t, dir, Options{MinFreeBytes: 1 << 20, MemoryPoints: 1000})
-	freeDisk := fillDisk(t, dir)
+	freeDisk := tmpfstest.Fill(t, dir)
 	s.space.expire()
 	for n := range 8 {
 		if err := s.Append(context.Background(), fullDiskBatch(n)); err != nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/dmonitor/dmonitor/internal/await"
+	"github.com/dmonitor/dmonitor/internal/tmpfstest"
 	"github.com/dmonitor/dmonitor/tsdb"
 )
 
@@ -74,11 +75,11 @@ func TestMaxSeries(t *testing.T) {
 // TestMaxSeriesWhileHeld applies the limit to points held in memory on a
 // full disk: new series held count, and past the limit are refused.
 func TestMaxSeriesWhileHeld(t *testing.T) {
-	dir := smallDisk(t)
+	dir := tmpfstest.Mount(t, "8m")
 	s := openStore(t, dir, Options{MinFreeBytes: 1 << 20, MaxSeries: 2})
 	ctx := context.Background()
 	mustAppend(t, s, series("m", tags("host=a"), sv{0, 1}))
-	freeDisk := fillDisk(t, dir)
+	freeDisk := tmpfstest.Fill(t, dir)
 	s.space.expire()
 	if err := s.Append(ctx, append(series("m", tags("host=a"), sv{10, 1}), series("m", tags("host=b"), sv{10, 2})...)); err != nil {
 		t.Fatalf("Append: %v", err)

@@ -4,64 +4,15 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 
+	"github.com/dmonitor/dmonitor/internal/tmpfstest"
 	"github.com/dmonitor/dmonitor/tsdb"
 )
-
-// mountTmpfs mounts a tmpfs of size (as mount takes it, "1m") on a new
-// directory and unmounts it when the test ends, after everything the test
-// opened afterwards is closed. It skips the test when not root.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("a full disk is a tmpfs filled up, and mounting one needs root")
-	}
-	dir := filepath.Join(t.TempDir(), "tmpfs")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		if strings.Contains(string(out), "permission denied") || strings.Contains(string(out), "not permitted") {
-			t.Skipf("root, but this sandbox may not mount a tmpfs: %s", out)
-		}
-		t.Fatalf("mount tmpfs on %s: %v: %s", dir, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fill writes a file in dir until the file system is full, and returns
-// its path.
-func fill(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill %s: %v, want ENOSPC", dir, err)
-			}
-			return path
-		}
-	}
-}
 
 // segBytes is the size of the segment files in dir.
 func segBytes(t *testing.T, dir string) int64 {
@@ -74,7 +25,7 @@ func segBytes(t *testing.T, dir string) int64 {
 }
 
 func TestFullDiskHoldsInMemoryThenWritesInOrder(t *testing.T) {
-	mnt := mountTmpfs(t, "1m")
+	mnt := tmpfstest.Mount(t, "1m")
 	dir := filepath.Join(mnt, "spool")
 	down := &fakeStore{down: true}
 	sink := &logSink{}
@@ -93,7 +44,7 @@ func TestFullDiskHoldsInMemoryThenWritesInOrder(t *testing.T) {
 	for range 20 {
 		appendBatch()
 	}
-	filler := fill(t, mnt)
+	free := tmpfstest.Fill(t, mnt)
 
 	// Appends go on without an error while the disk is full, and an
 	// annotation among them keeps its place.
@@ -117,9 +68,7 @@ func TestFullDiskHoldsInMemoryThenWritesInOrder(t *testing.T) {
 	}
 
 	// Space again: the next Append moves memory to disk, in order.
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
+	free()
 	appendBatch()
 	st = s.Stats()
 	if st.Buffered != 0 || st.BufferedAnnotations != 0 || st.DiskFailing || st.Points != int64(n) || st.Annotations != 1 {
@@ -156,7 +105,7 @@ func TestFullDiskHoldsInMemoryThenWritesInOrder(t *testing.T) {
 func TestOpenOnFullDiskNamesWhatItCannotCreate(t *testing.T) {
 	// A tmpfs of two inodes: its root and the spool's directory. The
 	// lock file cannot be created.
-	mnt := mountTmpfs(t, "1m,nr_inodes=2")
+	mnt := tmpfstest.Mount(t, "1m,nr_inodes=2")
 	dir := filepath.Join(mnt, "spool")
 	s, err := Open(dir, &fakeStore{}, Options{})
 	if err == nil {
@@ -170,7 +119,7 @@ func TestOpenOnFullDiskNamesWhatItCannotCreate(t *testing.T) {
 }
 
 func TestFullDiskDeliversFromMemory(t *testing.T) {
-	mnt := mountTmpfs(t, "1m")
+	mnt := tmpfstest.Mount(t, "1m")
 	dir := filepath.Join(mnt, "spool")
 	down := &fakeStore{down: true}
 	opts := fastRetry(Options{ReplayBatch: 300})
@@ -183,7 +132,7 @@ func TestFullDiskDeliversFromMemory(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	fill(t, mnt)
+	tmpfstest.Fill(t, mnt)
 	s = openSpool(t, dir, down, opts)
 
 	const batches, per = 100, 40
@@ -212,13 +161,13 @@ func TestFullDiskDeliversFromMemory(t *testing.T) {
 }
 
 func TestFullDiskMemoryBoundDropsOldest(t *testing.T) {
-	mnt := mountTmpfs(t, "1m")
+	mnt := tmpfstest.Mount(t, "1m")
 	dir := filepath.Join(mnt, "spool")
 	down := &fakeStore{down: true}
 	sink := &logSink{}
 	const memBytes = 16 << 10
 	s := openSpool(t, dir, down, fastRetry(Options{MemoryBytes: memBytes, Logger: slog.New(sink)}))
-	filler := fill(t, mnt)
+	free := tmpfstest.Fill(t, mnt)
 
 	const batches, per = 200, 50
 	for i := range batches {
@@ -238,9 +187,7 @@ func TestFullDiskMemoryBoundDropsOldest(t *testing.T) {
 		t.Errorf("%d error logs about dropping from memory, want 1 for the episode", k)
 	}
 
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
+	free()
 	down.setDown(false)
 	startRun(t, s)
 	waitDelivered(t, s, down, batches*per-int(st.Dropped))
@@ -262,7 +209,7 @@ func TestCloseOnFullDisk(t *testing.T) {
 		{"still full", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			mnt := mountTmpfs(t, "1m")
+			mnt := tmpfstest.Mount(t, "1m")
 			dir := filepath.Join(mnt, "spool")
 			down := &fakeStore{down: true}
 			sink := &logSink{}
@@ -270,7 +217,7 @@ func TestCloseOnFullDisk(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			filler := fill(t, mnt)
+			free := tmpfstest.Fill(t, mnt)
 			for i := range 10 {
 				mustAppend(t, s, pts(i*10, 10))
 			}
@@ -278,9 +225,7 @@ func TestCloseOnFullDisk(t *testing.T) {
 				t.Fatalf("%d points in memory, want 100", b)
 			}
 			if tc.space {
-				if err := os.Remove(filler); err != nil {
-					t.Fatal(err)
-				}
+				free()
 			}
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
@@ -308,7 +253,7 @@ func TestCloseOnFullDisk(t *testing.T) {
 }
 
 func TestConcurrentAppendsWhileTheDiskFillsAndFrees(t *testing.T) {
-	mnt := mountTmpfs(t, "1m")
+	mnt := tmpfstest.Mount(t, "1m")
 	down := &fakeStore{}
 	// The downstream fails every third call, so passing through,
 	// spooling to disk or memory, replaying from either and moving
@@ -351,7 +296,7 @@ func TestConcurrentAppendsWhileTheDiskFillsAndFrees(t *testing.T) {
 	close(next[0])
 	phase.Wait()
 
-	filler := fill(t, mnt)
+	free := tmpfstest.Fill(t, mnt)
 	down.mu.Lock()
 	full = true
 	down.mu.Unlock()
@@ -362,9 +307,7 @@ func TestConcurrentAppendsWhileTheDiskFillsAndFrees(t *testing.T) {
 		t.Fatalf("stats with the disk full: %+v, want points in memory", st)
 	}
 
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
+	free()
 	down.mu.Lock()
 	full = false
 	down.mu.Unlock()
