@@ -314,6 +314,37 @@ func TestRunRefusesBadConfig(t *testing.T) {
 	}
 }
 
+// A control port or OpenTSDB API anyone may reach, without a token, is
+// refused before anything listens, and the message says how to fix it;
+// with the opt-out the daemon starts and says so loudly.
+func TestRunRefusesExposure(t *testing.T) {
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"dmonitor.yaml": "control: {listen: '0.0.0.0:0'}\ntsdb: {listen: '[::]:0'}\n"})
+	code, _, stderr := runMain(t, "run", "--config", dir)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	for _, want := range []string{
+		"dmonitor.yaml:1:19: control.listen 0.0.0.0:0 is reachable from beyond this host and control.token_file is not set",
+		"set control.token_file, listen on 127.0.0.1, or set control.insecure: true",
+		"dmonitor.yaml:2:16: tsdb.listen [::]:0 is reachable from beyond this host",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+
+	// The opt-out is said at every start. (Loopback here: tests listen
+	// nowhere else.)
+	control := loopback.FreeAddr(t)
+	writeTree(t, dir, map[string]string{"dmonitor.yaml": fmt.Sprintf("control: {listen: %q, insecure: true}\ntsdb: {listen: ''}\n", control)})
+	d := startDaemon(t, dir, control)
+	d.stop(t)
+	if !strings.Contains(d.logText(), "level=WARN msg=\"INSECURE: control.insecure is set and there is no control.token_file") {
+		t.Errorf("the opt-out is not logged:\n%s", d.logText())
+	}
+}
+
 func TestCheckJSON(t *testing.T) {
 	requirePlugins(t)
 	svc := startService(t, "127.0.0.1:0")

@@ -222,11 +222,23 @@ func TestTSDBHungWithFlippingChecks(t *testing.T) {
 	otsdb := startOpenTSDB(t, "127.0.0.1:0", store)
 	mail := smtptest.Start(t, "127.0.0.1:0")
 	var mails atomic.Int64
+	var subjectsMu sync.Mutex
+	subjects := map[string]int{}
 	go func() {
-		for range mail.Received {
+		for m := range mail.Received {
 			mails.Add(1)
+			subjectsMu.Lock()
+			subjects[m.Msg.Header.Get("Subject")]++
+			subjectsMu.Unlock()
 		}
 	}()
+	mailed := func(subject string) func() bool {
+		return func() bool {
+			subjectsMu.Lock()
+			defer subjectsMu.Unlock()
+			return subjects[subject] > 0
+		}
+	}
 	control := loopback.FreeAddr(t)
 	dir, runs := t.TempDir(), t.TempDir()
 	files := map[string]string{
@@ -277,9 +289,10 @@ checks:
 	unhang := hangTSDB(t, otsdb.addr)
 
 	// Checks keep their pace and pages keep going out while OpenTSDB hangs.
-	before, mailed := ran(), mails.Load()
+	before, pages := ran(), mails.Load()
 	await.Until(t, "every check run 4 more times with OpenTSDB hung", everyRan(before, 4))
-	await.Until(t, "50 more pages with OpenTSDB hung", func() bool { return mails.Load() >= mailed+50 })
+	await.Until(t, "50 more pages with OpenTSDB hung", func() bool { return mails.Load() >= pages+50 })
+	await.Until(t, "the page that OpenTSDB does not take the points", mailed("[FIRING] tsdb-unhealthy on e2e (dmonitor.tsdb)"))
 
 	// SIGTERM ends it: plugin grace and the flush deadline, then what is
 	// left waits in the spool.
@@ -303,7 +316,15 @@ checks:
 		return d2.metric(t, "dmonitor_spool_points") == 0 && d2.metric(t, "dmonitor_spool_annotations") == 0 &&
 			d2.metric(t, "dmonitor_spool_replayed_total") > 0
 	})
+	await.Until(t, "the recovery of OpenTSDB paged", mailed("[RESOLVED] tsdb-unhealthy on e2e (dmonitor.tsdb)"))
 	d2.stop(t)
+	subjectsMu.Lock()
+	for _, status := range []string{"FIRING", "RESOLVED"} {
+		if n := subjects["["+status+"] tsdb-unhealthy on e2e (dmonitor.tsdb)"]; n != 1 {
+			t.Errorf("%d %s mails of tsdb-unhealthy, want 1", n, status)
+		}
+	}
+	subjectsMu.Unlock()
 	final := ran()
 	for _, h := range names {
 		if got := countSamples(t, store, "dmonitor.check.status", h); got != final[h] {

@@ -220,7 +220,7 @@ func (ob *Observer) beat(ctx context.Context) {
 
 // record takes in one result: it is written to the TSDB and becomes the
 // observer's latest view of its target, which the leader looks at again.
-func (ob *Observer) record(ctx context.Context, r check.Result) {
+func (ob *Observer) record(r check.Result) {
 	ob.metrics.checkDone(r.Status)
 	ob.writer.Write(ob.series.admit(r.Host, r.Check, ResultPoints(make([]tsdb.Point, 0, 2+len(r.Perf)), &r)))
 	_, prev, hadPrev := ob.live.put(r)

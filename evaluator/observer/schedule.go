@@ -116,5 +116,5 @@ func (ob *Observer) runJob(ctx context.Context, j *job) {
 		return // killed by shutdown: not an observation of the target
 	}
 	r.Host, r.Check, r.Observer = j.target.Host, j.target.Check.Name, ob.cfg.Observer
-	ob.record(ctx, r)
+	ob.record(r)
 }
