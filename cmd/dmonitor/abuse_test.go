@@ -68,7 +68,7 @@ func TestAbuseStaysBounded(t *testing.T) {
 	}
 	d := startBenchDaemon(t, bin, dir, control)
 	metric := func(name string) float64 {
-		return (&daemon{control: control}).metric(t, name)
+		return (&daemon{control: control, base: "http://" + control, client: http.DefaultClient}).metric(t, name)
 	}
 
 	put := func(body []byte) (int, string) {

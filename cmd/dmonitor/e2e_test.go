@@ -234,13 +234,13 @@ checks:
 // and body.
 func (d *daemon) api(t testing.TB, method, path, token, body string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, "http://"+d.control+path, strings.NewReader(body))
+	req, err := http.NewRequest(method, d.base+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := d.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

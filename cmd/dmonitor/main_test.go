@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -63,6 +65,8 @@ func writeTree(t testing.TB, dir string, files map[string]string) {
 type daemon struct {
 	cmd     *exec.Cmd
 	control string
+	base    string       // the control API's URL: http:// or https:// and control
+	client  *http.Client // that trusts its certificate, when it has one
 	done    chan struct{}
 	mu      sync.Mutex
 	log     bytes.Buffer
@@ -72,7 +76,21 @@ type daemon struct {
 // environment (and its plugins'), and waits for its control API.
 func startDaemon(t testing.TB, dir, control string, env ...string) *daemon {
 	t.Helper()
-	d := &daemon{control: control, done: make(chan struct{})}
+	return launch(t, &daemon{control: control, base: "http://" + control, client: http.DefaultClient}, dir, env)
+}
+
+// startTLSDaemon is startDaemon for a control port that serves HTTPS with
+// a certificate roots trust.
+func startTLSDaemon(t testing.TB, dir, control string, roots *x509.CertPool, env ...string) *daemon {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	t.Cleanup(client.CloseIdleConnections)
+	return launch(t, &daemon{control: control, base: "https://" + control, client: client}, dir, env)
+}
+
+func launch(t testing.TB, d *daemon, dir string, env []string) *daemon {
+	t.Helper()
+	d.done = make(chan struct{})
 	d.cmd = exec.Command(os.Args[0], "run", "--config", dir, "--log-level", "debug")
 	d.cmd.Env = append(append(os.Environ(), mainEnv+"=1"), env...)
 	stderr, err := d.cmd.StderrPipe()
@@ -107,7 +125,7 @@ func startDaemon(t testing.TB, dir, control string, env ...string) *daemon {
 			t.Fatalf("dmonitor run exited at start:\n%s", d.logText())
 		default:
 		}
-		resp, err := http.Get("http://" + control + "/healthz")
+		resp, err := d.client.Get(d.base + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 		}
@@ -179,7 +197,7 @@ func (d *daemon) recordedSent(id string) bool {
 // labels.
 func (d *daemon) metric(t testing.TB, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + d.control + "/metrics")
+	resp, err := d.client.Get(d.base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +222,7 @@ type instanceStatus struct{ Rule, Host, Check, State string }
 
 func (d *daemon) instances(t testing.TB) []instanceStatus {
 	t.Helper()
-	resp, err := http.Get("http://" + d.control + "/status")
+	resp, err := d.client.Get(d.base + "/status")
 	if err != nil {
 		t.Fatal(err)
 	}
