@@ -148,6 +148,10 @@ type TSDB struct {
 	// Insecure accepts writes to a non-loopback Listen from anyone when
 	// control.token_file is not set.
 	Insecure bool
+	// TokenFile, for the opentsdb backend, holds a bearer token sent with
+	// every request: the control token of the dmonitor node whose API URL
+	// names, or an authenticating proxy's.
+	TokenFile string
 }
 
 // Control configures the control HTTP server.

@@ -437,6 +437,7 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 					cfg.at.tsdbListen = posOf(n)
 				},
 				"insecure":     func(p string, n *yaml.Node) { d.boolean(p, n, &cfg.TSDB.Insecure) },
+				"token_file":   func(p string, n *yaml.Node) { l.existingFile(d, p, n, &cfg.TSDB.TokenFile) },
 				"retention":    func(p string, n *yaml.Node) { d.positiveDuration(p, n, &cfg.TSDB.Retention) },
 				"out_of_order": func(p string, n *yaml.Node) { d.positiveDuration(p, n, &cfg.TSDB.OutOfOrder) },
 				"batch_size":   func(p string, n *yaml.Node) { d.positive(p, n, &cfg.TSDB.BatchSize) },

@@ -577,11 +577,12 @@ func TestLimitsAndTLS(t *testing.T) {
 	dir := tree(t, map[string]string{
 		"cert.pem": "x", "key.pem": "x", "ca.pem": "x", "token": "secret\n",
 		FileName: "control:\n  listen: '[::]:2929'\n  token_file: token\n  tls_cert_file: cert.pem\n  tls_key_file: key.pem\n  tls_ca_file: ca.pem\n" +
-			"tsdb: {listen: ':4242'}\n" +
+			"tsdb: {listen: ':4242', token_file: token}\n" +
 			"limits: {series_per_check: 7, series: 1000, new_series_per_request: 10, new_series_per_minute: 20, name_length: 64, disk_free_percent: 10}\n",
 	})
 	c := load(t, dir)
 	equal(t, "Control", c.Control, Control{Listen: "[::]:2929", TokenFile: filepath.Join(dir, "token"),
 		TLSCertFile: filepath.Join(dir, "cert.pem"), TLSKeyFile: filepath.Join(dir, "key.pem"), TLSCAFile: filepath.Join(dir, "ca.pem")})
+	equal(t, "TSDB.TokenFile", c.TSDB.TokenFile, filepath.Join(dir, "token"))
 	equal(t, "Limits", c.Limits, Limits{SeriesPerCheck: 7, Series: 1000, NewSeriesPerRequest: 10, NewSeriesPerMinute: 20, NameLength: 64, DiskFreePercent: 10})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/control"
 	"github.com/dmonitor/dmonitor/evaluator"
 	"github.com/dmonitor/dmonitor/tsdb"
 	"github.com/dmonitor/dmonitor/tsdb/embedded"
@@ -38,7 +39,15 @@ var _ spool.Partial = (*opentsdb.PutError)(nil)
 func openBackend(cfg *config.Config, token string, reg prometheus.Registerer, log *slog.Logger) (*backend, error) {
 	switch cfg.TSDB.Backend {
 	case config.BackendOpenTSDB:
-		client, err := opentsdb.New(opentsdb.Options{URL: cfg.TSDB.URL, BatchSize: cfg.TSDB.BatchSize, Logger: log.With("component", "opentsdb")})
+		var tsdbToken string
+		if cfg.TSDB.TokenFile != "" {
+			var err error
+			if tsdbToken, err = control.ReadToken(cfg.TSDB.TokenFile); err != nil {
+				return nil, fmt.Errorf("tsdb.token_file: %w", err)
+			}
+		}
+		client, err := opentsdb.New(opentsdb.Options{URL: cfg.TSDB.URL, BatchSize: cfg.TSDB.BatchSize, Token: tsdbToken,
+			Logger: log.With("component", "opentsdb")})
 		if err != nil {
 			return nil, err
 		}

@@ -112,7 +112,7 @@ type treeHash struct{ all, withoutRules, shared string }
 // directory excluded), so a reload can tell what changed.
 func configHash(cfg *config.Config) (treeHash, error) {
 	all, without, shared := sha256.New(), sha256.New(), sha256.New()
-	own := map[string]bool{filepath.Join(cfg.Dir, config.FileName): true, cfg.Control.TokenFile: true,
+	own := map[string]bool{filepath.Join(cfg.Dir, config.FileName): true, cfg.Control.TokenFile: true, cfg.TSDB.TokenFile: true,
 		cfg.Control.TLSCertFile: true, cfg.Control.TLSKeyFile: true, cfg.Control.TLSCAFile: true}
 	err := filepath.WalkDir(cfg.Dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {

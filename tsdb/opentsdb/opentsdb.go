@@ -79,6 +79,11 @@ type Options struct {
 	// CarrierMetric is the metric whose query carries global annotations
 	// back (default "dmonitor.observer.up"); see Client.Annotations.
 	CarrierMetric string
+	// Token, when set, is sent with every request as a bearer token: what
+	// the OpenTSDB API of another dmonitor node (control.token_file there)
+	// or an authenticating proxy in front of OpenTSDB asks of writers that
+	// are not on its host.
+	Token string
 	// HTTPClient sends the requests (default: a client of its own with
 	// keep-alive connections, as OpenTSDB recommends for puts).
 	HTTPClient *http.Client
@@ -323,6 +328,9 @@ func (c *Client) attempt(ctx context.Context, r request, u string) (response, ti
 		}
 	}
 	req.Header.Set("Accept", "application/json")
+	if c.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
+	}
 	res, err := c.http.Do(req)
 	if err != nil {
 		return response{}, 0, fmt.Errorf("%s %s: %w: %w", r.method, u, tsdb.ErrUnavailable, err)
