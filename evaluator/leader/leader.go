@@ -414,7 +414,7 @@ func (l *Leader) tick(ctx context.Context) {
 	}
 	l.evaluate(now, targets, data)
 	l.evaluateObservers(ctx, now)
-	l.evaluateSelf(now)
+	l.evaluateSelf(ctx, now)
 	if l.cfg.Redis.URL != "" {
 		degraded, since := l.degraded()
 		l.mu.Lock()
@@ -428,9 +428,18 @@ func (l *Leader) tick(ctx context.Context) {
 
 // evaluateSelf alerts on what the nodes report of their own health, and on
 // this term's receivers that keep failing.
-func (l *Leader) evaluateSelf(now time.Time) {
+func (l *Leader) evaluateSelf(ctx context.Context, now time.Time) {
 	nodes := l.cfg.Nodes
-	if len(nodes) == 0 {
+	switch {
+	case len(nodes) == 0 && l.cfg.Redis.URL != "":
+		// Observers join through Redis: those heard from.
+		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		obs, _ := l.observers.Observers(octx)
+		cancel()
+		for _, o := range obs {
+			nodes = append(nodes, o.Name)
+		}
+	case len(nodes) == 0:
 		nodes = []string{l.cfg.Observer}
 	}
 	fresh := observer.SilentAfter(l.cfg)

@@ -151,7 +151,10 @@ func (g *engine) selfOrphaned(ik instKey) (why string, ok bool) {
 	if _, self := g.self[ik.rule]; !self {
 		return "", false
 	}
-	if len(g.cfg.Nodes) == 0 && ik.host == g.cfg.Observer || slices.Contains(g.cfg.Nodes, ik.host) {
+	switch {
+	case len(g.cfg.Nodes) == 0 && g.cfg.Redis.URL != "":
+		return "", true // observers join through Redis: any may report
+	case len(g.cfg.Nodes) == 0 && ik.host == g.cfg.Observer, slices.Contains(g.cfg.Nodes, ik.host):
 		return "", true
 	}
 	return fmt.Sprintf("observer %s was removed from the configuration", ik.host), true
