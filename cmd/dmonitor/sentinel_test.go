@@ -83,7 +83,7 @@ checks:
 	take := func() { drain(t, c.mail, svc, silent, all) }
 	set("127.0.0.1", "2")
 	await.Until(t, "the page", func() bool { take(); return len(svc.firing) == 1 })
-	_, before := c.leader()
+	_, before := c.awaitLeader()
 	// Fail over only once a leader has recorded the page as delivered: a
 	// page whose record the failover loses is sent again, by design.
 	await.Until(t, "the page recorded as delivered", func() bool {

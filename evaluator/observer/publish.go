@@ -25,14 +25,18 @@ const (
 
 // queuePublish hands r, and a request to confirm it when wasPassing says
 // it has just started failing, to the publishing goroutine. It never
-// blocks: a result not yet sent is replaced by a newer one of the same
-// target, so the queue holds at most one entry per target however long
-// the other observers are out of reach.
+// blocks: a result not yet sent is replaced by a newer one (by start) of
+// the same target, so the queue holds at most one entry per target however
+// long the other observers are out of reach.
 func (ob *Observer) queuePublish(r check.Result, wasPassing bool) {
 	ob.outMu.Lock()
 	k := instanceKey{r.Host, r.Check}
 	o := ob.out[k]
-	o.result, o.hasRes = r, true
+	// A run that started earlier can finish later (a re-check overtaking
+	// the scheduled run): the newest by start wins, as in every live table.
+	if !o.hasRes || !r.Start.Before(o.result.Start) {
+		o.result, o.hasRes = r, true
+	}
 	o.confirm = o.confirm || wasPassing && r.Status.Failing()
 	ob.out[k] = o
 	ob.outMu.Unlock()
@@ -116,8 +120,8 @@ func (ob *Observer) requeue(batch map[instanceKey]outgoing) {
 			ob.out[k] = old
 			continue
 		}
-		if !cur.hasRes {
-			cur.result, cur.hasRes = old.result, old.hasRes
+		if old.hasRes && (!cur.hasRes || cur.result.Start.Before(old.result.Start)) {
+			cur.result, cur.hasRes = old.result, true
 		}
 		cur.confirm = cur.confirm || old.confirm
 		ob.out[k] = cur
