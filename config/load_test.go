@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -585,4 +586,25 @@ func TestLimitsAndTLS(t *testing.T) {
 		TLSCertFile: filepath.Join(dir, "cert.pem"), TLSKeyFile: filepath.Join(dir, "key.pem"), TLSCAFile: filepath.Join(dir, "ca.pem")})
 	equal(t, "TSDB.TokenFile", c.TSDB.TokenFile, filepath.Join(dir, "token"))
 	equal(t, "Limits", c.Limits, Limits{SeriesPerCheck: 7, Series: 1000, NewSeriesPerRequest: 10, NewSeriesPerMinute: 20, NameLength: 64, DiskFreePercent: 10})
+}
+
+// The command line's listen addresses replace the configuration's, and
+// are judged as if written there.
+func TestOverrideListen(t *testing.T) {
+	c := load(t, tree(t, map[string]string{FileName: "control: {listen: '127.0.0.1:2929'}\n"}))
+	control, tsdbAddr := "127.0.0.1:3939", ""
+	if err := c.OverrideListen(&control, &tsdbAddr); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "Control.Listen", c.Control.Listen, "127.0.0.1:3939")
+	equal(t, "TSDB.Listen", c.TSDB.Listen, "")
+	beyond := "0.0.0.0:2929"
+	err := c.OverrideListen(&beyond, nil)
+	if err == nil || !strings.Contains(err.Error(), "control.listen 0.0.0.0:2929 is reachable from beyond this host") || regexp.MustCompile(`dmonitor\.yaml:\d`).MatchString(err.Error()) {
+		t.Errorf("OverrideListen(0.0.0.0:2929) = %v, want the exposure refused, with no line of %s", err, FileName)
+	}
+	bad := "2929"
+	if err := c.OverrideListen(nil, &bad); err == nil || !strings.Contains(err.Error(), "--tsdb-listen: want host:port") {
+		t.Errorf("OverrideListen(tsdb 2929) = %v, want the flag named", err)
+	}
 }

@@ -116,6 +116,30 @@ func (c *Config) validate(asNode bool) Errors {
 	return errs
 }
 
+// OverrideListen replaces control.listen and tsdb.listen with what the
+// command line gives (nil keeps the configuration's; "" turns the server
+// off), then validates the result again. Errors about the addresses carry
+// no line of dmonitor.yaml: the value came from the flag.
+func (c *Config) OverrideListen(control, tsdbAddr *string) error {
+	for _, o := range []struct {
+		flag string
+		v    *string
+		dst  *string
+		at   *pos
+	}{{"--control-listen", control, &c.Control.Listen, &c.at.listen}, {"--tsdb-listen", tsdbAddr, &c.TSDB.Listen, &c.at.tsdbListen}} {
+		if o.v == nil {
+			continue
+		}
+		if *o.v != "" {
+			if _, _, err := net.SplitHostPort(*o.v); err != nil {
+				return fmt.Errorf("%s: want host:port, or \"\" for off, got %q", o.flag, *o.v)
+			}
+		}
+		*o.dst, *o.at = *o.v, pos{}
+	}
+	return c.Validate()
+}
+
 // loopback says whether the listen address addr is reachable from this
 // host only: a loopback IP or "localhost". An empty host, 0.0.0.0, :: and
 // any other name listen beyond it.
