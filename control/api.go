@@ -2,6 +2,8 @@ package control
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,15 +33,33 @@ type Silencer interface {
 
 var _ Silencer = (*silence.Store)(nil)
 
-// Acknowledger records that someone is on a firing alert. The evaluator
-// implements it: it holds the rule instances and applies the ack with
-// alerting.Instance.Acknowledge at its next evaluation.
+// Acknowledger records that someone is on a firing alert, and says who is
+// on which. The evaluator implements it: it holds the rule instances and
+// applies the ack with alerting.Instance.Acknowledge at its next
+// evaluation.
 type Acknowledger interface {
 	// Acknowledge acknowledges the open incident of rule on host×check.
 	// Errors wrap ErrUnknownInstance when there is no such instance,
 	// ErrNotFiring when it has no open incident, and ErrNotLeader when
 	// this node does not evaluate alerts.
 	Acknowledge(rule, host, check, by, comment string) error
+	// Acks returns the acknowledgements of the incidents still open, in
+	// any order. An error means they cannot be read now (a follower
+	// reads the leader's from the state store).
+	Acks(ctx context.Context) ([]Ack, error)
+}
+
+// Ack is an acknowledgement of an open incident, as GET /api/v1/acks lists
+// it: who is on which rule instance since when, and the instance's state
+// (acknowledged, or still firing until the next evaluation applies it).
+type Ack struct {
+	Rule    string    `json:"rule"`
+	Host    string    `json:"host"`
+	Check   string    `json:"check"`
+	State   string    `json:"state"`
+	By      string    `json:"by"`
+	Comment string    `json:"comment"`
+	At      time.Time `json:"at"`
 }
 
 // Errors an Acknowledger returns, wrapped, for the API to answer with the
@@ -81,6 +102,7 @@ type APIOptions struct {
 //	POST   /api/v1/silences      create or update: {"silenceID": id}
 //	DELETE /api/v1/silence/{id}  expire
 //	POST   /api/v1/acks          {rule, host, check, by, comment}
+//	GET    /api/v1/acks          the open incidents' acks, by rule, host, check
 //	       /api/v1/peer/...      the peer API (APIOptions.Peers), token only
 //
 // POST and DELETE need "Authorization: Bearer <Token>": 401 without it or
@@ -102,6 +124,7 @@ func APIHandler(o APIOptions) http.Handler {
 		{"POST /api/v1/silences", tokenOnly, http.HandlerFunc(a.postSilence)},
 		{"DELETE /api/v1/silence/{id}", tokenOnly, http.HandlerFunc(a.deleteSilence)},
 		{"POST /api/v1/acks", tokenOnly, http.HandlerFunc(a.postAck)},
+		{"GET /api/v1/acks", public, http.HandlerFunc(a.listAcks)},
 	}
 	if o.Peers != nil {
 		routes = append(routes, route{"/api/v1/peer/", tokenOnly, o.Peers})
@@ -229,6 +252,27 @@ func (a *api) postAck(w http.ResponseWriter, r *http.Request) {
 	}
 	a.Logger.Info("alert acknowledged", "rule", p.Rule, "host", p.Host, "check", p.Check, "by", p.By, "remote", r.RemoteAddr)
 	a.reply(w, r, http.StatusOK, p)
+}
+
+func (a *api) listAcks(w http.ResponseWriter, r *http.Request) {
+	if a.Acks == nil {
+		a.error(w, r, http.StatusServiceUnavailable, errors.New("this node does not evaluate alerts, so it holds no acknowledgements"))
+		return
+	}
+	acks, err := a.Acks.Acks(r.Context())
+	if err != nil {
+		a.error(w, r, http.StatusServiceUnavailable, fmt.Errorf("list acknowledgements: %w", err))
+		return
+	}
+	// Sorted here, so every Acknowledger lists them alike and a script
+	// diffing two calls sees changes, not reorderings.
+	slices.SortFunc(acks, func(x, y Ack) int {
+		return cmp.Or(cmp.Compare(x.Rule, y.Rule), cmp.Compare(x.Host, y.Host), cmp.Compare(x.Check, y.Check))
+	})
+	if acks == nil {
+		acks = []Ack{} // [], not null: a list, empty
+	}
+	a.reply(w, r, http.StatusOK, acks)
 }
 
 // decode reads the JSON body into v, answering 400 when it cannot. Unknown

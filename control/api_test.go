@@ -2,7 +2,9 @@ package control
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +34,8 @@ type fakeAcks struct {
 	mu     sync.Mutex
 	firing map[[3]string]bool // rule, host, check → firing
 	acked  []string
+	list   []Ack // what Acks returns: the acks recorded, newest first
+	err    error // what Acks fails with
 }
 
 func (f *fakeAcks) Acknowledge(rule, host, check, by, comment string) error {
@@ -44,7 +49,14 @@ func (f *fakeAcks) Acknowledge(rule, host, check, by, comment string) error {
 		return fmt.Errorf("acknowledge %s on %s (%s): %w", rule, host, check, ErrNotFiring)
 	}
 	f.acked = append(f.acked, strings.Join([]string{rule, host, check, by, comment}, "/"))
+	f.list = append([]Ack{{Rule: rule, Host: host, Check: check, State: "firing", By: by, Comment: comment, At: now}}, f.list...)
 	return nil
+}
+
+func (f *fakeAcks) Acks(context.Context) ([]Ack, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.list), f.err
 }
 
 // server serves the API, mounted as the daemon mounts it beside Handler,
@@ -304,6 +316,39 @@ func TestAck(t *testing.T) {
 	}
 }
 
+// TestListAcks: GET /api/v1/acks lists who is on which incident, sorted,
+// to anyone (it is read-only), and says so when it cannot.
+func TestListAcks(t *testing.T) {
+	srv, _, acks := server(t, token)
+	// None yet: an empty list, not null.
+	if code, body := call(t, srv, "GET", "/api/v1/acks", "", ""); code != 200 || fmt.Sprint(body) != "[]" {
+		t.Errorf("no acks: %d %v, want 200 []", code, body)
+	}
+	acks.firing[[3]string{"disk", "db1", "df"}] = true
+	for _, b := range []string{
+		`{"rule": "www-http", "host": "www1", "check": "http", "by": "bob", "comment": "on it"}`,
+		`{"rule": "disk", "host": "db1", "check": "df", "by": "ann"}`,
+	} {
+		if code, body := call(t, srv, "POST", "/api/v1/acks", "Bearer "+token, b); code != 200 {
+			t.Fatalf("ack %s: %d %v", b, code, body)
+		}
+	}
+	code, body := call(t, srv, "GET", "/api/v1/acks", "", "")
+	want := []any{
+		map[string]any{"rule": "disk", "host": "db1", "check": "df", "state": "firing", "by": "ann", "comment": "", "at": "2030-06-01T12:00:00Z"},
+		map[string]any{"rule": "www-http", "host": "www1", "check": "http", "state": "firing", "by": "bob", "comment": "on it", "at": "2030-06-01T12:00:00Z"},
+	}
+	if g, w := fmt.Sprint(body), fmt.Sprint(want); code != 200 || g != w {
+		t.Errorf("acks = %d\n%s\nwant, sorted by rule\n%s", code, g, w)
+	}
+
+	// A follower that cannot read the leader's state says why.
+	acks.err = errors.New("redis: connection refused")
+	if code, body := call(t, srv, "GET", "/api/v1/acks", "", ""); code != 503 || !strings.Contains(errorOf(body), "list acknowledgements: redis: connection refused") {
+		t.Errorf("acks unreadable = %d %v, want 503 with the cause", code, body)
+	}
+}
+
 func TestAckWithoutEvaluator(t *testing.T) {
 	store, err := silence.Open(filepath.Join(t.TempDir(), "silences.json"), silence.Options{})
 	if err != nil {
@@ -314,6 +359,10 @@ func TestAckWithoutEvaluator(t *testing.T) {
 	code, body := call(t, srv, "POST", "/api/v1/acks", "Bearer "+token, `{"rule": "r", "host": "h", "check": "c", "by": "b"}`)
 	if code != 503 || !strings.Contains(errorOf(body), "cannot acknowledge") {
 		t.Errorf("ack without an Acknowledger = %d %v, want 503", code, body)
+	}
+	code, body = call(t, srv, "GET", "/api/v1/acks", "", "")
+	if code != 503 || !strings.Contains(errorOf(body), "holds no acknowledgements") {
+		t.Errorf("acks without an Acknowledger = %d %v, want 503", code, body)
 	}
 }
 

@@ -76,13 +76,14 @@ func TestEveryRouteGuarded(t *testing.T) {
 		"POST /api/v1/silences":       {{"POST", "/api/v1/silences", silenceBody}},
 		"DELETE /api/v1/silence/{id}": {{"DELETE", "/api/v1/silence/x", ""}},
 		"POST /api/v1/acks":           {{"POST", "/api/v1/acks", `{"rule": "www-http", "host": "www1", "check": "http", "by": "bob"}`}},
+		"GET /api/v1/acks":            {{"GET", "/api/v1/acks", ""}},
 		"/api/v1/peer/":               {{"POST", peershare.PushPath, `{"from": "b"}`}, {"GET", peershare.StatePath, ""}},
 	}
 	// The routes anyone who reaches the port may call: read-only, and
 	// nothing in them an attacker could use. Think twice before adding one.
 	public := map[string]bool{
 		"GET /healthz": true, "GET /readyz": true, "GET /metrics": true, "GET /status": true,
-		"GET /api/v1/silences": true,
+		"GET /api/v1/silences": true, "GET /api/v1/acks": true,
 	}
 
 	ctl, api := handlers(t, token)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/control"
 	"github.com/dmonitor/dmonitor/evaluator/leader"
 	"github.com/dmonitor/dmonitor/evaluator/observer"
 	"github.com/dmonitor/dmonitor/lock"
@@ -227,6 +228,10 @@ func (e *Evaluator) SetRules(set *rules.Set) { e.leader.SetRules(set) }
 func (e *Evaluator) Acknowledge(rule, host, chk, by, comment string) error {
 	return e.leader.Acknowledge(rule, host, chk, by, comment)
 }
+
+// Acks returns the acknowledgements of the open incidents; see
+// leader.Leader.Acks.
+func (e *Evaluator) Acks(ctx context.Context) ([]control.Ack, error) { return e.leader.Acks(ctx) }
 
 // Status returns a snapshot of this node: who it is, whether it leads, and
 // every rule instance with the latest result of each observer.

@@ -61,6 +61,7 @@ observers agrees that a service is down.`,
 	root.SetErr(stderr)
 	root.AddCommand(newRunCmd(), newCheckCmd(), newVersionCmd())
 	root.AddCommand(newRulesCmd())
+	root.AddCommand(newStatusCmd(), newSilenceCmd(), newAckCmd(), newAcksCmd())
 	return root
 }
 

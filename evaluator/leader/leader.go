@@ -676,6 +676,36 @@ func (l *Leader) Acknowledge(rule, host, chk, by, comment string) error {
 	return fmt.Errorf("acknowledge %s on %s (%s): %w", rule, host, chk, control.ErrUnknownInstance)
 }
 
+// Acks returns the acknowledgements of the open incidents: this node's
+// own while it leads, else the leader's as the state store holds them (as
+// Status shows them), so that any node answers who is on what. An error
+// means the store cannot be read.
+func (l *Leader) Acks(ctx context.Context) ([]control.Ack, error) {
+	var insts []alerting.Instance
+	l.mu.Lock()
+	leading := l.epoch > 0
+	if leading {
+		insts = slices.Collect(maps.Values(l.engine.instances))
+	}
+	l.mu.Unlock()
+	if !leading {
+		stored, err := l.state.LoadAll(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read the leader's alert state: %w", err)
+		}
+		insts = slices.Collect(maps.Values(stored))
+	}
+	var acks []control.Ack
+	for _, inst := range insts {
+		if inst.AckedAt.IsZero() {
+			continue
+		}
+		acks = append(acks, control.Ack{Rule: inst.Rule, Host: inst.Labels[alerting.LabelHost], Check: inst.Labels[alerting.LabelCheck],
+			State: inst.State.String(), By: inst.AckedBy, Comment: inst.AckComment, At: inst.AckedAt})
+	}
+	return acks, nil
+}
+
 // persist stores inst for the next term, or forgets it when there is
 // nothing to remember; a refusal means this node no longer leads.
 func (l *Leader) persist(inst alerting.Instance) {
