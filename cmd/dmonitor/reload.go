@@ -28,7 +28,25 @@ import (
 // when.
 type daemonArgs struct {
 	dir, observer string
-	hup           <-chan os.Signal
+	// controlListen and tsdbListen override the configuration's listen
+	// addresses when set (--control-listen, --tsdb-listen).
+	controlListen, tsdbListen *string
+	hup                       <-chan os.Signal
+}
+
+// load loads the configuration as the command line asks: from dir, as
+// observer, with its listen addresses.
+func (a daemonArgs) load() (*config.Config, error) {
+	cfg, err := config.LoadAs(a.dir, a.observer)
+	if err != nil {
+		return nil, err
+	}
+	if a.controlListen != nil || a.tsdbListen != nil {
+		if err := cfg.OverrideListen(a.controlListen, a.tsdbListen); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
 }
 
 // reloadConfig is how runDaemon says it stopped to restart on a new
@@ -69,7 +87,7 @@ func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, curre
 		case <-args.hup:
 		case <-changed:
 		}
-		next, err := config.LoadAs(args.dir, args.observer)
+		next, err := args.load()
 		var set *rules.Set
 		if err == nil {
 			set, err = loadRules(next)
@@ -108,8 +126,24 @@ func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, curre
 // the node's own (its name, addresses, directories, secrets).
 type treeHash struct{ all, withoutRules, shared string }
 
-// configHash hashes every file of cfg's tree (names and contents; the data
-// directory excluded), so a reload can tell what changed.
+// topOfTree says whether the file or directory name at the top of a
+// configuration tree is configuration: anything else there (a log, a
+// backup) is not.
+func topOfTree(name string, dir bool) bool {
+	if dir {
+		switch name {
+		case "hosts.d", "alert.d", "rules.d", config.DefaultPluginDir:
+			return true
+		}
+		return false
+	}
+	return name == config.FileName || name == "nodes.txt"
+}
+
+// configHash hashes the configuration files of cfg's tree (names and
+// contents: dmonitor.yaml, nodes.txt, hosts.d, alert.d, rules.d, the
+// plugins and the files dmonitor.yaml names; no hidden file, nothing else),
+// so a reload can tell what changed.
 func configHash(cfg *config.Config) (treeHash, error) {
 	all, without, shared := sha256.New(), sha256.New(), sha256.New()
 	own := map[string]bool{filepath.Join(cfg.Dir, config.FileName): true, cfg.Control.TokenFile: true, cfg.TSDB.TokenFile: true,
@@ -118,20 +152,28 @@ func configHash(cfg *config.Config) (treeHash, error) {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() {
-			if path == cfg.DataDir {
+		// The configuration and nothing else: a log file or an editor's
+		// swap file beside it is no change of configuration.
+		rel, _ := filepath.Rel(cfg.Dir, path)
+		if strings.HasPrefix(d.Name(), ".") && path != cfg.Dir {
+			if d.IsDir() {
 				return filepath.SkipDir
 			}
 			return nil
 		}
-		if !d.Type().IsRegular() {
+		if d.IsDir() {
+			if path != cfg.Dir && filepath.Dir(path) == cfg.Dir && !topOfTree(rel, true) && path != cfg.PluginDir || path == cfg.DataDir {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || filepath.Dir(path) == cfg.Dir && !topOfTree(rel, false) && !own[path] {
 			return nil
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(cfg.Dir, path)
 		for _, h := range []hash.Hash{all, without, shared} {
 			if h == without && strings.HasPrefix(rel, "rules.d"+string(filepath.Separator)) || h == shared && own[path] {
 				continue

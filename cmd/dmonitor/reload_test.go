@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
@@ -97,5 +98,48 @@ checks:
 	take()
 	if len(tally.firing) != 3 || len(tally.resolved) != 3 || tally.duplicates() != 0 {
 		t.Fatalf("firing %v, resolved %v: want three incidents, each paged once and resolved once", tally.firing, tally.resolved)
+	}
+}
+
+// Only configuration counts as a change: a log or an editor's swap file
+// in the tree is none, a host added is one, and the hash the nodes compare
+// leaves out what is each node's own.
+func TestConfigHash(t *testing.T) {
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml":         "observer: a\ncontrol: {listen: '127.0.0.1:2929'}\n",
+		"hosts.d/www1/ping":     "",
+		"plugins/check_ping":    "#!/bin/sh\n",
+		"rules.d/ping.yaml":     "rules: []\n",
+		"alert.d/a@example.org": "",
+	})
+	if err := os.Chmod(filepath.Join(dir, "plugins", "check_ping"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hash := func() treeHash {
+		t.Helper()
+		cfg, err := config.Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := configHash(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	first := hash()
+	writeTree(t, dir, map[string]string{"dmonitor.log": "lots\n", ".dmonitor.yaml.swp": "x", "hosts.d/.www2.swp": "x", "backup/old.yaml": "x"})
+	if h := hash(); h != first {
+		t.Errorf("a log, swap files and a backup changed the hash: %+v, was %+v", h, first)
+	}
+	writeTree(t, dir, map[string]string{"dmonitor.yaml": "observer: b\ncontrol: {listen: '127.0.0.1:3939'}\n"})
+	second := hash()
+	if second.all == first.all || second.shared != first.shared {
+		t.Errorf("another node's name and address: all %v, shared %v; want all changed, shared not", second.all != first.all, second.shared != first.shared)
+	}
+	writeTree(t, dir, map[string]string{"hosts.d/www2/ping": ""})
+	if h := hash(); h.shared == second.shared || h.withoutRules == second.withoutRules {
+		t.Errorf("a host added did not change the hashes")
 	}
 }
