@@ -43,7 +43,8 @@ func readDatasource(t *testing.T) provisionedDatasource {
 
 // TestGrafanaDatasource: Grafana reads the OpenTSDB the evaluators write
 // to, through its server (the service name resolves only on the compose
-// network), as OpenTSDB 2.4, which the image runs.
+// network), with the version setting "==2.3", which its settings page
+// offers and OpenTSDB 2.4, which the image runs, answers.
 func TestGrafanaDatasource(t *testing.T) {
 	ds := readDatasource(t)
 	cfg := loadConfig(t, stackConfigDir)
@@ -63,8 +64,11 @@ func TestGrafanaDatasource(t *testing.T) {
 	if ds.Access != "proxy" {
 		t.Errorf("access %q, want proxy: the browser cannot resolve compose service names", ds.Access)
 	}
-	if ds.JSONData.TSDBVersion != 4 {
-		t.Errorf("jsonData.tsdbVersion %d, want 4 (OpenTSDB 2.4)", ds.JSONData.TSDBVersion)
+	// Grafana's settings page offers 1 (<=2.1), 2 (==2.2) and 3 (==2.3)
+	// and shows any other value as "<=2.1"; 3 sends showQuery and maps
+	// answers to queries by its index, which OpenTSDB 2.4 answers.
+	if ds.JSONData.TSDBVersion != 3 {
+		t.Errorf("jsonData.tsdbVersion %d, want 3 (\"==2.3\", the newest Grafana's settings offer)", ds.JSONData.TSDBVersion)
 	}
 	if r := ds.JSONData.TSDBResolution; r != 1 && r != 2 {
 		t.Errorf("jsonData.tsdbResolution %d, want 1 (second) or 2 (millisecond)", r)

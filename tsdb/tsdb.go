@@ -42,18 +42,22 @@ type Series struct {
 // FilterType names an OpenTSDB tag filter.
 type FilterType string
 
-// The OpenTSDB 2.x filter types.
+// The OpenTSDB 2.4 filter types.
 const (
-	LiteralOr    FilterType = "literal_or"     // value is one of a|b|c
-	ILiteralOr   FilterType = "iliteral_or"    // the same, case-insensitive
-	NotLiteralOr FilterType = "not_literal_or" // value is none of a|b|c
-	Wildcard     FilterType = "wildcard"       // * matches any run of characters
-	IWildcard    FilterType = "iwildcard"      // the same, case-insensitive
-	Regexp       FilterType = "regexp"         // RE2, anchored at both ends
+	LiteralOr     FilterType = "literal_or"      // value is one of a|b|c
+	ILiteralOr    FilterType = "iliteral_or"     // the same, case-insensitive
+	NotLiteralOr  FilterType = "not_literal_or"  // value is none of a|b|c
+	NotILiteralOr FilterType = "not_iliteral_or" // the same, case-insensitive
+	Wildcard      FilterType = "wildcard"        // * matches any run of characters
+	IWildcard     FilterType = "iwildcard"       // the same, case-insensitive
+	Regexp        FilterType = "regexp"          // RE2, anchored at both ends
+	NotKey        FilterType = "not_key"         // the series has no such tag; Expr must be empty
 )
 
-// Filter selects series by one tag. A series without the tag never matches.
-// With GroupBy, every distinct value of the tag gets its own output series.
+// Filter selects series by one tag. A series without the tag never matches,
+// except a NotKey filter, which matches only those. With GroupBy, every
+// distinct value of the tag gets its own output series (a NotKey filter
+// never groups: its series have no value to group by).
 type Filter struct {
 	Type    FilterType
 	Tag     string

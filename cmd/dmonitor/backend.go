@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
+	"net"
 	"path/filepath"
 	"sync/atomic"
 
@@ -14,6 +14,7 @@ import (
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/control"
 	"github.com/dmonitor/dmonitor/evaluator"
+	"github.com/dmonitor/dmonitor/internal/httpserve"
 	"github.com/dmonitor/dmonitor/tsdb"
 	"github.com/dmonitor/dmonitor/tsdb/embedded"
 	"github.com/dmonitor/dmonitor/tsdb/httpapi"
@@ -25,7 +26,7 @@ import (
 type backend struct {
 	store     evaluator.Store
 	annotator evaluator.Annotator
-	api       http.Handler                // the embedded store's OpenTSDB API; nil when not served
+	api       *httpapi.Handler            // the embedded store's OpenTSDB API; nil when not served
 	run       func(context.Context) error // the spool's replay; nil without a spool
 	close     func() error
 	// health says whether the store takes this node's points (the self
@@ -81,6 +82,17 @@ func openBackend(cfg *config.Config, token string, reg prometheus.Registerer, lo
 		}
 		return be, nil
 	}
+}
+
+// listenAPI binds addr for the embedded store's OpenTSDB API: HTTP and
+// OpenTSDB's line protocol on the one port, told apart by the first byte
+// of each connection (httpapi.Listener), as OpenTSDB serves them.
+func (be *backend) listenAPI(addr string, log *slog.Logger) (*httpserve.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("tsdb api: listen on %s: %w", addr, err)
+	}
+	return httpserve.NewServer("tsdb api", be.api.Listener(ln), be.api, log), nil
 }
 
 // spooledStore writes points and annotations through the spool, so they

@@ -203,7 +203,7 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 		servers = append(servers, srv)
 	}
 	if be.api != nil {
-		srv, err := httpserve.Listen("tsdb api", cfg.TSDB.Listen, be.api, log)
+		srv, err := be.listenAPI(cfg.TSDB.Listen, log)
 		if err != nil {
 			return err
 		}

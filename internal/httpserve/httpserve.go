@@ -30,11 +30,18 @@ func Listen(name, addr string, handler http.Handler, log *slog.Logger) (*Server,
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
 	}
+	return NewServer(name, ln, handler, log), nil
+}
+
+// NewServer is Listen for a listener already bound: one that hands the
+// server only some of its connections, say. The server closes ln when it
+// shuts down.
+func NewServer(name string, ln net.Listener, handler http.Handler, log *slog.Logger) *Server {
 	return &Server{name: name, ln: ln, srv: &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}}, nil
+	}}
 }
 
 // ListenTLS is Listen for HTTPS: it binds addr for handler and serves it

@@ -237,7 +237,8 @@ func compileQuery(q tsdb.Query) (*plan, []*labels.Matcher, error) {
 	if q.ExplicitTags {
 		p.explicit = []string{}
 		for _, f := range q.Filters {
-			if !slices.Contains(p.explicit, f.Tag) {
+			// A not_key filter names a tag the series must not have.
+			if f.Type != tsdb.NotKey && !slices.Contains(p.explicit, f.Tag) {
 				p.explicit = append(p.explicit, f.Tag)
 			}
 		}
@@ -313,7 +314,7 @@ func compileMatchers(metric string, filters []tsdb.Filter) ([]*labels.Matcher, [
 			return nil, nil, fmt.Errorf("filter %s(%s=%q): %w", f.Type, f.Tag, f.Expr, err)
 		}
 		ms = append(ms, fm...)
-		if f.GroupBy && !slices.Contains(groupBy, f.Tag) {
+		if f.GroupBy && f.Type != tsdb.NotKey && !slices.Contains(groupBy, f.Tag) {
 			groupBy = append(groupBy, f.Tag)
 		}
 	}
@@ -333,6 +334,13 @@ func filterMatchers(f tsdb.Filter) ([]*labels.Matcher, error) {
 	if f.Tag == nameLabel {
 		return nil, fmt.Errorf("tag %q is the metric name: %w", f.Tag, tsdb.ErrInvalid)
 	}
+	if f.Type == tsdb.NotKey {
+		// The engine sees a missing label as the empty value.
+		if f.Expr != "" {
+			return nil, fmt.Errorf("a not_key filter takes no expression: %w", tsdb.ErrInvalid)
+		}
+		return []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, f.Tag, "")}, nil
+	}
 	if f.Expr == "" {
 		return nil, fmt.Errorf("empty expression: %w", tsdb.ErrInvalid)
 	}
@@ -341,7 +349,7 @@ func filterMatchers(f tsdb.Filter) ([]*labels.Matcher, error) {
 		re  string
 	)
 	switch f.Type {
-	case tsdb.LiteralOr, tsdb.ILiteralOr, tsdb.NotLiteralOr:
+	case tsdb.LiteralOr, tsdb.ILiteralOr, tsdb.NotLiteralOr, tsdb.NotILiteralOr:
 		var alts []string
 		for v := range strings.SplitSeq(f.Expr, "|") {
 			if v != "" {
@@ -357,6 +365,9 @@ func filterMatchers(f tsdb.Filter) ([]*labels.Matcher, error) {
 		case tsdb.ILiteralOr:
 			re = "(?i:" + re + ")"
 		case tsdb.NotLiteralOr:
+			typ = labels.MatchNotRegexp
+		case tsdb.NotILiteralOr:
+			re = "(?i:" + re + ")"
 			typ = labels.MatchNotRegexp
 		}
 	case tsdb.Wildcard, tsdb.IWildcard:

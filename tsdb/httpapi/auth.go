@@ -24,6 +24,17 @@ func newAuth(opts Options) auth {
 	return a
 }
 
+// check says whether tok is the configured token; false when none is.
+func (a auth) check(tok string) bool {
+	if a.tokenSum == nil {
+		return false
+	}
+	// Hashing both sides makes the comparison constant time whatever the
+	// lengths, so timing reveals nothing of the token.
+	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	return subtle.ConstantTimeCompare(sum[:], a.tokenSum) == 1
+}
+
 // authorize returns the 401 answer refusing a write, or nil when r may
 // write: it comes from loopback, carries the bearer token, or writes are
 // open to all.
@@ -38,10 +49,7 @@ func (h *handler) authorize(r *http.Request) *apiError {
 			details: "writes from beyond loopback need Authorization: Bearer <token>, and this server has no token to check it against"}
 	}
 	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	// Hashing both sides makes the comparison constant time whatever the
-	// lengths, so timing reveals nothing of the token.
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	if strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare(sum[:], h.auth.tokenSum) == 1 {
+	if strings.EqualFold(scheme, "Bearer") && h.auth.check(tok) {
 		return nil
 	}
 	h.warn.Warn("opentsdb api: write without the right bearer token refused",
@@ -53,8 +61,11 @@ func (h *handler) authorize(r *http.Request) *apiError {
 // fromLoopback says whether r came from a loopback address (127.0.0.0/8,
 // ::1, or ::ffff:127.x.y.z). A RemoteAddr that is no IP address (a Unix
 // socket's) is not loopback: unknown peers are refused, not trusted.
-func fromLoopback(r *http.Request) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+func fromLoopback(r *http.Request) bool { return loopbackAddr(r.RemoteAddr) }
+
+// loopbackAddr says whether addr, a "host:port", is on a loopback address.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
 	}

@@ -1,6 +1,7 @@
-// Package httpapi serves OpenTSDB 2.4's HTTP API (JSON serializer) over a
-// tsdb.Store, so Grafana's OpenTSDB data source, OpenTSDB clients and
-// dmonitor's own tsdb/opentsdb client work against dmonitor's embedded
+// Package httpapi serves OpenTSDB 2.4's HTTP API (JSON serializer) and its
+// telnet-style line protocol over a tsdb.Store, so Grafana's OpenTSDB data
+// source, OpenTSDB clients, collectors (collectd's write_tsdb, tcollector)
+// and dmonitor's own tsdb/opentsdb client work against dmonitor's embedded
 // store as they do against a real OpenTSDB. docs/OPENTSDB_API.md lists the
 // endpoints and the choices made where OpenTSDB's documentation is silent.
 package httpapi
@@ -14,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -116,6 +118,16 @@ type TSUIDer interface {
 	TSUID(metric string, tags map[string]string) string
 }
 
+// Handler serves the OpenTSDB API over one store: HTTP through ServeHTTP,
+// and the line protocol through ServeConn, or both on one port through
+// Listener.
+type Handler struct {
+	h *handler
+}
+
+// ServeHTTP serves the HTTP API.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.h.ServeHTTP(w, r) }
+
 // handler serves the API over one store.
 type handler struct {
 	store     tsdb.Store
@@ -131,6 +143,9 @@ type handler struct {
 	auth      auth
 	now       func() time.Time
 	routes    map[string]route
+	host      string // the host tag of the stats
+	counters  counters
+	maxLine   int // the longest line of the line protocol
 }
 
 // route is one endpoint: the methods it takes, those of them that write
@@ -141,17 +156,18 @@ type route struct {
 	serve   func(w http.ResponseWriter, r *http.Request) error
 }
 
-// NewHandler returns the OpenTSDB HTTP API over store. It answers
-// annotations when store implements tsdb.Annotator, suggestions when it
-// implements tsdb.Suggester, and TSUIDs when it implements TSUIDer;
-// otherwise those endpoints answer 501.
+// NewHandler returns the OpenTSDB API over store. It answers annotations
+// when store implements tsdb.Annotator, suggestions when it implements
+// tsdb.Suggester, TSUIDs when it implements TSUIDer, and lookups when it
+// implements both SeriesLister and tsdb.Suggester; otherwise those
+// endpoints answer 501.
 //
 // It registers dmonitor_limit_hits_total with opts.Registerer, reusing the
 // counter already registered there under that name (a second handler, or
 // a store counting its own limits in it); it panics, as
 // prometheus.MustRegister does, when the registry holds a different metric
 // of that name.
-func NewHandler(store tsdb.Store, opts Options) http.Handler {
+func NewHandler(store tsdb.Store, opts Options) *Handler {
 	h := &handler{store: store, log: opts.Logger, version: opts.Version, now: opts.Now}
 	h.annotator, _ = store.(tsdb.Annotator)
 	h.suggester, _ = store.(tsdb.Suggester)
@@ -170,6 +186,11 @@ func NewHandler(store tsdb.Store, opts Options) http.Handler {
 	h.warn = newLimitedLog(h.log, h.now)
 	h.limits = newLimits(opts, h.counter != nil)
 	h.auth = newAuth(opts)
+	h.maxLine = maxLineBytes(h.limits)
+	h.host, _ = os.Hostname()
+	if h.host == "" {
+		h.host = "localhost"
+	}
 	get, post, put, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
 	h.routes = map[string]route{
 		"/api/put":   {[]string{post}, []string{post}, h.servePut},
@@ -181,11 +202,18 @@ func NewHandler(store tsdb.Store, opts Options) http.Handler {
 		"/api/version":         {[]string{get, post}, nil, h.serveVersion},
 		"/api/annotation":      {[]string{get, post, put, del}, []string{post, put, del}, h.serveAnnotation},
 		"/api/annotation/bulk": {[]string{post, put, del}, []string{post, put, del}, h.serveAnnotationBulk},
+		"/api/config/filters":  {[]string{get, post}, nil, h.serveFilters},
+		"/api/search/lookup":   {[]string{get, post}, nil, h.serveLookup},
+		"/api/stats":           {[]string{get, post}, nil, h.serveStats},
+		"/api/serializers":     {[]string{get, post}, nil, h.serveSerializers},
+		// Nothing to drop, so no write (see serveDropCaches).
+		"/api/dropcaches": {[]string{get, post}, nil, h.serveDropCaches},
 	}
-	return h
+	return &Handler{h: h}
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.counters.http.Add(1)
 	path := r.URL.Path
 	if len(path) > 1 {
 		path = strings.TrimSuffix(path, "/")

@@ -125,7 +125,7 @@ func newLimits(opts Options, canCount bool) limits {
 		}
 	}
 	l.hits = map[string]prometheus.Counter{}
-	for _, name := range []string{limitBodyBytes, limitDatapoints, limitNewSeriesPerRequest, limitNewSeriesPerMinute, limitNameBytes, limitTagsPerPoint} {
+	for _, name := range []string{limitBodyBytes, limitDatapoints, limitNewSeriesPerRequest, limitNewSeriesPerMinute, limitNameBytes, limitTagsPerPoint, limitLineBytes} {
 		// Created up front, so every limit is exported at 0 before its
 		// first hit and a rate() over it starts from a value.
 		l.hits[name] = hits.WithLabelValues(name)

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -38,6 +39,7 @@ type queryRequest struct {
 	GlobalAnnotations flexBool        `json:"globalAnnotations"`
 	MsResolution      flexBool        `json:"msResolution"`
 	ShowTSUIDs        flexBool        `json:"showTSUIDs"`
+	ShowQuery         flexBool        `json:"showQuery"`
 	Delete            flexBool        `json:"delete"`
 	Timezone          string          `json:"timezone"`
 	UseCalendar       flexBool        `json:"useCalendar"`
@@ -75,6 +77,7 @@ type filterSpec struct {
 
 // plan is one validated sub query.
 type plan struct {
+	index        int // its place in the request, echoed by showQuery
 	metric       string
 	filters      []tsdb.Filter
 	agg          string // an entry of aggregatorNames
@@ -83,6 +86,8 @@ type plan struct {
 	rate         bool
 	rateOptions  tsdb.RateOptions
 	explicitTags bool
+	// downsampleSpec is the downsample as sent, echoed by showQuery.
+	downsampleSpec string
 }
 
 // query is the store query that answers p over [start, end].
@@ -99,6 +104,8 @@ type request struct {
 	globalAnnotations bool
 	msResolution      bool
 	showTSUIDs        bool
+	showQuery         bool
+	arrays            bool // dps as [[time, value], ...]
 }
 
 // parseQueryJSON validates the body of a POST.
@@ -119,6 +126,7 @@ func (h *handler) parseQueryJSON(body []byte) (*request, error) {
 		globalAnnotations: bool(qr.GlobalAnnotations),
 		msResolution:      bool(qr.MsResolution),
 		showTSUIDs:        bool(qr.ShowTSUIDs),
+		showQuery:         bool(qr.ShowQuery),
 	}
 	if err := h.parseRange(req, unquote(qr.Start), unquote(qr.End), loc); err != nil {
 		return nil, err
@@ -132,6 +140,7 @@ func (h *handler) parseQueryJSON(body []byte) (*request, error) {
 			err.details = fmt.Sprintf("sub query %d: %s", i, err.details)
 			return nil, err
 		}
+		p.index = i
 		req.plans = append(req.plans, p)
 	}
 	return req, nil
@@ -153,6 +162,7 @@ func (h *handler) parseQueryString(r *http.Request) (*request, error) {
 		globalAnnotations: flag(r, "global_annotations"),
 		msResolution:      flag(r, "ms") || flag(r, "msResolution"),
 		showTSUIDs:        flag(r, "show_tsuids"),
+		showQuery:         flag(r, "show_query"),
 	}
 	if err := h.parseRange(req, q.Get("start"), q.Get("end"), loc); err != nil {
 		return nil, err
@@ -171,6 +181,7 @@ func (h *handler) parseQueryString(r *http.Request) (*request, error) {
 			aerr.details = fmt.Sprintf("m=%s: %s", m, aerr.details)
 			return nil, aerr
 		}
+		p.index = len(req.plans)
 		req.plans = append(req.plans, p)
 	}
 	return req, nil
@@ -311,7 +322,8 @@ var downsamplers = []string{"avg", "count", "dev", "first", "last", "max", "mimm
 
 // compileSubQuery validates one sub query.
 func compileSubQuery(sq subQuery) (plan, *apiError) {
-	p := plan{metric: sq.Metric, agg: strings.ToLower(sq.Aggregator), rate: bool(sq.Rate), explicitTags: bool(sq.ExplicitTags)}
+	p := plan{metric: sq.Metric, agg: strings.ToLower(sq.Aggregator), rate: bool(sq.Rate), explicitTags: bool(sq.ExplicitTags),
+		downsampleSpec: sq.Downsample}
 	if len(sq.TSUIDs) > 0 && sq.Metric == "" {
 		return p, badRequest("TSUID queries are not supported", "the embedded store's TSUIDs are hashes and cannot be resolved back to series; query by metric")
 	}
@@ -418,24 +430,38 @@ func (p *plan) parseDownsample(spec string) *apiError {
 	return nil
 }
 
-// filterTypes maps OpenTSDB's filter names to tsdb's.
+// filterTypes maps OpenTSDB 2.4's filter names to tsdb's: every filter
+// type OpenTSDB 2.4 has built in.
 var filterTypes = map[string]tsdb.FilterType{
-	"literal_or":     tsdb.LiteralOr,
-	"iliteral_or":    tsdb.ILiteralOr,
-	"not_literal_or": tsdb.NotLiteralOr,
-	"wildcard":       tsdb.Wildcard,
-	"iwildcard":      tsdb.IWildcard,
-	"regexp":         tsdb.Regexp,
+	"literal_or":      tsdb.LiteralOr,
+	"iliteral_or":     tsdb.ILiteralOr,
+	"not_literal_or":  tsdb.NotLiteralOr,
+	"not_iliteral_or": tsdb.NotILiteralOr,
+	"wildcard":        tsdb.Wildcard,
+	"iwildcard":       tsdb.IWildcard,
+	"regexp":          tsdb.Regexp,
+	"not_key":         tsdb.NotKey,
 }
+
+// filterTypeNames lists filterTypes' names, sorted, for messages.
+var filterTypeNames = strings.Join(slices.Sorted(maps.Keys(filterTypes)), ", ")
 
 // newFilter validates one filter of the filters list.
 func newFilter(typ, tagk, expr string, groupBy bool) (tsdb.Filter, *apiError) {
 	ft, ok := filterTypes[strings.ToLower(typ)]
 	if !ok {
-		return tsdb.Filter{}, badRequest("Invalid filter type", fmt.Sprintf("%q is not one of literal_or, iliteral_or, not_literal_or, wildcard, iwildcard, regexp", typ))
+		return tsdb.Filter{}, badRequest("Invalid filter type", fmt.Sprintf("%q is not one of %s", typ, filterTypeNames))
 	}
 	if tagk == "" {
 		return tsdb.Filter{}, badRequest("Missing filter tag key", fmt.Sprintf("%s filter %q has no tagk", typ, expr))
+	}
+	if ft == tsdb.NotKey {
+		// OpenTSDB's words. Its series have no value of the tag to group
+		// by, so a group-by is dropped rather than refused.
+		if expr != "" {
+			return tsdb.Filter{}, badRequest("The filter must be empty for the not_key filter", fmt.Sprintf("not_key filter on %q has filter %q", tagk, expr))
+		}
+		return tsdb.Filter{Type: ft, Tag: tagk}, nil
 	}
 	if expr == "" {
 		return tsdb.Filter{}, badRequest("Missing filter expression", fmt.Sprintf("%s filter on %q has no filter", typ, tagk))

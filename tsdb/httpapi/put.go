@@ -63,10 +63,12 @@ func (h *handler) servePut(w http.ResponseWriter, r *http.Request) error {
 		b.drain()
 		return err
 	}
+	h.counters.putPoints.Add(int64(len(pb.raws)))
 	refused, err := h.appendEach(r, pb.points)
 	if err != nil {
 		return err
 	}
+	h.counters.stored.Add(int64(len(pb.points) - len(refused)))
 	errs := pb.errs
 	for _, f := range refused {
 		errs = append(errs, putError{Datapoint: pb.raws[pb.origin[f.index]], Error: f.reason})

@@ -36,6 +36,10 @@ func (h *handler) serveQuery(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// OpenTSDB 2.4's JSON serializer: dps as [[time, value], ...], in the
+	// query string of either method (Grafana's "==2.4" setting asks so
+	// for its server-side queries).
+	req.arrays = flag(r, "arrays")
 	out, err := h.runQuery(r.Context(), req)
 	if err != nil {
 		return err
@@ -63,12 +67,16 @@ func (h *handler) runQuery(ctx context.Context, req *request) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		var shown []byte // the same for every series of p
+		if req.showQuery {
+			shown, _ = json.Marshal(p.shown()) // our own types always marshal
+		}
 		for _, g := range groups {
 			if !first {
 				buf.WriteByte(',')
 			}
 			first = false
-			if err := h.render(ctx, buf, req, p, g, global); err != nil {
+			if err := h.render(ctx, buf, req, p, g, global, shown); err != nil {
 				return nil, err
 			}
 		}
@@ -164,7 +172,7 @@ func groupKey(tags map[string]string, gb []string) string {
 }
 
 // render appends one answer series to buf.
-func (h *handler) render(ctx context.Context, buf *bytes.Buffer, req *request, p *plan, g group, global []tsdb.Annotation) error {
+func (h *handler) render(ctx context.Context, buf *bytes.Buffer, req *request, p *plan, g group, global []tsdb.Annotation, shown []byte) error {
 	s := g.series
 	tags := s.Tags
 	if tags == nil {
@@ -181,7 +189,7 @@ func (h *handler) render(ctx context.Context, buf *bytes.Buffer, req *request, p
 	buf.WriteString(`,"aggregateTags":`)
 	writeJSONValue(buf, aggTags)
 	buf.WriteString(`,"dps":`)
-	writeDPS(buf, s.Samples, req.msResolution, p)
+	writeDPS(buf, s.Samples, req.msResolution, req.arrays, p)
 
 	var tsuids []string
 	if h.tsuider != nil {
@@ -217,8 +225,71 @@ func (h *handler) render(ctx context.Context, buf *bytes.Buffer, req *request, p
 		buf.WriteString(`,"tsuids":`)
 		writeJSONValue(buf, tsuids)
 	}
+	if shown != nil {
+		buf.WriteString(`,"query":`)
+		buf.Write(shown)
+	}
 	buf.WriteByte('}')
 	return nil
+}
+
+// shownQuery is a sub query as showQuery echoes it with each answer
+// series: OpenTSDB 2.3+'s TSSubQuery, with index its place in the
+// request's queries. Grafana's "==2.3" setting maps each answer series to
+// its panel query by index.
+type shownQuery struct {
+	Aggregator   string            `json:"aggregator"`
+	Metric       string            `json:"metric"`
+	TSUIDs       []string          `json:"tsuids"`
+	Downsample   *string           `json:"downsample"`
+	Rate         bool              `json:"rate"`
+	Filters      []shownFilter     `json:"filters"`
+	Index        int               `json:"index"`
+	Tags         map[string]string `json:"tags"`
+	RateOptions  *shownRate        `json:"rateOptions"`
+	ExplicitTags bool              `json:"explicitTags"`
+	Percentiles  []float64         `json:"percentiles"`
+}
+
+// shownFilter is a filter as OpenTSDB writes it (group_by, unlike the
+// groupBy it reads).
+type shownFilter struct {
+	Tagk    string `json:"tagk"`
+	Filter  string `json:"filter"`
+	GroupBy bool   `json:"group_by"`
+	Type    string `json:"type"`
+}
+
+type shownRate struct {
+	Counter    bool    `json:"counter"`
+	CounterMax float64 `json:"counterMax"`
+	ResetValue float64 `json:"resetValue"`
+	DropResets bool    `json:"dropResets"`
+}
+
+// shown returns p as showQuery echoes it. Tags holds the group-by
+// filters as "type(expr)", as OpenTSDB fills it in after merging tags and
+// filters.
+func (p *plan) shown() shownQuery {
+	q := shownQuery{Aggregator: p.agg, Metric: p.metric, Rate: p.rate, Index: p.index,
+		ExplicitTags: p.explicitTags, Filters: []shownFilter{}, Tags: map[string]string{}}
+	if p.downsampleSpec != "" {
+		q.Downsample = &p.downsampleSpec
+	}
+	for _, f := range p.filters {
+		q.Filters = append(q.Filters, shownFilter{Tagk: f.Tag, Filter: f.Expr, GroupBy: f.GroupBy, Type: string(f.Type)})
+		if f.GroupBy {
+			q.Tags[f.Tag] = string(f.Type) + "(" + f.Expr + ")"
+		}
+	}
+	if p.rate {
+		o := p.rateOptions
+		if o.CounterMax == 0 {
+			o.CounterMax = math.MaxInt64
+		}
+		q.RateOptions = &shownRate{Counter: o.Counter, CounterMax: o.CounterMax, ResetValue: o.ResetValue, DropResets: o.DropResets}
+	}
+	return q
 }
 
 func writeJSONValue(buf *bytes.Buffer, v any) {
@@ -226,12 +297,17 @@ func writeJSONValue(buf *bytes.Buffer, v any) {
 	buf.Write(b)
 }
 
-// writeDPS writes samples as OpenTSDB's "dps" object, keys in time order.
+// writeDPS writes samples as OpenTSDB's "dps" object, keys in time order,
+// or with arrays as its array of [time, value] pairs.
 // In seconds (without msResolution) the samples of one second are
 // combined into one (see secondReducer). NaN is written as the string
 // "NaN", or null under the fill policy null, as OpenTSDB writes them.
-func writeDPS(buf *bytes.Buffer, samples []tsdb.Sample, ms bool, p *plan) {
-	buf.WriteByte('{')
+func writeDPS(buf *bytes.Buffer, samples []tsdb.Sample, ms, arrays bool, p *plan) {
+	open, sep, end := "{", `":`, "}"
+	if arrays {
+		open, sep, end = "[", ",", "]"
+	}
+	buf.WriteString(open)
 	var scratch []byte
 	var vals []float64
 	first := true
@@ -257,14 +333,21 @@ func writeDPS(buf *bytes.Buffer, samples []tsdb.Sample, ms bool, p *plan) {
 			buf.WriteByte(',')
 		}
 		first = false
-		buf.WriteByte('"')
+		if arrays {
+			buf.WriteByte('[')
+		} else {
+			buf.WriteByte('"')
+		}
 		scratch = strconv.AppendInt(scratch[:0], key, 10)
 		buf.Write(scratch)
-		buf.WriteString(`":`)
+		buf.WriteString(sep)
 		scratch = appendValue(scratch[:0], v, p.fill == "null")
 		buf.Write(scratch)
+		if arrays {
+			buf.WriteByte(']')
+		}
 	}
-	buf.WriteByte('}')
+	buf.WriteString(end)
 }
 
 func floorSecond(t time.Time) int64 {
