@@ -6,6 +6,8 @@ package check
 import (
 	"encoding/json"
 	"fmt"
+	"math"
+	"strconv"
 	"time"
 )
 
@@ -69,13 +71,40 @@ const (
 // Perf is one performance-data item of the Nagios plugin API:
 // 'label'=value[UOM];[warn];[crit];[min];[max].
 type Perf struct {
-	Label string   `json:"label"`
-	Value float64  `json:"value"`
-	UOM   string   `json:"uom"`  // unit as the plugin wrote it: "", s, ms, us, %, B, KB, MB, GB, TB, c
-	Warn  string   `json:"warn"` // threshold range as written, "" when absent
-	Crit  string   `json:"crit"`
-	Min   *float64 `json:"min"`
-	Max   *float64 `json:"max"`
+	Label string  `json:"label"`
+	Value float64 `json:"value"`
+	// Text is the value as the plugin wrote it, without its unit
+	// ("82138904", "0.500"), so that it can be shown as written rather than
+	// as a float64 formats; "" when the item was not parsed from a plugin's
+	// output. ValueText falls back on Value.
+	Text string   `json:"text,omitempty"`
+	UOM  string   `json:"uom"`  // unit as the plugin wrote it: "", s, ms, us, %, B, KB, MB, GB, TB, c
+	Warn string   `json:"warn"` // threshold range as written, "" when absent
+	Crit string   `json:"crit"`
+	Min  *float64 `json:"min"`
+	Max  *float64 `json:"max"`
+}
+
+// ValueText returns the value as the plugin wrote it, or, for an item
+// without Text, Value as FormatValue writes it.
+func (p Perf) ValueText() string {
+	if p.Text != "" {
+		return p.Text
+	}
+	return FormatValue(p.Value)
+}
+
+// FormatValue writes v as encoding/json would, without an exponent from
+// 1e-6 up to 1e21 (82138904, not 8.2138904e+07), and as NaN, +Inf or -Inf
+// where JSON has no number.
+func FormatValue(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return strconv.FormatFloat(v, 'g', -1, 64) // NaN, +Inf, -Inf
+	}
+	if a := math.Abs(v); a != 0 && (a < 1e-6 || a >= 1e21) {
+		return strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', -1, 64)
 }
 
 // BaseValue returns Value converted to its base unit: seconds for time units,

@@ -2,6 +2,8 @@ package check
 
 import (
 	"encoding/json"
+	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -66,5 +68,41 @@ func TestResultJSONShape(t *testing.T) {
 	}
 	if p, ok := m["perfdata"].([]any); !ok || len(p) != 0 {
 		t.Errorf("perfdata = %v, want an empty list, never null", m["perfdata"])
+	}
+}
+
+// TestPerfValueText: a parsed item shows its value as the plugin wrote it;
+// one built in code shows its number without an exponent where JSON would
+// write none.
+func TestPerfValueText(t *testing.T) {
+	tests := []struct {
+		p    Perf
+		want string
+	}{
+		{Perf{Value: 82138904, Text: "82138904"}, "82138904"},
+		{Perf{Value: 0.5, Text: "0.500"}, "0.500"},
+		// Without text: check_disk's kilobytes, not 8.2138904e+07.
+		{Perf{Value: 82138904}, "82138904"},
+		{Perf{Value: 0.000523}, "0.000523"},
+		{Perf{Value: -0.25}, "-0.25"},
+		{Perf{Value: 0}, "0"},
+		// Where JSON switches to an exponent, so does FormatValue.
+		{Perf{Value: 1e-7}, "1e-07"},
+		{Perf{Value: 1e21}, "1e+21"},
+		{Perf{Value: math.NaN()}, "NaN"},
+		{Perf{Value: math.Inf(-1)}, "-Inf"},
+	}
+	for _, tt := range tests {
+		if got := tt.p.ValueText(); got != tt.want {
+			t.Errorf("%+v.ValueText() = %q, want %q", tt.p, got, tt.want)
+		}
+	}
+	// `dmonitor check --json` carries the text beside the number.
+	b, err := json.Marshal(Perf{Label: "load1", Value: 0.5, Text: "0.500"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"value":0.5,"text":"0.500"`) {
+		t.Errorf("JSON %s lacks the text", b)
 	}
 }

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -105,6 +106,8 @@ func checkOutput(t *testing.T, stdout []byte, exit int, o Output) {
 			t.Fatalf("a label across lines: %s", perfString(p))
 		case math.IsNaN(p.Value) || math.IsInf(p.Value, 0):
 			t.Fatalf("a value that is no number: %s", perfString(p))
+		case !textIsValue(p):
+			t.Fatalf("a value whose text does not read as it: %s", perfString(p))
 		case !validUOM(p.UOM):
 			t.Fatalf("a garbled unit: %s", perfString(p))
 		case strings.ContainsAny(p.Warn+p.Crit, "; \t\r\n"):
@@ -113,9 +116,17 @@ func checkOutput(t *testing.T, stdout []byte, exit int, o Output) {
 	}
 }
 
-// formatPerf writes p in the plugin API's syntax, its label always quoted.
+// textIsValue reports whether p.Text is the value as written: a number that
+// reads as p.Value, with nothing around it.
+func textIsValue(p check.Perf) bool {
+	v, err := strconv.ParseFloat(p.Text, 64)
+	return err == nil && sameFloat(v, p.Value) && strings.TrimSpace(p.Text) == p.Text
+}
+
+// formatPerf writes p in the plugin API's syntax, its label always quoted
+// and its value as the plugin wrote it.
 func formatPerf(p check.Perf) string {
-	s := "'" + strings.ReplaceAll(p.Label, "'", "''") + "'=" + formatFloat(p.Value) + p.UOM + ";" + p.Warn + ";" + p.Crit + ";"
+	s := "'" + strings.ReplaceAll(p.Label, "'", "''") + "'=" + p.Text + p.UOM + ";" + p.Warn + ";" + p.Crit + ";"
 	if p.Min != nil {
 		s += formatFloat(*p.Min)
 	}
@@ -139,7 +150,7 @@ func sameOutput(a, b Output) bool {
 }
 
 func samePerf(a, b check.Perf) bool {
-	return a.Label == b.Label && sameFloat(a.Value, b.Value) && a.UOM == b.UOM && a.Warn == b.Warn && a.Crit == b.Crit &&
+	return a.Label == b.Label && sameFloat(a.Value, b.Value) && a.Text == b.Text && a.UOM == b.UOM && a.Warn == b.Warn && a.Crit == b.Crit &&
 		sameOptFloat(a.Min, b.Min) && sameOptFloat(a.Max, b.Max)
 }
 

@@ -187,8 +187,9 @@ func closingQuote(s string) int {
 
 // parseItem parses value[UOM];[warn];[crit];[min];[max]. It reports false
 // for an item to skip: an empty label, a value of U, or a value that is not a
-// number followed by a unit. Thresholds are kept as written; a min or max that
-// is not a number is dropped rather than losing the value.
+// number followed by a unit. The value and the thresholds are kept as
+// written too (Text), so they can be shown as the plugin printed them; a min
+// or max that is not a number is dropped rather than losing the value.
 func parseItem(label, field string) (check.Perf, bool) {
 	if label == "" {
 		return check.Perf{}, false
@@ -206,7 +207,7 @@ func parseItem(label, field string) (check.Perf, bool) {
 	if !validUOM(uom) {
 		return check.Perf{}, false
 	}
-	p := check.Perf{Label: label, Value: v, UOM: uom}
+	p := check.Perf{Label: label, Value: v, Text: val[:n], UOM: uom}
 	var mn, mx string
 	p.Warn, field, _ = strings.Cut(field, ";")
 	p.Crit, field, _ = strings.Cut(field, ";")

@@ -69,10 +69,10 @@ func TestParse(t *testing.T) {
 			want: Output{Status: check.OK, Raw: "OK",
 				Output: "DISK OK - free space: / 3326 MB (56%);\n/ 15272 MB (77%);\n/boot 68 MB (69%);\n/home 69357 MB (27%);\n/var/log 819 MB (84%);",
 				Perf: []check.Perf{
-					{Label: "/", Value: 2643, UOM: "MB", Warn: "5948", Crit: "5958", Min: fp(0), Max: fp(5968)},
-					{Label: "/boot", Value: 68, UOM: "MB", Warn: "88", Crit: "93", Min: fp(0), Max: fp(98)},
-					{Label: "/home", Value: 69357, UOM: "MB", Warn: "253404", Crit: "253409", Min: fp(0), Max: fp(253414)},
-					{Label: "/var/log", Value: 818, UOM: "MB", Warn: "970", Crit: "975", Min: fp(0), Max: fp(980)},
+					{Label: "/", Value: 2643, Text: "2643", UOM: "MB", Warn: "5948", Crit: "5958", Min: fp(0), Max: fp(5968)},
+					{Label: "/boot", Value: 68, Text: "68", UOM: "MB", Warn: "88", Crit: "93", Min: fp(0), Max: fp(98)},
+					{Label: "/home", Value: 69357, Text: "69357", UOM: "MB", Warn: "253404", Crit: "253409", Min: fp(0), Max: fp(253414)},
+					{Label: "/var/log", Value: 818, Text: "818", UOM: "MB", Warn: "970", Crit: "975", Min: fp(0), Max: fp(980)},
 				}},
 		},
 		{
@@ -80,7 +80,7 @@ func TestParse(t *testing.T) {
 			name:   "long output, perf only on line one",
 			stdout: "PROCS OK | procs=3;;;0\n  sshd\r\n  cron\n", exit: 0,
 			want: Output{Status: check.OK, Raw: "OK", Output: "PROCS OK\n  sshd\n  cron",
-				Perf: []check.Perf{{Label: "procs", Value: 3, Min: fp(0)}}},
+				Perf: []check.Perf{{Label: "procs", Value: 3, Text: "3", Min: fp(0)}}},
 		},
 		{
 			// Quoted labels hold spaces and '' stands for one quote; several
@@ -89,9 +89,9 @@ func TestParse(t *testing.T) {
 			stdout: "OK | 'in use'=5%;~:80;@90:95 'it''s here'=1c 'x=y'=2s\n", exit: 0,
 			want: Output{Status: check.OK, Raw: "OK", Output: "OK",
 				Perf: []check.Perf{
-					{Label: "in use", Value: 5, UOM: "%", Warn: "~:80", Crit: "@90:95"},
-					{Label: "it's here", Value: 1, UOM: "c"},
-					{Label: "x=y", Value: 2, UOM: "s"},
+					{Label: "in use", Value: 5, Text: "5", UOM: "%", Warn: "~:80", Crit: "@90:95"},
+					{Label: "it's here", Value: 1, Text: "1", UOM: "c"},
+					{Label: "x=y", Value: 2, Text: "2", UOM: "s"},
 				}},
 		},
 		{
@@ -101,8 +101,8 @@ func TestParse(t *testing.T) {
 			stdout: "WARNING | a=U;1;2 b=1.5ms;;;; c=Us d=-2e3\n", exit: 1,
 			want: Output{Status: check.Warning, Raw: "WARNING", Output: "WARNING",
 				Perf: []check.Perf{
-					{Label: "b", Value: 1.5, UOM: "ms"},
-					{Label: "d", Value: -2000},
+					{Label: "b", Value: 1.5, Text: "1.5", UOM: "ms"},
+					{Label: "d", Value: -2000, Text: "-2e3"},
 				}},
 		},
 		{
@@ -113,8 +113,21 @@ func TestParse(t *testing.T) {
 			stdout: "OK | junk ok1=1 =3 bad=abc num=1.2.3 unit=5s9 'q'x ok2=2B;;;zero;10\n", exit: 0,
 			want: Output{Status: check.OK, Raw: "OK", Output: "OK",
 				Perf: []check.Perf{
-					{Label: "ok1", Value: 1},
-					{Label: "ok2", Value: 2, UOM: "B", Max: fp(10)},
+					{Label: "ok1", Value: 1, Text: "1"},
+					{Label: "ok2", Value: 2, Text: "2", UOM: "B", Max: fp(10)},
+				}},
+		},
+		{
+			// The value is kept as written beside the number it stands for:
+			// check_disk's kilobytes, trailing zeros, a sign, an exponent.
+			name:   "value text as written",
+			stdout: "DISK OK | free=82138904KB;;;0;102400000 load=0.500;;;0; up=+3 tiny=1.0E-7s\n", exit: 0,
+			want: Output{Status: check.OK, Raw: "OK", Output: "DISK OK",
+				Perf: []check.Perf{
+					{Label: "free", Value: 82138904, Text: "82138904", UOM: "KB", Min: fp(0), Max: fp(102400000)},
+					{Label: "load", Value: 0.5, Text: "0.500", Min: fp(0)},
+					{Label: "up", Value: 3, Text: "+3"},
+					{Label: "tiny", Value: 1e-7, Text: "1.0E-7", UOM: "s"},
 				}},
 		},
 		{
@@ -122,7 +135,7 @@ func TestParse(t *testing.T) {
 			name:   "unterminated quote",
 			stdout: "DNS OK\nlong | a=1 'open=2 b=3\nc=4\n", exit: 0,
 			want: Output{Status: check.OK, Raw: "OK", Output: "DNS OK\nlong",
-				Perf: []check.Perf{{Label: "a", Value: 1}, {Label: "c", Value: 4}}},
+				Perf: []check.Perf{{Label: "a", Value: 1, Text: "1"}, {Label: "c", Value: 4, Text: "4"}}},
 		},
 		{
 			// Nothing on stdout: stderr says what went wrong.
@@ -133,7 +146,7 @@ func TestParse(t *testing.T) {
 			// Stdout with only perfdata has no message either.
 			name: "perf only, stderr", stdout: "|a=1", stderr: "warning text", exit: 0,
 			want: Output{Status: check.OK, Raw: "OK", Output: "warning text",
-				Perf: []check.Perf{{Label: "a", Value: 1}}},
+				Perf: []check.Perf{{Label: "a", Value: 1, Text: "1"}}},
 		},
 		{
 			// A message on stdout wins over stderr.
@@ -178,7 +191,7 @@ func perfString(p check.Perf) string {
 		}
 		return formatFloat(*v)
 	}
-	return quote(p.Label) + "=" + formatFloat(p.Value) + quote(p.UOM) + " warn=" + quote(p.Warn) +
+	return quote(p.Label) + "=" + formatFloat(p.Value) + " text=" + quote(p.Text) + quote(p.UOM) + " warn=" + quote(p.Warn) +
 		" crit=" + quote(p.Crit) + " min=" + f(p.Min) + " max=" + f(p.Max)
 }
 

@@ -5,14 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/dmonitor/dmonitor/check"
+	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/tsdb"
 )
 
@@ -82,10 +89,17 @@ func yamlBlocks(text string) []docBlock {
 	return out
 }
 
-// runBlock loads src and checks each expect case against it.
+// runBlock loads src and checks each expect case against it. A block that
+// loads has no warnings but those its warning cases name.
 func runBlock(t *testing.T, name, src string, cases []string) {
 	t.Helper()
 	set, err := Parse(name, []byte(src), Options{})
+	var warnings []string
+	if err == nil {
+		for _, w := range set.Warnings() {
+			warnings = append(warnings, w.Error())
+		}
+	}
 	for _, c := range cases {
 		verdict, fields, perr := parseCase(c)
 		if perr != nil {
@@ -100,9 +114,21 @@ func runBlock(t *testing.T, name, src string, cases []string) {
 		if err != nil {
 			t.Fatalf("does not load: %v", err)
 		}
+		if verdict == "warning" {
+			i := slices.IndexFunc(warnings, func(w string) bool { return strings.Contains(w, fields["warning"][0]) })
+			if i < 0 {
+				t.Errorf("expect %q: warnings are %q", c, warnings)
+				continue
+			}
+			warnings = slices.Delete(warnings, i, i+1)
+			continue
+		}
 		if err := checkCase(set, verdict, fields); err != nil {
 			t.Errorf("expect %q: %v", c, err)
 		}
+	}
+	if err == nil && len(warnings) > 0 {
+		t.Errorf("warnings no expect case names: %q", warnings)
 	}
 }
 
@@ -115,9 +141,9 @@ func parseCase(s string) (string, map[string][]string, error) {
 	}
 	fields := map[string][]string{}
 	rest = strings.TrimSpace(rest)
-	if verdict == "error" {
+	if verdict == "error" || verdict == "warning" {
 		msg, err := strconv.Unquote(rest)
-		fields["error"] = []string{msg}
+		fields[verdict] = []string{msg}
 		return verdict, fields, err
 	}
 	for rest != "" {
@@ -306,4 +332,159 @@ func (m memQuerier) Query(_ context.Context, q tsdb.Query) ([]tsdb.Series, error
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// TestDocsWarningCase: the warning verdict of the expect comments finds a
+// warning by its text, as the guide's example of a typo uses it.
+func TestDocsWarningCase(t *testing.T) {
+	runBlock(t, "inline", "rules:\n  - name: load\n    select: {chek: load}\n    severity: warnin\n", []string{
+		`warning: "select: unknown key \"chek\" (did you mean \"check\"?)"`,
+		`warning: "severity: unknown severity \"warnin\" (did you mean \"warning\"?)"`,
+	})
+}
+
+// TestReadmeQuickStart follows the configuration steps of the README's
+// Quick start on a copy of examples/standalone, as a reader would: each
+// ```yaml block is put into dmonitor.yaml (a top-level key the file has
+// is edited, since YAML refuses a repeated key; any other is added), and
+// each mkdir and touch line runs in a shell from the repository's root.
+// The result must load with the ssh check on 127.0.0.1, and a block that
+// edits a key the example has must keep everything the example has under
+// it: the reader who copies it loses nothing.
+func TestReadmeQuickStart(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	followQuickStart(t, string(b))
+}
+
+func followQuickStart(t *testing.T, readme string) {
+	t.Helper()
+	_, section, ok := strings.Cut(readme, "\n## Quick start\n")
+	if !ok {
+		t.Fatal("README.md has no section ## Quick start")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+
+	root := t.TempDir()
+	example := filepath.Join(root, "examples", "standalone")
+	copyExample(t, "../examples/standalone", example)
+	yml := filepath.Join(example, "dmonitor.yaml")
+	src, err := os.ReadFile(yml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		t.Fatal(err)
+	}
+	file := doc.Content[0]
+	blocks := yamlBlocks(section)
+	if len(blocks) == 0 {
+		t.Fatal("no ```yaml block in the Quick start")
+	}
+	for _, blk := range blocks {
+		var snip yaml.Node
+		if err := yaml.Unmarshal([]byte(blk.yaml), &snip); err != nil {
+			t.Fatalf("README.md Quick start, block %d: %v", blk.line, err)
+		}
+		m := snip.Content[0]
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			key, val := m.Content[i].Value, m.Content[i+1]
+			j := slices.IndexFunc(file.Content, func(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Value == key })
+			if j < 0 || j%2 == 1 {
+				file.Content = append(file.Content, m.Content[i], val)
+				continue
+			}
+			keepsAll(t, key, file.Content[j+1], val)
+			file.Content[j+1] = val
+		}
+	}
+	out, err := yaml.Marshal(&doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(yml, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	ran := 0
+	for _, line := range strings.Split(section, "\n") {
+		cmd, ok := strings.CutPrefix(line, "    ")
+		if !ok || !(strings.HasPrefix(cmd, "mkdir ") || strings.HasPrefix(cmd, "touch ")) {
+			continue
+		}
+		c := exec.Command("sh", "-c", cmd)
+		c.Dir = root
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", cmd, err, out)
+		}
+		ran++
+	}
+	if ran == 0 {
+		t.Fatal("no mkdir or touch line in the Quick start")
+	}
+
+	cfg, err := config.Load(example)
+	if err != nil {
+		t.Fatalf("the example with the Quick start's steps does not load:\n%v\ndmonitor.yaml:\n%s", err, out)
+	}
+	i := slices.IndexFunc(cfg.Targets, func(tg config.Target) bool { return tg.Host == "127.0.0.1" && tg.Check.Name == "ssh" })
+	if i < 0 {
+		t.Fatalf("no check ssh on 127.0.0.1 among %d targets", len(cfg.Targets))
+	}
+	if argv := cfg.Targets[i].Check.Argv("127.0.0.1"); !slices.Contains(argv, "127.0.0.1") {
+		t.Errorf("ssh runs %q, want it to name the host", argv)
+	}
+}
+
+// keepsAll fails unless every key of the mapping was has the same value in
+// the mapping now: a README block that edits part of the example's file
+// keeps the rest.
+func keepsAll(t *testing.T, key string, was, now *yaml.Node) {
+	t.Helper()
+	var before, after map[string]any
+	if err := was.Decode(&before); err != nil {
+		return // not a mapping: the block replaces a value
+	}
+	if err := now.Decode(&after); err != nil {
+		t.Fatalf("the README's %s: is not a mapping: %v", key, err)
+	}
+	for k, v := range before {
+		if !reflect.DeepEqual(after[k], v) {
+			t.Errorf("the README's %s: block drops or changes %s, which examples/standalone/dmonitor.yaml has: a reader copying it loses it", key, k)
+		}
+	}
+}
+
+// copyExample copies the example's configuration tree, not its data/.
+func copyExample(t *testing.T, from, to string) {
+	t.Helper()
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() == "data" {
+			continue
+		}
+		src, dst := filepath.Join(from, e.Name()), filepath.Join(to, e.Name())
+		if e.IsDir() {
+			if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(to, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -30,21 +30,28 @@ type Options struct {
 	// Receivers, when not nil, are the receiver names that notify may use;
 	// any other name is an error. Nil accepts every name.
 	Receivers []string
+	// Config, when not nil, is the configuration the rules are to run
+	// with: a rule that selects none of its targets is warned about (see
+	// Set.Warnings). Nil skips that check.
+	Config *config.Config
 }
 
 // Set is the compiled rules of a rules.d directory. It is immutable and
 // safe for concurrent use.
 type Set struct {
-	rules   []*Rule // parents before children, otherwise in file order
-	byName  map[string]*Rule
-	queries []QueryKey
+	rules    []*Rule // parents before children, otherwise in file order
+	byName   map[string]*Rule
+	queries  []QueryKey
+	warnings config.Errors
 }
 
 // Load reads every *.yaml file of dir, in name order, and compiles the
 // rules in them. A missing dir is an empty Set: rules.d is optional. Load
 // returns either a Set or an error of type config.Errors listing every
 // problem found, each as "file:line:col: rule "name": message", never
-// both; file is dir joined with the file name.
+// both; file is dir joined with the file name. What is likely a mistake
+// but loads (an unknown severity, a select that matches nothing) is in
+// the Set's Warnings; a refused load reports only its errors.
 func Load(dir string, o Options) (*Set, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -84,6 +91,15 @@ func Load(dir string, o Options) (*Set, error) {
 func Parse(file string, data []byte, o Options) (*Set, error) {
 	return build([]source{{file, data}}, o)
 }
+
+// Warnings returns what is likely a mistake in the rules of s although
+// they load, positioned and worded like Load's errors ("file:line:col:
+// rule "name": message"), sorted by file, line and column: a select key no
+// instance has (`chek: load`), a severity other than those of Severities
+// (`warnin`), and, when Options.Config was given, a select that matches
+// no target of that configuration. A misspelt name comes with the likely
+// one ("did you mean "check"?"). Nil when there is nothing to say.
+func (s *Set) Warnings() config.Errors { return slices.Clone(s.warnings) }
 
 // Rules returns the rules of s, every rule after the rules it depends on.
 func (s *Set) Rules() []*Rule { return slices.Clone(s.rules) }
@@ -132,14 +148,20 @@ type ruleDef struct {
 	summary     *yaml.Node
 	description *yaml.Node
 	deps        []*yaml.Node // depends_on elements
+	severity    *yaml.Node
+	sel         *yaml.Node              // the select mapping
+	selKeys     []*yaml.Node            // its keys, in file order
+	selGlobs    map[string][]*yaml.Node // each key's globs
+
 	// bad marks a rule with errors, kept so that the rules naming it in
 	// depends_on are not told it does not exist.
 	bad bool
 }
 
 type loader struct {
-	o    Options
-	errs config.Errors
+	o     Options
+	errs  config.Errors
+	warns config.Errors
 }
 
 func build(srcs []source, o Options) (*Set, error) {
@@ -153,6 +175,9 @@ func build(srcs []source, o Options) (*Set, error) {
 		sortErrors(l.errs)
 		return nil, l.errs
 	}
+	l.warnAll(defs)
+	sortErrors(l.warns)
+	set.warnings = l.warns
 	return set, nil
 }
 
@@ -186,11 +211,20 @@ func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 }
 
 func (d *decoder) errorAt(line, col int, format string, args ...any) {
+	d.l.errs = append(d.l.errs, d.problem(line, col, format, args...))
+}
+
+// warnf records a warning at n, worded as errorf words an error.
+func (d *decoder) warnf(n *yaml.Node, format string, args ...any) {
+	d.l.warns = append(d.l.warns, d.problem(n.Line, n.Column, format, args...))
+}
+
+func (d *decoder) problem(line, col int, format string, args ...any) *config.Error {
 	msg := fmt.Sprintf(format, args...)
 	if d.rule != "" {
 		msg = d.rule + ": " + msg
 	}
-	d.l.errs = append(d.l.errs, &config.Error{File: d.file, Line: line, Col: col, Msg: msg})
+	return &config.Error{File: d.file, Line: line, Col: col, Msg: msg}
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -301,7 +335,7 @@ func (d *decoder) rule1(i int, n *yaml.Node) *ruleDef {
 			def.name = v
 			str("name", &r.Name)(v)
 		},
-		"select": func(v *yaml.Node) { ok = d.selector(v, r) && ok },
+		"select": func(v *yaml.Node) { ok = d.selector(v, def) && ok },
 		"expr": func(v *yaml.Node) {
 			def.expr = v
 			str("expr", &r.Expr)(v)
@@ -312,7 +346,10 @@ func (d *decoder) rule1(i int, n *yaml.Node) *ruleDef {
 		},
 		"for":             dur("for", &r.For),
 		"keep_firing_for": dur("keep_firing_for", &r.KeepFiringFor),
-		"severity":        str("severity", &r.Severity),
+		"severity": func(v *yaml.Node) {
+			def.severity = v
+			str("severity", &r.Severity)(v)
+		},
 		"depends_on": func(v *yaml.Node) {
 			def.deps, r.DependsOn = d.strings("depends_on", v)
 			ok = ok && def.deps != nil
@@ -381,9 +418,11 @@ func (d *decoder) rule1(i int, n *yaml.Node) *ruleDef {
 }
 
 // selector decodes select: a mapping of tag to a glob or a list of globs.
-func (d *decoder) selector(n *yaml.Node, r *Rule) bool {
+func (d *decoder) selector(n *yaml.Node, def *ruleDef) bool {
+	r := &def.rule
 	ok := true
 	r.Select = map[string][]string{}
+	def.sel, def.selGlobs = n, map[string][]*yaml.Node{}
 	d.mapping(n, "select", nil, func(k, v *yaml.Node) {
 		var nodes []*yaml.Node
 		var globs []string
@@ -400,6 +439,8 @@ func (d *decoder) selector(n *yaml.Node, r *Rule) bool {
 			}
 		}
 		r.Select[k.Value] = globs
+		def.selKeys = append(def.selKeys, k)
+		def.selGlobs[k.Value] = nodes
 	})
 	return ok
 }

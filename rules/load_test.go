@@ -116,3 +116,54 @@ func TestLoadDir(t *testing.T) {
 		}
 	})
 }
+
+// warnConfig is the configuration the warnings of TestWarnFiles are about:
+// www1 and www2 run http and ping, db1 runs mysql and ping.
+func warnConfig() *config.Config {
+	cfg := &config.Config{Checks: map[string]*config.Check{}}
+	for _, name := range []string{"http", "mysql", "ping"} {
+		cfg.Checks[name] = &config.Check{Name: name}
+	}
+	for _, t := range [][2]string{{"db1", "mysql"}, {"db1", "ping"}, {"www1", "http"}, {"www1", "ping"}, {"www2", "http"}, {"www2", "ping"}} {
+		cfg.Targets = append(cfg.Targets, config.Target{Host: t[0], Check: cfg.Checks[t[1]]})
+	}
+	return cfg
+}
+
+// TestWarnFiles loads each testdata/*.warn.yaml, which must load, against
+// warnConfig and compares its warnings with the .warn file beside it. Run
+// with -update to rewrite the .warn files, then read the diff.
+func TestWarnFiles(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.warn.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, file := range files {
+		name := filepath.Base(file)
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			set, err := Parse(name, data, Options{Config: warnConfig()})
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			got := set.Warnings().Error() + "\n"
+			golden := strings.TrimSuffix(file, ".yaml")
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != string(want) {
+				t.Errorf("got:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}

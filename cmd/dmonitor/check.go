@@ -69,7 +69,8 @@ func printResult(cmd *cobra.Command, r check.Result) {
 		fmt.Fprintf(w, "%s\n", r.Output)
 	}
 	for _, p := range r.Perf {
-		fmt.Fprintf(w, "  %s = %g%s", p.Label, p.Value, p.UOM)
+		// As the plugin wrote it: 82138904KB, not 8.21389e+07KB.
+		fmt.Fprintf(w, "  %s = %s%s", p.Label, p.ValueText(), p.UOM)
 		if p.Warn != "" || p.Crit != "" {
 			fmt.Fprintf(w, " (warn %s, crit %s)", p.Warn, p.Crit)
 		}

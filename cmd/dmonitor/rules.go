@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +36,7 @@ func newRulesCheckCmd() *cobra.Command {
 	var (
 		dir     string
 		jsonOut bool
+		strict  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "check",
@@ -44,24 +46,46 @@ print either "N rules in M files OK" or every problem found, one per line, as
 file:line:col: rule "name": message, with file relative to the configuration
 directory. Exits 1 when there is any problem.
 
+What loads but is likely a mistake is printed as a warning, as
+file:line:col: warning: rule "name": message: a select key other than host
+and check ("chek"), a severity other than critical, warning and info, and a
+select that matches no host×check of the configuration. Warnings leave the
+exit code 0; with --strict they are errors. The daemon logs them when it
+loads the rules.
+
 With --json, prints {"ok": bool, "rules": [names], "errors": [{"file", "line",
-"col", "message"}]} instead (line and col are 0 when unknown).`,
+"col", "message"}], "warnings": [same]} instead (line and col are 0 when
+unknown; with --strict the warnings are among the errors).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			names, files, errs := checkRules(dir)
+			names, files, errs, warns := checkRules(dir)
+			if strict {
+				errs = append(errs, warns...)
+				warns = nil
+			}
 			out := cmd.OutOrStdout()
 			if jsonOut {
-				if err := writeJSON(out, rulesCheckJSON(names, errs)); err != nil {
+				if err := writeJSON(out, rulesCheckJSON(names, errs, warns)); err != nil {
 					return err
 				}
-			} else if len(errs) == 0 {
-				fmt.Fprintf(out, "%s in %s OK\n", plural(len(names), "rule"), plural(files, "file"))
 			} else {
 				w := cmd.ErrOrStderr()
 				for _, e := range errs {
 					fmt.Fprintln(w, e.Error())
 				}
-				fmt.Fprintf(w, "%s\n", plural(len(errs), "error"))
+				for _, e := range warns {
+					fmt.Fprintln(w, warningText(e))
+				}
+				switch {
+				case len(errs) > 0 && len(warns) > 0:
+					fmt.Fprintf(w, "%s, %s\n", plural(len(errs), "error"), plural(len(warns), "warning"))
+				case len(errs) > 0:
+					fmt.Fprintf(w, "%s\n", plural(len(errs), "error"))
+				case len(warns) > 0:
+					fmt.Fprintf(out, "%s in %s OK, %s\n", plural(len(names), "rule"), plural(files, "file"), plural(len(warns), "warning"))
+				default:
+					fmt.Fprintf(out, "%s in %s OK\n", plural(len(names), "rule"), plural(files, "file"))
+				}
 			}
 			if len(errs) > 0 {
 				return exitError{1}
@@ -71,14 +95,23 @@ With --json, prints {"ok": bool, "rules": [names], "errors": [{"file", "line",
 	}
 	cmd.Flags().StringVar(&dir, "config", "/etc/dmonitor", "configuration directory")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the outcome as a JSON object")
+	cmd.Flags().BoolVar(&strict, "strict", false, "treat warnings (unknown select keys or severities, a select matching nothing) as errors")
 	return cmd
 }
 
+// warningText formats a warning as "file:line:col: warning: message".
+func warningText(e *config.Error) string {
+	w := *e
+	w.Msg = "warning: " + e.Msg
+	return w.Error()
+}
+
 // checkRules loads the configuration in dir and its rules, and returns the
-// rule names, the number of rule files and every problem, with file names
-// relative to dir. When the configuration itself is refused, the rules are
-// still checked, without knowing which receivers exist.
-func checkRules(dir string) (names []string, files int, errs config.Errors) {
+// rule names, the number of rule files, every problem and, when the rules
+// load, their warnings, with file names relative to dir. When the
+// configuration itself is refused, the rules are still checked, without
+// knowing which receivers and targets exist.
+func checkRules(dir string) (names []string, files int, errs, warns config.Errors) {
 	if abs, err := filepath.Abs(dir); err == nil {
 		dir = abs
 	}
@@ -91,21 +124,24 @@ func checkRules(dir string) (names []string, files int, errs config.Errors) {
 	} else {
 		set, err = loadRules(cfg)
 	}
-	if err != nil {
-		rerrs := asErrors(dir, err)
-		for _, e := range rerrs {
-			// rules.Load names files by their full path; config.Load
-			// relative to the directory. Say both the same way.
+	// rules.Load names files by their full path; config.Load relative to
+	// the directory. Say both the same way.
+	relative := func(es config.Errors) config.Errors {
+		for _, e := range es {
 			if rel, rerr := filepath.Rel(dir, e.File); rerr == nil && !strings.HasPrefix(rel, "..") {
 				e.File = rel
 			}
 		}
-		errs = append(errs, rerrs...)
+		return es
+	}
+	if err != nil {
+		errs = append(errs, relative(asErrors(dir, err))...)
 	}
 	if set != nil {
 		for _, r := range set.Rules() {
 			names = append(names, r.Name)
 		}
+		warns = relative(set.Warnings())
 	}
 	entries, _ := os.ReadDir(rulesDir)
 	for _, e := range entries {
@@ -114,7 +150,16 @@ func checkRules(dir string) (names []string, files int, errs config.Errors) {
 			files++
 		}
 	}
-	return names, files, errs
+	return names, files, errs, warns
+}
+
+// logRuleWarnings logs each warning of set (rules.Set.Warnings) at warn
+// level, as the daemon does when it loads or reloads the rules: they load,
+// but most likely do not do what their author meant.
+func logRuleWarnings(log *slog.Logger, set *rules.Set) {
+	for _, w := range set.Warnings() {
+		log.Warn("rule file warning: the rule loads, but likely not as meant", "warning", w.Error())
+	}
 }
 
 // asErrors returns the problems of an error from config.Load or
@@ -136,18 +181,22 @@ type ruleErrorJSON struct {
 }
 
 type rulesCheckOutput struct {
-	OK     bool            `json:"ok"`
-	Rules  []string        `json:"rules"`
-	Errors []ruleErrorJSON `json:"errors"`
+	OK       bool            `json:"ok"`
+	Rules    []string        `json:"rules"`
+	Errors   []ruleErrorJSON `json:"errors"`
+	Warnings []ruleErrorJSON `json:"warnings"`
 }
 
-func rulesCheckJSON(names []string, errs config.Errors) rulesCheckOutput {
-	out := rulesCheckOutput{OK: len(errs) == 0, Rules: names, Errors: []ruleErrorJSON{}}
+func rulesCheckJSON(names []string, errs, warns config.Errors) rulesCheckOutput {
+	out := rulesCheckOutput{OK: len(errs) == 0, Rules: names, Errors: []ruleErrorJSON{}, Warnings: []ruleErrorJSON{}}
 	if out.Rules == nil {
 		out.Rules = []string{}
 	}
 	for _, e := range errs {
 		out.Errors = append(out.Errors, ruleErrorJSON{File: e.File, Line: e.Line, Col: e.Col, Message: e.Msg})
+	}
+	for _, e := range warns {
+		out.Warnings = append(out.Warnings, ruleErrorJSON{File: e.File, Line: e.Line, Col: e.Col, Message: e.Msg})
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dmonitor/dmonitor/alerting"
+	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/evaluator"
 	"github.com/dmonitor/dmonitor/tsdb"
 	"github.com/dmonitor/dmonitor/tsdb/embedded"
@@ -63,7 +65,7 @@ func configDir(t *testing.T, extra map[string]string) string {
 func TestRulesCheckGood(t *testing.T) {
 	dir := configDir(t, map[string]string{
 		"rules.d/hosts.yaml": goodRules,
-		"rules.d/disk.yaml":  "rules:\n  - name: disk\n    select: {check: disk}\n    severity: warning\n",
+		"rules.d/disk.yaml":  "rules:\n  - name: disk\n    select: {host: www2}\n    severity: warning\n",
 		"rules.d/README":     "not a rule file",
 	})
 	code, out, stderr := runMain(t, "rules", "check", "--config", dir)
@@ -146,6 +148,66 @@ func TestRulesCheckBad(t *testing.T) {
 	}
 	if rules, ok := got["rules"].([]any); !ok || len(rules) != 0 {
 		t.Errorf("rules = %v, want [] when refused", got["rules"])
+	}
+}
+
+// TestRulesCheckWarnings: a select key no instance has, an unknown
+// severity and a select that matches none of the configuration's targets
+// load, and are reported with their positions as warnings (exit 0), or as
+// errors with --strict (exit 1).
+func TestRulesCheckWarnings(t *testing.T) {
+	dir := configDir(t, map[string]string{
+		"rules.d/hosts.yaml": goodRules,
+		"rules.d/typos.yaml": `rules:
+  - name: load-high
+    select: {chek: load}
+  - name: www-ping
+    select: {host: "www*", check: ping}
+    severity: warnin
+  - name: db-http
+    select: {host: "db*", check: http}
+  - name: www-htp
+    select: {check: htp}
+`,
+	})
+	want := []string{
+		`rules.d/typos.yaml:3:14: warning: rule "load-high": select: unknown key "chek" (did you mean "check"?): an instance has only host and check, so this rule selects nothing`,
+		`rules.d/typos.yaml:6:15: warning: rule "www-ping": severity: unknown severity "warnin" (did you mean "warning"?): want critical, warning or info`,
+		`rules.d/typos.yaml:8:20: warning: rule "db-http": select: host: "db*" matches no host of the configuration`,
+		`rules.d/typos.yaml:10:21: warning: rule "www-htp": select: check: "htp" matches no check of the configuration (did you mean "http"?)`,
+	}
+	code, out, stderr := runMain(t, "rules", "check", "--config", dir)
+	if code != 0 || out != "6 rules in 2 files OK, 4 warnings\n" {
+		t.Errorf("exit %d, stdout %q; want 0 and \"6 rules in 2 files OK, 4 warnings\"", code, out)
+	}
+	if got := strings.Split(strings.TrimSpace(stderr), "\n"); !slices.Equal(got, want) {
+		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, strings.Join(want, "\n"))
+	}
+
+	// --strict: the same problems, as errors.
+	code, out, stderr = runMain(t, "rules", "check", "--config", dir, "--strict")
+	var strict []string
+	for _, w := range want {
+		strict = append(strict, strings.Replace(w, " warning: ", " ", 1))
+	}
+	strict = append(strict, "4 errors")
+	if got := strings.Split(strings.TrimSpace(stderr), "\n"); code != 1 || out != "" || !slices.Equal(got, strict) {
+		t.Errorf("--strict: exit %d, stdout %q, stderr:\n%s\nwant 1 and:\n%s", code, out, stderr, strings.Join(strict, "\n"))
+	}
+
+	code, out, _ = runMain(t, "rules", "check", "--config", dir, "--json")
+	var got rulesCheckOutput
+	if err := json.Unmarshal([]byte(out), &got); err != nil || code != 0 {
+		t.Fatalf("exit %d, %v in %s", code, err, out)
+	}
+	if !got.OK || len(got.Errors) != 0 || len(got.Warnings) != 4 || got.Warnings[0] != (ruleErrorJSON{File: "rules.d/typos.yaml", Line: 3, Col: 14,
+		Message: `rule "load-high": select: unknown key "chek" (did you mean "check"?): an instance has only host and check, so this rule selects nothing`}) {
+		t.Errorf("--json = %s", out)
+	}
+	code, out, _ = runMain(t, "rules", "check", "--config", dir, "--json", "--strict")
+	got = rulesCheckOutput{}
+	if err := json.Unmarshal([]byte(out), &got); err != nil || code != 1 || got.OK || len(got.Errors) != 4 || len(got.Warnings) != 0 {
+		t.Errorf("--json --strict: exit %d, %v, %s", code, err, out)
 	}
 }
 
@@ -380,5 +442,26 @@ func TestParseTime(t *testing.T) {
 		if err != nil || !got.Equal(c.want) {
 			t.Errorf("parseTime(%q) = %v, %v; want %v", c.in, got, err, c.want)
 		}
+	}
+}
+
+// TestLogRuleWarnings: what the daemon logs for the warnings of the rules
+// it loads: one line at warn level each, with the position.
+func TestLogRuleWarnings(t *testing.T) {
+	dir := configDir(t, map[string]string{"rules.d/typos.yaml": "rules:\n  - name: load-high\n    select: {chek: load}\n"})
+	cfg, err := config.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := loadRules(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf strings.Builder
+	logRuleWarnings(slog.New(slog.NewTextHandler(&buf, nil)), set)
+	want := `level=WARN msg="rule file warning: the rule loads, but likely not as meant" warning="` +
+		filepath.Join(dir, "rules.d", "typos.yaml") + `:3:14: rule \"load-high\": select: unknown key \"chek\" (did you mean \"check\"?)`
+	if got := buf.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, want) {
+		t.Errorf("logged:\n%s\nwant one line containing\n%s", got, want)
 	}
 }

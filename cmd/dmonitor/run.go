@@ -336,8 +336,9 @@ func (r router) Send(receiver string, n alerting.Notification) error {
 func (r router) Failing(attempts int) map[string]string { return r.d.Failing(attempts) }
 
 // loadRules loads <config dir>/rules.d; notify may name the configured
-// receivers and "default".
+// receivers and "default", and the Set warns about selects that match none
+// of cfg's targets (Set.Warnings).
 func loadRules(cfg *config.Config) (*rules.Set, error) {
 	names := append(slices.Collect(maps.Keys(cfg.Receivers)), config.DefaultReceiver)
-	return rules.Load(filepath.Join(cfg.Dir, "rules.d"), rules.Options{Receivers: names})
+	return rules.Load(filepath.Join(cfg.Dir, "rules.d"), rules.Options{Receivers: names, Config: cfg})
 }

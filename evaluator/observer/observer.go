@@ -220,10 +220,22 @@ func (ob *Observer) beat(ctx context.Context) {
 
 // record takes in one result: it is written to the TSDB and becomes the
 // observer's latest view of its target, which the leader looks at again.
+// A status other than this observer's previous one for the target is
+// logged at info, as is a first result that is not OK; the rest at debug.
 func (ob *Observer) record(r check.Result) {
 	ob.metrics.checkDone(r.Status)
 	ob.writer.Write(ob.series.admit(r.Host, r.Check, ResultPoints(make([]tsdb.Point, 0, 2+len(r.Perf)), &r)))
-	_, prev, hadPrev := ob.live.put(r)
+	isNew, prev, hadPrev := ob.live.put(r)
+	switch {
+	case isNew && hadPrev && prev != r.Status:
+		ob.log.Info("check state changed", "host", r.Host, "check", r.Check, "from", prev, "to", r.Status, "output", r.Output)
+	case isNew && !hadPrev && r.Status != check.OK:
+		// Nothing to change from after a start, but a check failing from
+		// the first run on is what someone reading the log looks for.
+		ob.log.Info("check state changed", "host", r.Host, "check", r.Check, "from", "none", "to", r.Status, "output", r.Output)
+	default:
+		ob.log.Debug("check result", "host", r.Host, "check", r.Check, "status", r.Status, "output", r.Output)
+	}
 	ob.changed(r.Host, r.Check)
 	ob.queuePublish(r, hadPrev && !prev.Failing())
 }

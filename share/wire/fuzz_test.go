@@ -17,8 +17,9 @@ func FuzzDecode(f *testing.F) {
 	for _, r := range []check.Result{
 		{Host: "web1", Check: "http", Observer: "eu-1", Status: check.Critical, Raw: check.RawTimeout, ExitCode: -1,
 			Output: "CRITICAL - Socket timeout\nafter 10s", Start: time.Unix(1767225600, 123456789), Duration: 10 * time.Second,
-			Perf: []check.Perf{{Label: "time", Value: 0.000523, UOM: "s", Warn: "~:1", Crit: "@2:3", Min: &lo, Max: &hi},
-				{Label: "it's", Value: math.NaN()}}},
+			Perf: []check.Perf{{Label: "time", Value: 0.000523, Text: "0.000523", UOM: "s", Warn: "~:1", Crit: "@2:3", Min: &lo, Max: &hi},
+				{Label: "it's", Value: math.NaN()}, {Label: "free", Value: 82138904, Text: "82138904", UOM: "KB"},
+				{Label: "load1", Value: 0.5, Text: "0.500"}}},
 		{Host: "db1", Check: "ping", Observer: "us-1"},
 	} {
 		b, _, err := Encode(&r)
@@ -29,6 +30,7 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add([]byte(`{"t":-9223372036854775808,"h":"a","c":"b","o":"c","s":7,"x":0,"p":[{"l":"x","v":"-Inf","n":"NaN","x":1e308}],"d":-1}`))
 	f.Add([]byte(`{"t":1,"p":[{"l":"","v":null}]}`))
+	f.Add([]byte(`{"t":1,"p":[{"l":"a","v":1e300,"t":""},{"l":"b","v":2,"t":"2.0"},{"l":"c","v":"NaN","t":"NaN"}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := Decode(b)
 		if err != nil {
@@ -65,7 +67,7 @@ func sameResult(a, b check.Result) bool {
 	}
 	for i := range ap {
 		p, q := ap[i], bp[i]
-		if p.Label != q.Label || p.UOM != q.UOM || p.Warn != q.Warn || p.Crit != q.Crit ||
+		if p.Label != q.Label || p.Text != q.Text || p.UOM != q.UOM || p.Warn != q.Warn || p.Crit != q.Crit ||
 			!sameFloat(&p.Value, &q.Value) || !sameFloat(p.Min, q.Min) || !sameFloat(p.Max, q.Max) {
 			return false
 		}

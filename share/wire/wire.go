@@ -33,8 +33,14 @@ type wireResult struct {
 }
 
 type wirePerf struct {
-	L  string  `json:"l"`
-	V  wfloat  `json:"v"`
+	L string `json:"l"`
+	V wfloat `json:"v"`
+	// T is check.Perf.Text, left out when it is how check.FormatValue
+	// writes V (0.000523, 612: most values as plugins print them), so a
+	// typical result costs no more bytes for it. Absent, it decodes as that
+	// formatting, which is also what a node that predates T sent; a Text of
+	// "" is sent as "".
+	T  *string `json:"t,omitempty"`
 	U  string  `json:"u,omitempty"`
 	W  string  `json:"w,omitempty"`
 	C  string  `json:"c,omitempty"`
@@ -98,6 +104,9 @@ func Encode(r *check.Result) ([]byte, int64, error) {
 		for i, p := range r.Perf {
 			w.P[i] = wirePerf{L: p.Label, V: wfloat(p.Value), U: p.UOM, W: p.Warn, C: p.Crit,
 				Mn: (*wfloat)(p.Min), Mx: (*wfloat)(p.Max)}
+			if p.Text != check.FormatValue(p.Value) {
+				w.P[i].T = &p.Text
+			}
 		}
 	}
 	b, err := json.Marshal(&w)
@@ -126,6 +135,11 @@ func Decode(b []byte) (check.Result, error) {
 		for i, p := range w.P {
 			r.Perf[i] = check.Perf{Label: p.L, Value: float64(p.V), UOM: p.U, Warn: p.W, Crit: p.C,
 				Min: (*float64)(p.Mn), Max: (*float64)(p.Mx)}
+			if p.T != nil {
+				r.Perf[i].Text = *p.T
+			} else {
+				r.Perf[i].Text = check.FormatValue(float64(p.V))
+			}
 		}
 	}
 	return r, nil

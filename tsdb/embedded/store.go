@@ -116,6 +116,8 @@ type Options struct {
 	// series, postings and first chunk, and this store's cache entry).
 	MaxSeries int
 	// Logger receives the store's and the engine's logs; nil discards them.
+	// The engine's info lines (its write-ahead log replayed at every
+	// start, blocks compacted) come at debug level: they are routine.
 	Logger *slog.Logger
 }
 
@@ -216,7 +218,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		dir: dir, opts: opts, reserve: uint64(max(opts.MinFreeBytes, 0)), maxSeries: max(opts.MaxSeries, 0),
-		oooWindow: opts.OutOfOrderWindow, log: logger, engineLog: logger, lock: lock,
+		oooWindow: opts.OutOfOrderWindow, log: logger, engineLog: slog.New(quietInfo{logger.Handler()}), lock: lock,
 		cache: map[string]seriesEntry{}, kick: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	s.buf.max = opts.MemoryPoints
@@ -664,3 +666,29 @@ func checkName(s string) string {
 	}
 	return ""
 }
+
+// quietInfo passes the engine's logs on with its info level lowered to
+// debug. The Prometheus engine logs its routine at info: six lines of
+// write-ahead log replay at every start, every compaction and block
+// written, which for dmonitor are detail, not events. Its warnings and
+// errors keep their level.
+type quietInfo struct{ h slog.Handler }
+
+func (q quietInfo) level(l slog.Level) slog.Level {
+	if l >= slog.LevelInfo && l < slog.LevelWarn {
+		return slog.LevelDebug
+	}
+	return l
+}
+
+func (q quietInfo) Enabled(ctx context.Context, l slog.Level) bool {
+	return q.h.Enabled(ctx, q.level(l))
+}
+
+func (q quietInfo) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = q.level(r.Level)
+	return q.h.Handle(ctx, r)
+}
+
+func (q quietInfo) WithAttrs(as []slog.Attr) slog.Handler { return quietInfo{q.h.WithAttrs(as)} }
+func (q quietInfo) WithGroup(name string) slog.Handler    { return quietInfo{q.h.WithGroup(name)} }
