@@ -108,6 +108,7 @@ func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, curre
 			log.Debug("configuration unchanged")
 			continue
 		}
+		logRuleWarnings(log, set)
 		if sum.withoutRules == current.withoutRules {
 			ev.SetRules(set)
 			current = sum
