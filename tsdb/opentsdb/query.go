@@ -460,15 +460,21 @@ next:
 }
 
 // compileFilter returns a matcher with the semantics of tsdb.Filter: a
-// series without the tag never matches.
+// series without the tag never matches, but for not_key, which matches
+// only those.
 func compileFilter(f tsdb.Filter) (func(map[string]string) bool, error) {
 	if f.Tag == "" {
 		return nil, fmt.Errorf("no tag: %w", tsdb.ErrInvalid)
 	}
 	var match func(string) bool
 	switch f.Type {
-	case tsdb.LiteralOr, tsdb.ILiteralOr, tsdb.NotLiteralOr:
-		fold := f.Type == tsdb.ILiteralOr
+	case tsdb.NotKey:
+		if f.Expr != "" {
+			return nil, fmt.Errorf("not_key takes no expression, got %q: %w", f.Expr, tsdb.ErrInvalid)
+		}
+		return func(tags map[string]string) bool { _, ok := tags[f.Tag]; return !ok }, nil
+	case tsdb.LiteralOr, tsdb.ILiteralOr, tsdb.NotLiteralOr, tsdb.NotILiteralOr:
+		fold := f.Type == tsdb.ILiteralOr || f.Type == tsdb.NotILiteralOr
 		vals := strings.Split(f.Expr, "|")
 		in := func(v string) bool {
 			for _, w := range vals {
@@ -478,7 +484,7 @@ func compileFilter(f tsdb.Filter) (func(map[string]string) bool, error) {
 			}
 			return false
 		}
-		if f.Type == tsdb.NotLiteralOr {
+		if f.Type == tsdb.NotLiteralOr || f.Type == tsdb.NotILiteralOr {
 			match = func(v string) bool { return !in(v) }
 		} else {
 			match = in
