@@ -23,6 +23,11 @@ const (
 	// token from anywhere else: the profiles, which tell how the process
 	// was started (cmdline) and can keep a core busy (profile, trace).
 	loopbackOrToken
+	// formToken routes take the token in a posted form's field, not in a
+	// header (an HTML form cannot set one), and their handler checks it
+	// itself: the status page's forms (package statuspage). The guard
+	// passes them through.
+	formToken
 )
 
 // route is one endpoint of the control port. Every endpoint Handler and
@@ -80,7 +85,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (g *guard) wrap(a access, h http.Handler) http.Handler {
 	switch a {
-	case public:
+	case public, formToken:
 		return h
 	case loopbackOrToken:
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -32,8 +32,28 @@ type Options struct {
 	// Token is the bearer token (see ReadToken) that lets a caller that
 	// is not on this host read /debug/pprof/. Empty serves profiles to
 	// loopback callers only.
-	Token  string
+	Token string
+	// Pages, when set, is the operator's status page (package statuspage),
+	// served at / and its other pages (pageRoutes). Its forms carry the
+	// token in a password field, and it checks them itself.
+	Pages  http.Handler
 	Logger *slog.Logger
+}
+
+// pageRoutes are the status page's routes, with their access: the pages
+// are read-only like /status; the forms change silences and
+// acknowledgements, so they need the token.
+var pageRoutes = []struct {
+	pattern string
+	access  access
+}{
+	{"GET /{$}", public},
+	{"GET /check/{host}/{check}", public},
+	{"GET /silences", public},
+	{"GET /ack", public},
+	{"POST /silences", formToken},
+	{"POST /silences/expire", formToken},
+	{"POST /ack", formToken},
 }
 
 // Handler returns the control port's own endpoints:
@@ -45,6 +65,8 @@ type Options struct {
 //	GET /debug/pprof/   Go's profiles, to callers from 127.0.0.0/8 or ::1,
 //	                    or with "Authorization: Bearer <Token>"; others get
 //	                    401 (403 when no token is configured)
+//	GET /, /check/...   Options.Pages, the status page, when set; its forms
+//	POST /silences, …   (POST) check the token posted with them
 //
 // The first four are read-only and open to whoever reaches the port.
 // Mount it beside APIHandler: mux.Handle("/", Handler(o)).
@@ -56,7 +78,7 @@ func Handler(o Options) http.Handler {
 	g := newGuard(o.Token, log, func(w http.ResponseWriter, _ *http.Request, code int, err error) {
 		http.Error(w, err.Error(), code)
 	})
-	return g.router([]route{
+	routes := []route{
 		{"GET /healthz", public, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			fmt.Fprintln(w, "ok")
@@ -88,5 +110,11 @@ func Handler(o Options) http.Handler {
 		{"GET /debug/pprof/profile", loopbackOrToken, http.HandlerFunc(pprof.Profile)},
 		{"GET /debug/pprof/symbol", loopbackOrToken, http.HandlerFunc(pprof.Symbol)},
 		{"GET /debug/pprof/trace", loopbackOrToken, http.HandlerFunc(pprof.Trace)},
-	}, nil)
+	}
+	if o.Pages != nil {
+		for _, p := range pageRoutes {
+			routes = append(routes, route{p.pattern, p.access, o.Pages})
+		}
+	}
+	return g.router(routes, nil)
 }

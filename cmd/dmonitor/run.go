@@ -31,6 +31,7 @@ import (
 	"github.com/dmonitor/dmonitor/internal/httpserve"
 	"github.com/dmonitor/dmonitor/plugin"
 	"github.com/dmonitor/dmonitor/rules"
+	"github.com/dmonitor/dmonitor/statuspage"
 )
 
 type runFlags struct {
@@ -184,8 +185,10 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 		mux := http.NewServeMux()
 		mux.Handle("/api/", control.APIHandler(control.APIOptions{Silences: silences, Acks: ev, Token: token,
 			Peers: co.peerAPI, Logger: log.With("component", "control api")}))
+		pages := statuspage.New(statuspage.Options{Status: ev.Status, History: be.store, Silences: silences, Acks: ev,
+			Token: token, Logger: log.With("component", "status page")})
 		mux.Handle("/", control.Handler(control.Options{Gatherer: reg, Status: func() any { return ev.Status() },
-			Ready: h.Ready, Token: token, Logger: log}))
+			Ready: h.Ready, Token: token, Pages: pages, Logger: log}))
 		var srv *httpserve.Server
 		if cfg.Control.TLSCertFile != "" {
 			srv, err = httpserve.ListenTLS("control", cfg.Control.Listen, cfg.Control.TLSCertFile, cfg.Control.TLSKeyFile, mux, log)

@@ -7,6 +7,7 @@
 package leader
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -728,12 +729,23 @@ func (l *Leader) persist(inst alerting.Instance) {
 
 // InstanceStatus is one rule instance in Status.
 type InstanceStatus struct {
-	Rule      string           `json:"rule"`
-	Host      string           `json:"host"`
-	Check     string           `json:"check"`
-	State     alerting.State   `json:"state"`
-	Since     time.Time        `json:"since,omitzero"`
-	Reason    string           `json:"reason,omitempty"`
+	Rule   string         `json:"rule"`
+	Host   string         `json:"host"`
+	Check  string         `json:"check"`
+	State  alerting.State `json:"state"`
+	Since  time.Time      `json:"since,omitzero"`
+	Reason string         `json:"reason,omitempty"`
+	// FiredAt is when the open incident started firing; zero when none
+	// is open.
+	FiredAt time.Time `json:"fired_at,omitzero"`
+	// AckedBy, AckedAt and AckComment say who acknowledged the open
+	// incident; empty when nobody has.
+	AckedBy    string    `json:"acked_by,omitempty"`
+	AckedAt    time.Time `json:"acked_at,omitzero"`
+	AckComment string    `json:"ack_comment,omitempty"`
+	// Summary is the rule's summary annotation as last rendered while the
+	// condition held: what is wrong, in the rule's words.
+	Summary   string           `json:"summary,omitempty"`
 	Observers []ObserverResult `json:"observers"`
 }
 
@@ -744,6 +756,13 @@ type ObserverResult struct {
 	Raw      string       `json:"raw"`
 	Output   string       `json:"output"`
 	At       time.Time    `json:"at"`
+	// Duration is how long the plugin ran.
+	Duration time.Duration `json:"duration_ns,omitempty"`
+	// Fresh reports whether the result counts towards the quorum: younger
+	// than twice the check's interval (rules.NewEnv's rule).
+	Fresh bool `json:"fresh"`
+	// Perf is the result's performance data.
+	Perf []check.Perf `json:"perfdata,omitempty"`
 }
 
 // ObserverStatus is one observer of the cluster in Status.
@@ -751,6 +770,9 @@ type ObserverStatus struct {
 	Name     string    `json:"name"`
 	LastSeen time.Time `json:"last_heartbeat,omitzero"`
 	Leader   bool      `json:"leader"`
+	// Silent reports that the observer has not been heard for three
+	// heartbeats (or never): the observer-up alert's condition.
+	Silent bool `json:"silent"`
 }
 
 // Status is a snapshot of the node for the control API.
@@ -807,22 +829,58 @@ func (l *Leader) Status() Status {
 			rows = append(rows, row{r.Name, k, inst, ok})
 		}
 	}
+	// The instances of no configured target that are not ok: the self
+	// alerts (observer-up, tsdb-unhealthy, …), which an operator must see
+	// beside the others.
+	listed := make(map[instKey]bool, len(rows))
+	for _, r := range rows {
+		listed[instKey{r.rule, r.k.host, r.k.check}] = true
+	}
+	var extra []row
+	addExtra := func(inst alerting.Instance) {
+		ik := instKey{inst.Rule, inst.Labels[alerting.LabelHost], inst.Labels[alerting.LabelCheck]}
+		if !listed[ik] && inst.State != alerting.OK {
+			extra = append(extra, row{ik.rule, instanceKey{ik.host, ik.check}, inst, true})
+		}
+	}
+	if st.Leader {
+		for _, inst := range l.engine.instances {
+			addExtra(inst)
+		}
+	} else {
+		for _, inst := range stored {
+			addExtra(inst)
+		}
+	}
 	l.mu.Unlock()
+	slices.SortFunc(extra, func(a, b row) int {
+		return cmp.Or(cmp.Compare(a.rule, b.rule), cmp.Compare(a.k.host, b.k.host), cmp.Compare(a.k.check, b.k.check))
+	})
+	rows = append(rows, extra...)
 	l.clusterStatus(&st)
+	now := l.now()
 	for _, r := range rows {
 		latest, _ := l.latest(r.k)
 		is := InstanceStatus{Rule: r.rule, Host: r.k.host, Check: r.k.check, State: alerting.OK}
 		switch {
 		case r.ok:
 			is.State, is.Reason, is.Since = r.inst.State, r.inst.Reason, r.inst.ActiveAt
+			is.FiredAt, is.AckedBy, is.AckedAt, is.AckComment = r.inst.FiredAt, r.inst.AckedBy, r.inst.AckedAt, r.inst.AckComment
+			is.Summary = r.inst.Annotations[alerting.AnnotationSummary]
 		case storedErr != nil:
 			// Not known to be fine: the leader's decisions cannot be read.
 			is.State, is.Reason = alerting.Unknown, "the alert state cannot be read: "+storedErr.Error()
 		case len(latest) == 0:
 			is.State, is.Reason = alerting.Unknown, "no result yet"
 		}
+		interval := l.cfg.Interval
+		if c, ok := l.cfg.Checks[r.k.check]; ok {
+			interval = c.Interval
+		}
 		for _, res := range latest {
-			is.Observers = append(is.Observers, ObserverResult{Observer: res.Observer, Status: res.Status, Raw: res.Raw, Output: res.Output, At: res.Start})
+			is.Observers = append(is.Observers, ObserverResult{Observer: res.Observer, Status: res.Status, Raw: res.Raw,
+				Output: res.Output, At: res.Start, Duration: res.Duration, Perf: res.Perf,
+				Fresh: now.Sub(res.Start.Add(res.Duration)) < 2*interval})
 		}
 		st.Instances = append(st.Instances, is)
 	}
@@ -853,7 +911,9 @@ func (l *Leader) clusterStatus(st *Status) {
 	}
 	names := append(slices.Clone(l.cfg.Nodes), slices.Collect(maps.Keys(seen))...)
 	slices.Sort(names)
+	silentAfter, now := observer.SilentAfter(l.cfg), l.now()
 	for _, n := range slices.Compact(names) {
-		st.Observers = append(st.Observers, ObserverStatus{Name: n, LastSeen: seen[n], Leader: n == st.LeaderName})
+		st.Observers = append(st.Observers, ObserverStatus{Name: n, LastSeen: seen[n], Leader: n == st.LeaderName,
+			Silent: seen[n].IsZero() || now.Sub(seen[n]) > silentAfter})
 	}
 }
