@@ -67,6 +67,7 @@ type daemon struct {
 	control string
 	base    string       // the control API's URL: http:// or https:// and control
 	client  *http.Client // that trusts its certificate, when it has one
+	args    []string     // more arguments of dmonitor run
 	done    chan struct{}
 	mu      sync.Mutex
 	log     bytes.Buffer
@@ -91,7 +92,7 @@ func startTLSDaemon(t testing.TB, dir, control string, roots *x509.CertPool, env
 func launch(t testing.TB, d *daemon, dir string, env []string) *daemon {
 	t.Helper()
 	d.done = make(chan struct{})
-	d.cmd = exec.Command(os.Args[0], "run", "--config", dir, "--log-level", "debug")
+	d.cmd = exec.Command(os.Args[0], append([]string{"run", "--config", dir, "--log-level", "debug"}, d.args...)...)
 	d.cmd.Env = append(append(os.Environ(), mainEnv+"=1"), env...)
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
@@ -438,5 +439,36 @@ func TestExampleStandalone(t *testing.T) {
 	code, out, stderr := runMain(t, "check", "--config", dir, "localhost", "disk_free", "--json")
 	if code == 3 || !strings.Contains(out, `"label": "free"`) || !strings.Contains(out, `"uom": "KB"`) {
 		t.Errorf("check disk_free: exit %d, output %s %s", code, out, stderr)
+	}
+}
+
+// The command line's listen addresses win over dmonitor.yaml's, and the
+// one start-up line says where to look.
+func TestRunListenFlags(t *testing.T) {
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"dmonitor.yaml": "observer: flags\ncontrol: {listen: '127.0.0.1:1'}\n"})
+	control, api := loopback.FreeAddr(t), loopback.FreeAddr(t)
+	d := launch(t, &daemon{control: control, base: "http://" + control, client: http.DefaultClient,
+		args: []string{"--control-listen", control, "--tsdb-listen", api}}, dir, nil)
+	resp, err := http.Get("http://" + api + "/api/version")
+	if err != nil {
+		t.Fatalf("the OpenTSDB API on --tsdb-listen %s: %v", api, err)
+	}
+	resp.Body.Close()
+	d.stop(t)
+	line := ""
+	for l := range strings.Lines(d.logText()) {
+		if strings.Contains(l, `msg="dmonitor running"`) {
+			line = l
+		}
+	}
+	for _, want := range []string{"observer=flags", "mode=local", "status_page=http://" + control + "/", "opentsdb_api=\"http://" + api} {
+		if !strings.Contains(line, want) {
+			t.Errorf("start-up line %q lacks %q", line, want)
+		}
+	}
+	code, _, stderr := runMain(t, "run", "--config", dir, "--control-listen", "0.0.0.0:2929")
+	if code != 1 || !strings.Contains(stderr, "control.listen 0.0.0.0:2929 is reachable from beyond this host") {
+		t.Errorf("--control-listen 0.0.0.0:2929 without a token: exit %d, %s", code, stderr)
 	}
 }

@@ -35,10 +35,11 @@ import (
 )
 
 type runFlags struct {
-	dir       string
-	observer  string
-	logFormat string
-	logLevel  string
+	dir                       string
+	observer                  string
+	logFormat                 string
+	logLevel                  string
+	controlListen, tsdbListen string
 }
 
 func newRunCmd() *cobra.Command {
@@ -56,7 +57,14 @@ then killed, and every result is written before the process exits.`,
 			if err != nil {
 				return err
 			}
-			cfg, err := config.LoadAs(f.dir, f.observer)
+			args := daemonArgs{dir: f.dir, observer: f.observer}
+			if cmd.Flags().Changed("control-listen") {
+				args.controlListen = &f.controlListen
+			}
+			if cmd.Flags().Changed("tsdb-listen") {
+				args.tsdbListen = &f.tsdbListen
+			}
+			cfg, err := args.load()
 			if err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "dmonitor: configuration refused, nothing started:\n%v\n", err)
 				return exitError{1}
@@ -66,13 +74,15 @@ then killed, and every result is written before the process exits.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "dmonitor: rules refused, nothing started:\n%v\n", err)
 				return exitError{1}
 			}
+			logRuleWarnings(log, set)
 			// SIGHUP is taken for the whole run, restarts included: its
 			// default action would end the process.
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 			for {
-				err := runDaemon(cmd.Context(), daemonArgs{dir: f.dir, observer: f.observer, hup: hup}, cfg, set, log)
+				args.hup = hup
+				err := runDaemon(cmd.Context(), args, cfg, set, log)
 				var next *reloadConfig
 				if !errors.As(err, &next) {
 					return err
@@ -89,6 +99,8 @@ then killed, and every result is written before the process exits.`,
 	cmd.Flags().StringVar(&f.observer, "observer", "", "this node's observer name, overriding dmonitor.yaml (so nodes can share one configuration)")
 	cmd.Flags().StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	cmd.Flags().StringVar(&f.controlListen, "control-listen", "", "the control port's address, overriding control.listen (\"\" turns it off)")
+	cmd.Flags().StringVar(&f.tsdbListen, "tsdb-listen", "", "the embedded store's OpenTSDB API address, overriding tsdb.listen (\"\" turns it off)")
 	return cmd
 }
 
@@ -181,6 +193,7 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 	ev := evaluator.New(opts)
 
 	var servers []*httpserve.Server
+	var controlURL, tsdbURL string // where to look, said once at start-up
 	if cfg.Control.Listen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/api/", control.APIHandler(control.APIOptions{Silences: silences, Acks: ev, Token: token,
@@ -198,7 +211,10 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 		if err != nil {
 			return err
 		}
-		log.Info("control API listening", "addr", srv.Addr().String(), "tls", cfg.Control.TLSCertFile != "")
+		controlURL = "http://" + srv.Addr().String()
+		if cfg.Control.TLSCertFile != "" {
+			controlURL = "https://" + srv.Addr().String()
+		}
 		if cfg.Control.Insecure && token == "" {
 			log.Warn("INSECURE: control.insecure is set and there is no control.token_file: anyone who reaches "+
 				srv.Addr().String()+" can silence and acknowledge alerts", "addr", srv.Addr().String())
@@ -210,13 +226,22 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 		if err != nil {
 			return err
 		}
-		log.Info("OpenTSDB API of the embedded store listening", "addr", srv.Addr().String())
+		tsdbURL = "http://" + srv.Addr().String()
 		if cfg.TSDB.Insecure && token == "" {
 			log.Warn("INSECURE: tsdb.insecure is set and there is no control.token_file: anyone who reaches "+
 				srv.Addr().String()+" can write to the store", "addr", srv.Addr().String())
 		}
 		servers = append(servers, srv)
 	}
+
+	started := []any{"observer", cfg.Observer, "mode", co.mode, "checks", len(cfg.Targets), "store", cfg.TSDB.Backend}
+	if controlURL != "" {
+		started = append(started, "status_page", controlURL+"/", "api", controlURL+"/api/v1/", "metrics", controlURL+"/metrics")
+	}
+	if tsdbURL != "" {
+		started = append(started, "opentsdb_api", tsdbURL+" (HTTP and the line protocol)")
+	}
+	log.Info("dmonitor running", started...)
 
 	// The dispatcher outlives the evaluator, so the transitions of its last
 	// evaluations are still handed over; everything else stops together,
