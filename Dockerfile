@@ -5,7 +5,12 @@
 #   docker build -t dmonitor --build-arg VERSION=$(git describe --tags --always) .
 #   docker run --init -p 127.0.0.1:2929:2929 -v $PWD/myconfig:/etc/dmonitor:ro dmonitor
 
-FROM golang:1.26-bookworm AS build
+# Both base images are pinned to a release (Go as go.mod asks, Debian's
+# point release), so a rebuild months later starts from the same toolchain
+# and the same base; deploy/dockerfile_test.go refuses a series such as
+# "golang:1.26" or "debian:bookworm-slim". The plugins still come from the
+# archive at build time: rebuild to take their security updates.
+FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
 # Modules first: they change less often than the code, so this layer is
 # reused across code changes.
@@ -15,7 +20,7 @@ COPY . .
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/dmonitor ./cmd/dmonitor
 
-FROM debian:bookworm-slim
+FROM debian:12.14-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends monitoring-plugins-basic ca-certificates \
  && rm -rf /var/lib/apt/lists/*

@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -29,6 +30,10 @@ func composeTool(t *testing.T) []string {
 	return nil
 }
 
+// testOpenTSDBImage stands for the digest an operator pins in .env; config
+// never pulls it.
+var testOpenTSDBImage = "petergrace/opentsdb-docker@sha256:" + strings.Repeat("0", 64)
+
 // TestComposeConfig validates docker-compose.yml the way `docker compose up`
 // would before starting anything, and shows on a broken file that the tool
 // really refuses what is wrong.
@@ -36,23 +41,39 @@ func TestComposeConfig(t *testing.T) {
 	tool := composeTool(t)
 	tests := []struct {
 		file    string
-		wantErr string // "" when the file must be valid
+		env     []string // besides DMONITOR_VERSION and COMPOSE_PROJECT_NAME
+		wantErr string   // "" when the file must be valid
 	}{
-		// The stack itself.
-		{file: composeFile},
+		// The stack itself, with the OpenTSDB digest an operator pins.
+		{file: composeFile, env: []string{"OPENTSDB_IMAGE=" + testOpenTSDBImage}},
+		// Without that digest the stack refuses to start, and says what
+		// to set, instead of pulling whatever latest is that day.
+		{file: composeFile, wantErr: "OPENTSDB_IMAGE"},
 		// A dependency on a service that does not exist: refused, so a
 		// pass above means something.
 		{file: "testdata/compose/undefined-dependency.bad.yml", wantErr: "undefined"},
 	}
+	// An empty env file: a .env beside docker-compose.yml (where an
+	// operator pins OPENTSDB_IMAGE) must not decide the outcome either.
+	noEnvFile := filepath.Join(t.TempDir(), "empty.env")
+	if err := os.WriteFile(noEnvFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range tests {
-		t.Run(filepath.Base(tt.file), func(t *testing.T) {
+		name := filepath.Base(tt.file)
+		if tt.wantErr != "" {
+			name += "/refused " + tt.wantErr
+		}
+		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
-			args := append(slices.Clone(tool[1:]), "-f", tt.file, "config", "-q")
+			args := append(slices.Clone(tool[1:]), "--env-file", noEnvFile, "-f", tt.file, "config", "-q")
 			cmd := exec.CommandContext(ctx, tool[0], args...)
 			// A value set in the caller's environment must not decide
 			// the outcome; the file says what it needs.
-			cmd.Env = append(cmd.Environ(), "DMONITOR_VERSION=test", "COMPOSE_PROJECT_NAME=dmonitor-test")
+			env := slices.DeleteFunc(cmd.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "OPENTSDB_IMAGE=") })
+			cmd.Env = append(env, "DMONITOR_VERSION=test", "COMPOSE_PROJECT_NAME=dmonitor-test")
+			cmd.Env = append(cmd.Env, tt.env...)
 			out, err := cmd.CombinedOutput()
 			switch {
 			case tt.wantErr == "" && err != nil:
@@ -63,6 +84,103 @@ func TestComposeConfig(t *testing.T) {
 				t.Fatalf("%s config refused %s, but its message does not say %q:\n%s", strings.Join(tool, " "), tt.file, tt.wantErr, out)
 			}
 		})
+	}
+}
+
+// TestComposeRedisPersistent: the notification queues and the silences
+// live only in Redis (the README and docs/OPERATIONS.md ask for
+// appendonly), so the service the evaluators' redis.url names writes its
+// append-only file to a named volume, and says when it is up.
+func TestComposeRedisPersistent(t *testing.T) {
+	c := readCompose(t)
+	cfg := loadConfig(t, stackConfigDir)
+	host, _ := urlHostPort(t, cfg.Redis.URL)
+	s, ok := c.Services[host]
+	if !ok {
+		t.Fatalf("redis.url names %q, which is no service of %s", host, composeFile)
+	}
+	if len(s.Command) == 0 || s.Command[0] != "redis-server" || s.flag("--appendonly") != "yes" {
+		t.Errorf("service %s: command %q, want redis-server --appendonly yes", host, s.Command)
+	}
+	// The official image's working directory, where the append-only file
+	// is written.
+	const dataDir = "/data"
+	var onVolume bool
+	for _, m := range s.mounts(t) {
+		if m.target != dataDir {
+			continue
+		}
+		if _, declared := c.Volumes[m.source]; !declared || m.readOnly {
+			t.Errorf("service %s mounts %s at %s (read-only %v): want a named volume of %s, writable", host, m.source, m.target, m.readOnly, composeFile)
+		}
+		onVolume = true
+	}
+	if !onVolume {
+		t.Errorf("service %s has no volume at %s: the append-only file would go with the container", host, dataDir)
+	}
+	if s.Healthcheck == nil || len(s.Healthcheck.Test) == 0 {
+		t.Errorf("service %s has no healthcheck, which the evaluators wait for", host)
+	}
+}
+
+// TestComposeOpenTSDB: the image the evaluators' tsdb.url names is
+// published for linux/amd64 only; the file says so, so that a host of
+// another architecture runs it emulated instead of failing on a manifest,
+// and keeps HBase on a volume.
+func TestComposeOpenTSDB(t *testing.T) {
+	c := readCompose(t)
+	cfg := loadConfig(t, stackConfigDir)
+	host, _ := urlHostPort(t, cfg.TSDB.URL)
+	s, ok := c.Services[host]
+	if !ok {
+		t.Fatalf("tsdb.url names %q, which is no service of %s", host, composeFile)
+	}
+	if s.Platform != "linux/amd64" {
+		t.Errorf("service %s: platform %q, want linux/amd64 (the only one the image is published for)", host, s.Platform)
+	}
+	var onVolume bool
+	for _, m := range s.mounts(t) {
+		if _, declared := c.Volumes[m.source]; declared && m.target == "/data/hbase" {
+			onVolume = true
+		}
+	}
+	if !onVolume {
+		t.Errorf("service %s has no named volume at /data/hbase: the results would go with the container", host)
+	}
+}
+
+// TestComposeHealthchecks: a service another waits for as healthy has a
+// healthcheck (or compose would wait for ever), and the services with state
+// or an API the evaluators use keep theirs.
+func TestComposeHealthchecks(t *testing.T) {
+	c := readCompose(t)
+	has := func(name string) bool {
+		s := c.Services[name]
+		// A service built here takes the Dockerfile's HEALTHCHECK,
+		// which TestDockerfile checks.
+		return s.Build != nil || s.Healthcheck != nil && len(s.Healthcheck.Test) > 0
+	}
+	waited := 0
+	for name, s := range c.Services {
+		for dep, d := range s.DependsOn {
+			if d.Condition != "service_healthy" {
+				continue
+			}
+			waited++
+			if !has(dep) {
+				t.Errorf("service %s waits for %s to be healthy, which has no healthcheck", name, dep)
+			}
+		}
+	}
+	if waited == 0 {
+		t.Errorf("no service waits for another to be healthy: the evaluators would start before Redis and OpenTSDB answer")
+	}
+	for _, name := range []string{"redis", "opentsdb", "grafana", "mail"} {
+		if _, ok := c.Services[name]; !ok {
+			t.Errorf("%s has no service %s", composeFile, name)
+		} else if !has(name) {
+			t.Errorf("service %s has no healthcheck", name)
+		}
 	}
 }
 

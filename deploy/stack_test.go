@@ -36,6 +36,7 @@ type compose struct {
 
 type service struct {
 	Image       string            `yaml:"image"`
+	Platform    string            `yaml:"platform"`
 	Build       any               `yaml:"build"`
 	Hostname    string            `yaml:"hostname"`
 	Command     []string          `yaml:"command"`
@@ -45,6 +46,12 @@ type service struct {
 	Networks    map[string]struct {
 		Aliases []string `yaml:"aliases"`
 	} `yaml:"networks"`
+	Healthcheck *struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
+	DependsOn map[string]struct {
+		Condition string `yaml:"condition"`
+	} `yaml:"depends_on"`
 }
 
 // flag returns the value of --name in the service's command; "" when absent.
