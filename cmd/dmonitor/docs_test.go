@@ -62,6 +62,7 @@ var ranElsewhere = map[string]string{
 	"make test": "CI runs it",
 	"make build                 # bin/dmonitor: a static binary (CGO_ENABLED=0)": "the deploy tests build the image's binary",
 	"docker compose up --build": "no Docker engine here: deploy/compose_test.go validates the stack with docker-compose config",
+	"docker pull --platform linux/amd64 petergrace/opentsdb-docker:latest":                          "no Docker engine here: deploy/compose_test.go checks that compose refuses to start without OPENTSDB_IMAGE, and validates it with one",
 	"apt-get install monitoring-plugins-basic   # optional: Debian's Nagios plugins, found by name": "scripts/test-deps installs it",
 	// The Quick start's edits: rules/docs_test.go TestReadmeQuickStart.
 	"mkdir -p examples/standalone/hosts.d/127.0.0.1":    "rules TestReadmeQuickStart",
