@@ -434,6 +434,24 @@ var badCases = []struct {
 		want:  "dmonitor.yaml:1:11: data_dir: state: is a file, not a directory",
 	},
 	{
+		// user: with nothing in it is no account; leaving it out is the default.
+		name:  "user empty",
+		files: map[string]string{FileName: "user: \"\"\n"},
+		want:  "dmonitor.yaml:1:7: user: must not be empty (leave user: out for the default, dmonitor)",
+	},
+	{
+		// A colon would be a field separator of /etc/passwd.
+		name:  "user with a colon",
+		files: map[string]string{FileName: "user: \"dmonitor:dmonitor\"\n"},
+		want:  `dmonitor.yaml:1:7: user: "dmonitor:dmonitor": an account name has no ':', '/' or white space`,
+	},
+	{
+		// A list where a name is wanted.
+		name:  "user not a string",
+		files: map[string]string{FileName: "user: [a, b]\n"},
+		want:  "dmonitor.yaml:1:7: user: want a string, got a list",
+	},
+	{
 		// A token file that is not there.
 		name:  "token file missing",
 		files: map[string]string{FileName: "control: {token_file: secret/token}\n"},

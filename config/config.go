@@ -24,8 +24,10 @@ const (
 	DefaultTSDBListen    = "127.0.0.1:4242"
 	DefaultControlListen = "127.0.0.1:2929"
 	DefaultSMTPAddr      = "127.0.0.1:25"
-	DefaultReceiver      = "default" // the receiver alert.d/ feeds
-	DefaultPeerPort      = 2929      // the control port of a nodes.txt entry without one, as the original dmonitor's
+	DefaultReceiver      = "default"  // the receiver alert.d/ feeds
+	DefaultPeerPort      = 2929       // the control port of a nodes.txt entry without one, as the original dmonitor's
+	DefaultUser          = "dmonitor" // the account a daemon started as root runs as, as the Debian package adds it
+	DefaultFallbackUser  = "nobody"   // when DefaultUser does not exist on this host
 	FileName             = "dmonitor.yaml"
 	hostPlaceholder      = "{{host}}"
 )
@@ -48,6 +50,12 @@ type Config struct {
 	RepeatInterval time.Duration // re-notify a firing, unacknowledged alert this often; 0 never
 	PluginDir      string
 	DataDir        string
+	// User is the account `dmonitor run` switches to when started as root
+	// (dmonitor.yaml's user:), before it opens the data directory or runs a
+	// plugin. "" is DefaultUser, or DefaultFallbackUser when this host has
+	// no such account; "root" keeps root. A name set explicitly must exist
+	// when the daemon starts. Ignored when the daemon is not started as root.
+	User string
 	// PluginPath is where a check command without a slash is looked up, in
 	// order: PluginDir, then dmonitor.yaml's plugin_path (by default
 	// SystemPluginDir).

@@ -393,6 +393,13 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 				}
 			}
 		},
+		"user": func(p string, n *yaml.Node) {
+			if d.str(p, n, &cfg.User) {
+				if why := badUserName(cfg.User); why != "" {
+					d.errorf(n, p, "%s", why)
+				}
+			}
+		},
 		"checks": func(p string, n *yaml.Node) {
 			d.pairs(p, n, func(k, v *yaml.Node) {
 				def := &checkDef{check: &Check{Name: k.Value}}
@@ -1026,4 +1033,21 @@ func (d *decoder) listenAddr(path string, n *yaml.Node, dst *string) {
 		}
 	}
 	*dst = s
+}
+
+// badUserName says why name cannot be an account of the host's user
+// database (passwd(5): no colon, no slash, no white space, no leading dash,
+// not empty), or "" when it can. Whether the account exists is the host's
+// business, judged when the daemon starts: a configuration is often
+// checked on another machine.
+func badUserName(name string) string {
+	switch {
+	case name == "":
+		return "must not be empty (leave user: out for the default, " + DefaultUser + ")"
+	case name[0] == '-':
+		return fmt.Sprintf("%q: an account name cannot start with '-'", name)
+	case strings.ContainsAny(name, ":/ \t\n\r"):
+		return fmt.Sprintf("%q: an account name has no ':', '/' or white space", name)
+	}
+	return ""
 }

@@ -608,3 +608,25 @@ func TestOverrideListen(t *testing.T) {
 		t.Errorf("OverrideListen(tsdb 2929) = %v, want the flag named", err)
 	}
 }
+
+// TestUser: user: is kept as written, and its absence is "" (the daemon's
+// default, resolved on the host where it starts, not here).
+func TestUser(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		// Absent: the daemon decides (DefaultUser, or DefaultFallbackUser).
+		{"absent", "", ""},
+		// A key with no value is absent too.
+		{"null", "user:\n", ""},
+		// An account that need not exist on the machine that loads it.
+		{"named", "user: monitoring\n", "monitoring"},
+		// root, kept explicitly.
+		{"root", "user: root\n", "root"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := load(t, tree(t, map[string]string{FileName: tc.yaml}))
+			equal(t, "User", c.User, tc.want)
+		})
+	}
+}

@@ -31,7 +31,11 @@ type daemonArgs struct {
 	// controlListen and tsdbListen override the configuration's listen
 	// addresses when set (--control-listen, --tsdb-listen).
 	controlListen, tsdbListen *string
-	hup                       <-chan os.Signal
+	// user overrides the configuration's user: when set (--user).
+	user *string
+	hup  <-chan os.Signal
+	// notify tells the service manager of the daemon's state.
+	notify notifier
 }
 
 // load loads the configuration as the command line asks: from dir, as
@@ -45,6 +49,9 @@ func (a daemonArgs) load() (*config.Config, error) {
 		if err := cfg.OverrideListen(a.controlListen, a.tsdbListen); err != nil {
 			return nil, err
 		}
+	}
+	if a.user != nil {
+		cfg.User = *a.user
 	}
 	return cfg, nil
 }
@@ -87,6 +94,10 @@ func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, curre
 		case <-args.hup:
 		case <-changed:
 		}
+		// RELOADING=1 now, READY=1 once the outcome is known: here when
+		// the configuration in force stays, from the restarted daemon
+		// when a new one replaces it.
+		args.notify.reloading()
 		next, err := args.load()
 		var set *rules.Set
 		if err == nil {
@@ -95,17 +106,20 @@ func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, curre
 		if err != nil {
 			ok.Set(0)
 			log.Error("configuration reload refused; the previous configuration stays in force", "err", err)
+			args.notify.ready(runningStatus(cfg) + "; the last reload was refused, see the log")
 			continue
 		}
 		sum, err := configHash(next)
 		if err != nil {
 			ok.Set(0)
 			log.Error("configuration reload refused; the previous configuration stays in force", "err", err)
+			args.notify.ready(runningStatus(cfg) + "; the last reload was refused, see the log")
 			continue
 		}
 		ok.Set(1)
 		if sum == current {
 			log.Debug("configuration unchanged")
+			args.notify.ready(runningStatus(cfg))
 			continue
 		}
 		logRuleWarnings(log, set)
@@ -115,6 +129,7 @@ func reloadOnHUP(ctx context.Context, args daemonArgs, cfg *config.Config, curre
 			hashGauge.Set(hashValue(current.all))
 			h.setHash(current.shared)
 			log.Info("rules reloaded", "rules", len(set.Rules()))
+			args.notify.ready(runningStatus(cfg))
 			continue
 		}
 		return &reloadConfig{cfg: next, set: set}

@@ -40,6 +40,7 @@ type runFlags struct {
 	logFormat                 string
 	logLevel                  string
 	controlListen, tsdbListen string
+	user                      string
 }
 
 func newRunCmd() *cobra.Command {
@@ -64,6 +65,9 @@ then killed, and every result is written before the process exits.`,
 			if cmd.Flags().Changed("tsdb-listen") {
 				args.tsdbListen = &f.tsdbListen
 			}
+			if cmd.Flags().Changed("user") {
+				args.user = &f.user
+			}
 			cfg, err := args.load()
 			if err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "dmonitor: configuration refused, nothing started:\n%v\n", err)
@@ -74,7 +78,37 @@ then killed, and every result is written before the process exits.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "dmonitor: rules refused, nothing started:\n%v\n", err)
 				return exitError{1}
 			}
+			// Root goes before anything a plugin could reach is opened,
+			// and for good: a reload restarts runDaemon as the account,
+			// so the tree is loaded again as the account now, and one it
+			// cannot read is refused at start rather than at a reload.
+			acct, err := dropPrivileges(cfg, log)
+			if err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "dmonitor: cannot run as the configured user, nothing started:\n%v\n", err)
+				return exitError{1}
+			}
+			if acct != nil {
+				if cfg, err = args.load(); err == nil {
+					set, err = loadRules(cfg)
+				}
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "dmonitor: configuration refused as user %s (reloads read it as %s: "+
+						"it must be readable by that user), nothing started:\n%v\n", acct.name, acct.name, err)
+					return exitError{1}
+				}
+			}
+			user := cfg.User
 			logRuleWarnings(log, set)
+			args.notify = notifier{log: log}
+			// STOPPING=1 as soon as the stop begins: the running plugins'
+			// grace period comes after it. A daemon that fails says so on
+			// its way out too.
+			stopped := context.AfterFunc(cmd.Context(), args.notify.stopping)
+			defer func() {
+				if stopped() {
+					args.notify.stopping()
+				}
+			}()
 			// SIGHUP is taken for the whole run, restarts included: its
 			// default action would end the process.
 			hup := make(chan os.Signal, 1)
@@ -91,6 +125,9 @@ then killed, and every result is written before the process exits.`,
 				// state, the notification journals and the history are on
 				// disk (or in Redis) and are taken up again.
 				cfg, set = next.cfg, next.set
+				if cfg.User != user {
+					log.Warn("user: changed; it takes effect when dmonitor is restarted, not on a reload", "user", user, "configured_user", cfg.User)
+				}
 				log.Info("configuration reloaded: restarting on it", "checks", len(cfg.Targets), "mode", cfg.Mode())
 			}
 		},
@@ -101,6 +138,7 @@ then killed, and every result is written before the process exits.`,
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	cmd.Flags().StringVar(&f.controlListen, "control-listen", "", "the control port's address, overriding control.listen (\"\" turns it off)")
 	cmd.Flags().StringVar(&f.tsdbListen, "tsdb-listen", "", "the embedded store's OpenTSDB API address, overriding tsdb.listen (\"\" turns it off)")
+	cmd.Flags().StringVar(&f.user, "user", "", "the account to run as when started as root, overriding user: (\"root\" keeps root)")
 	return cmd
 }
 
@@ -271,6 +309,8 @@ func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *ru
 	g.Go(func() error { return ev.Run(gctx) })
 	g.Go(func() error { silences.Run(gctx); return nil })
 	g.Go(func() error { return reloadOnHUP(gctx, args, cfg, hash, ev, &h, reg, log) })
+	// The listeners are bound and everything is started: serving.
+	args.notify.ready(runningStatus(cfg))
 	err = g.Wait()
 	stopDispatch()
 	return errors.Join(err, <-dispDone)
