@@ -137,7 +137,7 @@ type benchDaemon struct {
 func startBenchDaemon(b testing.TB, bin, dir, control string) *benchDaemon {
 	b.Helper()
 	d := &benchDaemon{control: control}
-	d.cmd = exec.Command(bin, "run", "--config", dir, "--log-level", "warn")
+	d.cmd = exec.Command(bin, "run", "--config", dir, "--log-level", "warn", "--user", "root")
 	d.cmd.Stdout, d.cmd.Stderr = &d.log, &d.log
 	if err := d.cmd.Start(); err != nil {
 		b.Fatal(err)

@@ -92,7 +92,10 @@ func startTLSDaemon(t testing.TB, dir, control string, roots *x509.CertPool, env
 func launch(t testing.TB, d *daemon, dir string, env []string) *daemon {
 	t.Helper()
 	d.done = make(chan struct{})
-	d.cmd = exec.Command(os.Args[0], append([]string{"run", "--config", dir, "--log-level", "debug"}, d.args...)...)
+	// The tests run as root in CI: the daemons keep it (--user root), or
+	// they would switch to an account that cannot read t.TempDir(). The
+	// switching itself is privdrop_test.go's; a --user in d.args wins.
+	d.cmd = exec.Command(os.Args[0], append([]string{"run", "--config", dir, "--log-level", "debug", "--user", "root"}, d.args...)...)
 	d.cmd.Env = append(append(os.Environ(), mainEnv+"=1"), env...)
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
@@ -318,7 +321,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		"hosts.d/www1/nosuch": "",
 		"dmonitor.yaml":       "interval: 10 seconds\n",
 	})
-	code, _, stderr := runMain(t, "run", "--config", dir)
+	code, _, stderr := runMain(t, "run", "--config", dir, "--user", "root")
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
@@ -339,7 +342,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 func TestRunRefusesExposure(t *testing.T) {
 	dir := t.TempDir()
 	writeTree(t, dir, map[string]string{"dmonitor.yaml": "control: {listen: '0.0.0.0:0'}\ntsdb: {listen: '[::]:0'}\n"})
-	code, _, stderr := runMain(t, "run", "--config", dir)
+	code, _, stderr := runMain(t, "run", "--config", dir, "--user", "root")
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
@@ -467,7 +470,7 @@ func TestRunListenFlags(t *testing.T) {
 			t.Errorf("start-up line %q lacks %q", line, want)
 		}
 	}
-	code, _, stderr := runMain(t, "run", "--config", dir, "--control-listen", "0.0.0.0:2929")
+	code, _, stderr := runMain(t, "run", "--config", dir, "--user", "root", "--control-listen", "0.0.0.0:2929")
 	if code != 1 || !strings.Contains(stderr, "control.listen 0.0.0.0:2929 is reachable from beyond this host") {
 		t.Errorf("--control-listen 0.0.0.0:2929 without a token: exit %d, %s", code, stderr)
 	}
