@@ -2,10 +2,15 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test bench fuzz deps lint clean
+.PHONY: build test bench fuzz deps lint clean deb
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/dmonitor ./cmd/dmonitor
+
+# The Debian package, bin/dmonitor_<version>_<arch>.deb, built with nfpm
+# (run by go run: nothing to install); docs/PACKAGE.md.
+deb: build
+	GO=$(GO) deploy/debian/build-deb bin/dmonitor '$(VERSION)' bin
 
 # The one test command: installs redis-server and monitoring-plugins when
 # missing, then runs every test under the race detector.
