@@ -60,7 +60,9 @@ func docCommands(t *testing.T, file string) map[string]int {
 // docs is run by TestDocCommands itself.
 var ranElsewhere = map[string]string{
 	"make test": "CI runs it",
-	"make build                 # bin/dmonitor: a static binary (CGO_ENABLED=0)": "the deploy tests build the image's binary",
+	"make deb":  "deploy/debian TestDeb builds the package with build-deb, the script make deb runs",
+	"make deb                                   # bin/dmonitor_<version>_<arch>.deb": "deploy/debian TestDeb, as above",
+	"make build                 # bin/dmonitor: a static binary (CGO_ENABLED=0)":     "the deploy tests build the image's binary",
 	"docker compose up --build": "no Docker engine here: deploy/compose_test.go validates the stack with docker-compose config",
 	"docker pull --platform linux/amd64 petergrace/opentsdb-docker:latest":                          "no Docker engine here: deploy/compose_test.go checks that compose refuses to start without OPENTSDB_IMAGE, and validates it with one",
 	"apt-get install monitoring-plugins-basic   # optional: Debian's Nagios plugins, found by name": "scripts/test-deps installs it",

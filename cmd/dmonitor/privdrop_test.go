@@ -17,6 +17,7 @@ import (
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
+	"github.com/dmonitor/dmonitor/internal/testlock"
 )
 
 // TestResolveAccount: an absent default falls back, an absent name set
@@ -146,6 +147,8 @@ func TestRunDropsToUser(t *testing.T) {
 // on this host: the daemon runs as nobody, and says so at warn.
 func TestRunAsNobodyWithoutDefaultUser(t *testing.T) {
 	requireRoot(t)
+	// deploy/debian's TestDeb installs the package, account and all.
+	testlock.Hold(t, "account")
 	if _, err := user.Lookup(config.DefaultUser); err == nil {
 		t.Skipf("this host has a %s account: the fallback to nobody cannot be seen (TestResolveAccount covers it)", config.DefaultUser)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
+	"github.com/dmonitor/dmonitor/internal/testlock"
 )
 
 const (
@@ -355,6 +356,9 @@ func lookupUser(name string) (*user.User, bool) {
 // uid, then purges the package and checks that nothing of it is left but
 // the dmonitor user, which Debian packages keep.
 func testInstall(t *testing.T, deb string) {
+	// cmd/dmonitor's test of the fallback to nobody needs the account
+	// absent while it runs.
+	testlock.Hold(t, "account")
 	switch {
 	case os.Geteuid() != 0:
 		t.Skip("installing a package needs root")
