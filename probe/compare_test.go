@@ -26,7 +26,7 @@ func runPlugin(t *testing.T, name string, args ...string) plugin.Output {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, pluginDir+name, args...)
-	cmd.Env = []string{"LC_ALL=C", "TZ=UTC"}
+	cmd.Env = []string{"LC_ALL=C"} // and the zone of the test, as the probe
 	out, err := cmd.Output()
 	code := 0
 	var ee *exec.ExitError
@@ -136,6 +136,12 @@ func startTCP(t testing.TB, delay time.Duration, banner string) (port int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveOn(t, ln, delay, banner)
+}
+
+// serveOn serves ln as startTCP does (ln may be a TLS listener).
+func serveOn(t testing.TB, ln net.Listener, delay time.Duration, banner string) (port int) {
+	t.Helper()
 	s := &tcpServer{ln: ln, done: make(chan struct{})}
 	s.wg.Add(1)
 	go s.serve(delay, banner)
@@ -182,7 +188,9 @@ func (s *tcpServer) serve(delay time.Duration, banner string) {
 				if _, err := c.Write([]byte(banner)); err != nil {
 					return
 				}
-				_ = c.(*net.TCPConn).CloseWrite()
+				if cw, ok := c.(interface{ CloseWrite() error }); ok {
+					_ = cw.CloseWrite()
+				}
 			}
 			// Drain until the client closes, so that what it sent never
 			// turns our close into a reset.
