@@ -299,11 +299,27 @@ func (f FailoverState) Delete(ctx context.Context, epoch int64, key string) erro
 type DualShare struct {
 	Redis evaluator.Share
 	Peers PeerShare
+	// Degraded, when set, says Redis is known to be away: it is then
+	// not tried at all. A client retrying a dead Redis takes the best
+	// part of a second per call, and the results, which go out one
+	// after the other, would reach the peers that much later.
+	Degraded func() (bool, time.Time)
+}
+
+// redisAway says whether Redis is known to be away.
+func (d DualShare) redisAway() bool {
+	if d.Degraded == nil {
+		return false
+	}
+	away, _ := d.Degraded()
+	return away
 }
 
 func (d DualShare) Publish(ctx context.Context, r check.Result) error {
 	_ = d.Peers.Publish(ctx, r)
-	_ = d.Redis.Publish(ctx, r) // unreachable Redis is the failover lease's to report
+	if !d.redisAway() {
+		_ = d.Redis.Publish(ctx, r) // unreachable Redis is the failover lease's to report
+	}
 	return nil
 }
 
@@ -318,16 +334,21 @@ func (d DualShare) Subscribe(ctx context.Context, fn func(check.Result)) error {
 
 func (d DualShare) Heartbeat(ctx context.Context, at time.Time) error {
 	_ = d.Peers.Heartbeat(ctx, at)
-	_ = d.Redis.Heartbeat(ctx, at)
+	if !d.redisAway() {
+		_ = d.Redis.Heartbeat(ctx, at)
+	}
 	return nil
 }
 
 // Observers merges both views, the later heartbeat winning, so an observer
 // heard by either is alive.
 func (d DualShare) Observers(ctx context.Context) ([]evaluator.ObserverSeen, error) {
-	rctx, cancel := context.WithTimeout(ctx, time.Second)
-	fromRedis, _ := d.Redis.Observers(rctx)
-	cancel()
+	var fromRedis []evaluator.ObserverSeen
+	if !d.redisAway() {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		fromRedis, _ = d.Redis.Observers(rctx)
+		cancel()
+	}
 	fromPeers, err := d.Peers.Observers(ctx)
 	last := make(map[string]time.Time)
 	for _, o := range append(fromRedis, fromPeers...) {
@@ -343,6 +364,9 @@ func (d DualShare) Observers(ctx context.Context) ([]evaluator.ObserverSeen, err
 }
 
 func (d DualShare) RequestConfirm(ctx context.Context, host, chk string, ttl time.Duration) (bool, error) {
+	if d.redisAway() {
+		return d.Peers.RequestConfirm(ctx, host, chk, ttl)
+	}
 	rctx, cancel := context.WithTimeout(ctx, time.Second)
 	viaRedis, rerr := d.Redis.RequestConfirm(rctx, host, chk, ttl)
 	cancel()

@@ -185,7 +185,7 @@ func openCoordination(cfg *config.Config, token string, rs receivers, reg promet
 		})
 		c.failover = fl
 		c.lease = fl
-		c.share = coord.DualShare{Redis: cl.share, Peers: coord.PeerShare{Exchange: exchange}}
+		c.share = coord.DualShare{Redis: cl.share, Peers: coord.PeerShare{Exchange: exchange}, Degraded: fl.Degraded}
 		c.state = coord.FailoverState{Lease: fl, Redis: mirror, Peers: ps}
 		redisTerms := c.termSender
 		c.fallback = local
