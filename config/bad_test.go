@@ -219,7 +219,7 @@ var badCases = []struct {
 		// A check with no command.
 		name:  "check without command",
 		files: map[string]string{FileName: "checks:\n  http:\n    interval: 30s\n"},
-		want:  "dmonitor.yaml:2:3: checks.http: command is required",
+		want:  "dmonitor.yaml:2:3: checks.http: command or probe is required",
 	},
 	{
 		// An empty command.

@@ -5,10 +5,13 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dmonitor/dmonitor/probe"
 )
 
 // Defaults that apply when dmonitor.yaml does not say otherwise.
@@ -116,10 +119,16 @@ func PeerAddr(entry string) string {
 	return net.JoinHostPort(host, strconv.Itoa(DefaultPeerPort))
 }
 
-// Check is one check definition: a plugin and its arguments.
+// Check is one check definition: a plugin and its arguments, or an
+// in-process probe.
 type Check struct {
-	Name     string
-	Command  []string // argv; Command[0] is the plugin's absolute path; {{host}} not yet expanded
+	Name string
+	// Command is the argv of a plugin check; Command[0] is the plugin's
+	// absolute path; {{host}} not yet expanded. Nil for a probe check.
+	Command []string
+	// Probe describes a probe check (checks.<name>.probe); nil for a
+	// plugin check. A check is one or the other, never both.
+	Probe    *ProbeSpec
 	Interval time.Duration
 	Timeout  time.Duration
 	Quorum   int
@@ -136,6 +145,60 @@ func (c *Check) Argv(host string) []string {
 		argv[i] = strings.ReplaceAll(a, hostPlaceholder, host)
 	}
 	return argv
+}
+
+// The probe types of ProbeSpec.Type.
+const (
+	ProbeTCP  = "tcp"
+	ProbeTLS  = "tls"
+	ProbeHTTP = "http"
+)
+
+// ProbeSpec is a check that package probe runs in-process instead of a
+// plugin. The options of the probe of Type are filled in, the others are
+// zero; their Host, ServerName and URL may hold {{host}}, and their
+// Timeout is unset: the check's Timeout applies (Check.NewProbe).
+type ProbeSpec struct {
+	Type string // ProbeTCP, ProbeTLS or ProbeHTTP
+	TCP  probe.TCP
+	TLS  probe.TLS
+	HTTP probe.HTTP
+}
+
+// NewProbe returns the probe of a probe check for host: its options with
+// every {{host}} replaced by host and the check's timeout. Load has built
+// it once already, so for a loaded Config only a host that makes a bad
+// address (a URL that no longer parses) can fail it.
+func (c *Check) NewProbe(host string) (probe.Probe, error) {
+	s := c.Probe
+	if s == nil {
+		return nil, fmt.Errorf("check %s: not a probe check", c.Name)
+	}
+	x := func(v string) string { return strings.ReplaceAll(v, hostPlaceholder, host) }
+	var (
+		p   probe.Probe
+		err error
+	)
+	switch s.Type {
+	case ProbeTCP:
+		o := s.TCP
+		o.Host, o.Timeout = x(o.Host), c.Timeout
+		p, err = probe.NewTCP(o)
+	case ProbeTLS:
+		o := s.TLS
+		o.Host, o.ServerName, o.Timeout = x(o.Host), x(o.ServerName), c.Timeout
+		p, err = probe.NewTLS(o)
+	case ProbeHTTP:
+		o := s.HTTP
+		o.URL, o.Timeout = x(o.URL), c.Timeout
+		p, err = probe.NewHTTP(o)
+	default:
+		err = fmt.Errorf("unknown probe type %q", s.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("check %s on %s: %w", c.Name, host, err)
+	}
+	return p, nil
 }
 
 // Target is one check to run against one host.

@@ -153,6 +153,10 @@ type checkDef struct {
 	cmdList *yaml.Node   // the command list; nil when absent
 	cmd     []*yaml.Node // its elements
 	cmdOK   bool         // the command decoded as a list of strings
+	// probe is the probe mapping, nil when absent; probeOK says it decoded
+	// without error, so that building its probe is worth trying.
+	probe   *yaml.Node
+	probeOK bool
 }
 
 // yamlState is what validation after decoding needs to know of
@@ -422,9 +426,17 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 							cfg.at.checkQuorum[def.check.Name] = posOf(n)
 						}
 					},
+					"probe": func(p string, n *yaml.Node) {
+						def.probe = n
+						def.check.Probe, def.probeOK = decodeProbe(d, p, n)
+					},
 				})
-				if def.cmdList == nil {
-					d.errorf(k, cp, "command is required")
+				switch {
+				case def.cmdList != nil && def.probe != nil:
+					d.errorf(def.probe, cp, "command and probe both given: a check runs a plugin or a probe, not both")
+					def.cmdOK, def.probeOK = false, false
+				case def.cmdList == nil && def.probe == nil:
+					d.errorf(k, cp, "command or probe is required")
 				}
 				st.checks = append(st.checks, def)
 			})
@@ -668,6 +680,15 @@ func (l *loader) resolveCheck(cfg *Config, def *checkDef) {
 	}
 	if c.Quorum == 0 {
 		c.Quorum = cfg.Quorum
+	}
+	if def.probeOK {
+		// Built once here, with a stand-in host, so that whatever the
+		// probe's own checks refuse is refused at load, with its line.
+		if _, err := c.NewProbe("localhost"); err != nil {
+			l.errs = append(l.errs, &Error{File: FileName, Line: def.probe.Line, Col: def.probe.Column,
+				Msg: join("checks", c.Name) + ".probe: " + errors.Unwrap(err).Error(), Err: err})
+		}
+		return
 	}
 	if !def.cmdOK {
 		return // missing or malformed: reported while decoding

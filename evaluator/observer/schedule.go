@@ -11,14 +11,21 @@ import (
 
 	"github.com/go-co-op/gocron/v2"
 
+	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/plugin"
+	"github.com/dmonitor/dmonitor/probe"
 )
 
-// job is one scheduled check of one host.
+// job is one scheduled check of one host: a plugin's command, or a probe.
 type job struct {
-	target  config.Target
-	cmd     plugin.Command
+	target config.Target
+	cmd    plugin.Command
+	probe  probe.Probe // nil for a plugin check
+	// slots bounds the probes running at once, shared by every probe job
+	// of the observer: as many as the runner's workers, the bound it puts
+	// on plugins.
+	slots   chan struct{}
 	running atomic.Bool // guards against overlapping runs of this check
 }
 
@@ -57,8 +64,20 @@ type slotKey struct{ interval, offset time.Duration }
 func (ob *Observer) schedule(ctx context.Context, s gocron.Scheduler, now time.Time) error {
 	slots := make(map[slotKey][]*job)
 	var order []slotKey
+	probeSlots := make(chan struct{}, max(ob.cfg.Workers, 1))
 	for _, t := range ob.cfg.Targets {
-		j := &job{target: t, cmd: plugin.Command{Argv: t.Check.Argv(t.Host), Timeout: t.Check.Timeout}}
+		j := &job{target: t}
+		if t.Check.Probe != nil {
+			// Built once per target: a probe keeps what its runs share
+			// (an HTTP probe's client), and nothing between runs.
+			p, err := t.Check.NewProbe(t.Host)
+			if err != nil {
+				return fmt.Errorf("schedule: %w", err)
+			}
+			j.probe, j.slots = p, probeSlots
+		} else {
+			j.cmd = plugin.Command{Argv: t.Check.Argv(t.Host), Timeout: t.Check.Timeout}
+		}
 		ob.jobs[instanceKey{t.Host, t.Check.Name}] = j
 		k := slotKey{t.Check.Interval, splay(t, ob.cfg.Observer, ob.cfg.Nodes).Truncate(slotWidth)}
 		if _, ok := slots[k]; !ok {
@@ -111,10 +130,32 @@ func (ob *Observer) runJob(ctx context.Context, j *job) {
 		return
 	}
 	defer j.running.Store(false)
-	r := ob.runner.Run(ctx, j.cmd)
+	r := ob.run(ctx, j)
 	if ctx.Err() != nil {
 		return // killed by shutdown: not an observation of the target
 	}
 	r.Host, r.Check, r.Observer = j.target.Host, j.target.Check.Name, ob.cfg.Observer
 	ob.record(r)
+}
+
+// run runs j's plugin through the runner, or its probe. A probe waits for
+// one of the observer's probe slots, as many as the runner's workers, as a
+// plugin waits for a worker; the probe's timeout (the check's) counts from
+// its start, not from the wait, as a plugin's does.
+func (ob *Observer) run(ctx context.Context, j *job) check.Result {
+	if j.probe == nil {
+		return ob.runner.Run(ctx, j.cmd)
+	}
+	// A done ctx must win even when a slot is free, which select alone,
+	// choosing at random among ready cases, would not promise.
+	if ctx.Err() == nil {
+		select {
+		case j.slots <- struct{}{}:
+			defer func() { <-j.slots }()
+			return j.probe.Run(ctx)
+		case <-ctx.Done():
+		}
+	}
+	return check.Result{Status: check.Unknown, Raw: check.Unknown.String(), ExitCode: -1,
+		Output: fmt.Sprintf("probe not started: %v", context.Cause(ctx)), Start: time.Now()}
 }

@@ -61,7 +61,8 @@ func PluginsCheck(cfg *config.Config) SelfCheck {
 func plugins(cfg *config.Config) (check.Status, string) {
 	users := make(map[string][]string) // plugin path → the checks that run it
 	for _, t := range cfg.Targets {
-		if len(t.Check.Command) > 0 && !slices.Contains(users[t.Check.Command[0]], t.Check.Name) {
+		// A probe check has no plugin: Command is nil.
+		if t.Check.Probe == nil && len(t.Check.Command) > 0 && !slices.Contains(users[t.Check.Command[0]], t.Check.Name) {
 			users[t.Check.Command[0]] = append(users[t.Check.Command[0]], t.Check.Name)
 		}
 	}
