@@ -38,7 +38,17 @@ the parsed result. The exit code is the status: 0 OK, 1 WARNING, 2 CRITICAL,
 				fmt.Fprintf(cmd.ErrOrStderr(), "dmonitor: no check %q in %s (known: %s)\n", name, cfg.Dir, strings.Join(slices.Sorted(maps.Keys(cfg.Checks)), ", "))
 				return exitError{int(check.Unknown)}
 			}
-			r := plugin.NewRunner(1, plugin.Options{}).Run(cmd.Context(), plugin.Command{Argv: c.Argv(host), Timeout: c.Timeout})
+			var r check.Result
+			if c.Probe != nil {
+				p, err := c.NewProbe(host)
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "dmonitor: %v\n", err)
+					return exitError{int(check.Unknown)}
+				}
+				r = p.Run(cmd.Context())
+			} else {
+				r = plugin.NewRunner(1, plugin.Options{}).Run(cmd.Context(), plugin.Command{Argv: c.Argv(host), Timeout: c.Timeout})
+			}
 			r.Host, r.Check, r.Observer = host, name, cfg.Observer
 			out := cmd.OutOrStdout()
 			if jsonOut {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/dmonitor/dmonitor/internal/await"
@@ -82,4 +83,17 @@ checks:
 		await.Until(t, chk+" ok again", func() bool { return d.state(t, "127.0.0.1", chk) == "ok" })
 	}
 	d.stop(t)
+}
+
+// `dmonitor check` runs a probe check by hand, as the daemon would.
+func TestCheckCommandRunsProbe(t *testing.T) {
+	svc := startService(t, "127.0.0.1:0")
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml": fmt.Sprintf("checks:\n  port:\n    probe: {type: tcp, host: \"{{host}}\", port: %s}\n", svc.port()),
+	})
+	code, out, stderr := runMain(t, "check", "--config", dir, "127.0.0.1", "port")
+	if code != 0 || !strings.Contains(out, "TCP OK") || !strings.Contains(out, "time = ") {
+		t.Errorf("dmonitor check on a tcp probe: exit %d\n%s%s", code, out, stderr)
+	}
 }
