@@ -541,7 +541,7 @@ func peerFiles(nodes, yaml string) map[string]string {
 // TestLoadBad loads each bad tree as the node that runs it (LoadAs, which
 // judges the observer too).
 func TestLoadBad(t *testing.T) {
-	for _, tc := range badCases {
+	for _, tc := range append(badCases, probeBadCases...) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := LoadAs(tree(t, tc.files), "")
 			if err == nil {

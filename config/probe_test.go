@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -162,25 +161,4 @@ var probeBadCases = []struct {
 		want: "dmonitor.yaml:3:64: checks.web.probe.expect_status[1]: 42 is not a status code\n" +
 			"dmonitor.yaml:3:85: checks.web.probe.cert_warn_days: must not be negative, got -1",
 	},
-}
-
-func TestLoadBadProbes(t *testing.T) {
-	for _, tc := range probeBadCases {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := LoadAs(tree(t, tc.files), "")
-			if err == nil {
-				t.Fatalf("Load succeeded, want error:\n%s", tc.want)
-			}
-			if cfg != nil {
-				t.Errorf("Load returned a Config with its error")
-			}
-			if err.Error() != tc.want {
-				t.Errorf("error:\n%s\nwant:\n%s", err, tc.want)
-			}
-			var errs Errors
-			if !errors.As(err, &errs) || len(errs) != strings.Count(tc.want, "\n")+1 {
-				t.Errorf("error is not Errors with one element per line: %#v", err)
-			}
-		})
-	}
 }
