@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dmonitor/dmonitor/check"
+	"github.com/dmonitor/dmonitor/internal/loopback"
 )
 
 // pluginDir is where Debian's monitoring-plugins package installs.
@@ -21,23 +22,7 @@ const pluginDir = "/usr/lib/nagios/plugins/"
 // and returns the port.
 func listen(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return port(t, ln.Addr().String())
+	return strconv.Itoa(loopback.Serve(t, func(c net.Conn) { c.Close() }).Port)
 }
 
 // closedPort returns a loopback port nothing listens on.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/plugin"
 	"github.com/dmonitor/dmonitor/probe"
 )
@@ -38,28 +39,9 @@ func probeObserver(t *testing.T, workers int, checks ...*config.Check) *Observer
 	return ob
 }
 
-// listen returns a loopback listener and its port; serve runs on every
-// connection, from the listener's own goroutine, which the test's end stops.
-func listen(t *testing.T, serve func(net.Conn)) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			serve(c)
-		}
-	}()
-	t.Cleanup(func() { l.Close(); <-done })
-	return l.Addr().(*net.TCPAddr).Port
-}
+// listen serves TCP on a loopback port, serve running on every
+// connection, and returns the port.
+func listen(t *testing.T, serve func(net.Conn)) int { return loopback.Serve(t, serve).Port }
 
 func tcpCheck(name string, port int, timeout time.Duration) *config.Check {
 	return &config.Check{Name: name, Interval: time.Hour, Timeout: timeout, Probe: &config.ProbeSpec{

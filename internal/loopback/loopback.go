@@ -21,3 +21,27 @@ func FreeAddr(t testing.TB) string {
 	}
 	return addr
 }
+
+// Serve listens on a free loopback port and hands every connection to
+// serve, one after the other, from a goroutine of its own that the end of
+// the test stops (after closing the listener). It returns the address.
+func Serve(t testing.TB, serve func(net.Conn)) *net.TCPAddr {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			serve(c)
+		}
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	return l.Addr().(*net.TCPAddr)
+}
