@@ -1,7 +1,6 @@
 package alertmanager_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,30 +19,13 @@ import (
 	"github.com/dmonitor/dmonitor/alerting/alertmanager"
 	"github.com/dmonitor/dmonitor/alerting/webhook"
 	"github.com/dmonitor/dmonitor/internal/loopback"
+	"github.com/dmonitor/dmonitor/internal/syncbuf"
 )
 
 // binary is Debian's prometheus-alertmanager (scripts/test-deps installs it).
 const binary = "/usr/bin/prometheus-alertmanager"
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// lockedBuffer collects a process's output for the failure message.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // startAlertmanager runs a real Alertmanager on a free loopback port, with
 // one receiver that sends nothing and no clustering, and returns its base
@@ -62,7 +43,7 @@ func startAlertmanager(t *testing.T) string {
 	// The port is free when we pick it, but another process may take it
 	// before Alertmanager binds it; then Alertmanager exits, and we try a
 	// new one.
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	for try := 0; try < 3; try++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

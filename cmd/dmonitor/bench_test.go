@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dmonitor/dmonitor/internal/syncbuf"
 )
 
 // The daemon benchmarks run the real binary, built with `go build` like a
@@ -105,30 +107,11 @@ func benchHosts(n int) []string {
 	return hosts
 }
 
-// lockedBuffer collects the daemon's log, written by exec's copying
-// goroutine and read by the benchmark.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // benchDaemon is a `dmonitor run` child process of the built binary.
 type benchDaemon struct {
 	cmd     *exec.Cmd
 	control string
-	log     lockedBuffer
+	log     syncbuf.Buffer
 }
 
 // startBenchDaemon starts bin on the config tree dir and returns once its

@@ -1,39 +1,17 @@
 package observer
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/internal/syncbuf"
 	"github.com/dmonitor/dmonitor/plugin"
 )
-
-// logBuffer collects log lines written from the observer's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// take returns what was logged since the last take.
-func (l *logBuffer) take() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.b.String()
-	l.b.Reset()
-	return s
-}
 
 // TestStateChangesLoggedAtInfo runs a real plugin whose status a file sets:
 // each run whose status differs from this observer's previous one for the
@@ -56,7 +34,7 @@ func TestStateChangesLoggedAtInfo(t *testing.T) {
 	c := &config.Check{Name: "disk", Command: []string{script, filepath.Join(dir, "{{host}}")}, Interval: time.Hour, Timeout: 10 * time.Second}
 	cfg := &config.Config{Observer: "eu-1", Interval: time.Hour, Checks: map[string]*config.Check{"disk": c},
 		Targets: []config.Target{{Host: "db1", Check: c}, {Host: "www1", Check: c}}}
-	var logs logBuffer
+	var logs syncbuf.Buffer
 	ob := New(Options{
 		Config: cfg, Runner: plugin.NewRunner(2, plugin.Options{}),
 		Writer: NewWriter(nil, nil, WriterOptions{}), // never run: Write only queues
@@ -76,7 +54,7 @@ func TestStateChangesLoggedAtInfo(t *testing.T) {
 			t.Fatalf("no check disk on %s", host)
 		}
 		ob.rechecks.Wait()
-		return logs.take()
+		return logs.Take()
 	}
 	const changed = `msg="check state changed"`
 

@@ -1,7 +1,6 @@
 package httpserve_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,32 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dmonitor/dmonitor/internal/httpserve"
 	"github.com/dmonitor/dmonitor/internal/httpserve/tlstest"
+	"github.com/dmonitor/dmonitor/internal/syncbuf"
 )
-
-// logBuffer collects a server's log lines; the server writes from its own
-// goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 var hello = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "hello") })
 
@@ -186,7 +166,7 @@ func TestListenTLSReload(t *testing.T) {
 	ca := tlstest.NewCA(t, "test CA")
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	first := ca.Issue(t, certFile, keyFile)
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	srv, err := httpserve.ListenTLS("control", "127.0.0.1:0", certFile, keyFile, hello, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -31,6 +31,7 @@ import (
 	"github.com/dmonitor/dmonitor/internal/checktest"
 	"github.com/dmonitor/dmonitor/internal/fakeclock"
 	"github.com/dmonitor/dmonitor/internal/loopback"
+	"github.com/dmonitor/dmonitor/internal/syncbuf"
 	"github.com/dmonitor/dmonitor/share/peershare"
 	"github.com/dmonitor/dmonitor/share/wire"
 	"github.com/dmonitor/dmonitor/silence"
@@ -256,24 +257,13 @@ func (b *inbox) States() [][]localstate.Record {
 }
 
 // logBuffer holds a node's log, in slog's JSON form.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+type logBuffer struct{ syncbuf.Buffer }
 
 // count returns how many entries have level, a message containing msg, and
 // every attribute of attrs (key, value pairs, compared as printed).
 func (l *logBuffer) count(t *testing.T, level slog.Level, msg string, attrs ...string) int {
 	t.Helper()
-	l.mu.Lock()
-	text := l.b.String()
-	l.mu.Unlock()
+	text := l.String()
 	n := 0
 	sc := bufio.NewScanner(strings.NewReader(text))
 	sc.Buffer(nil, 1<<20)
@@ -294,12 +284,6 @@ entries:
 		n++
 	}
 	return n
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // metric returns the value of name's sample whose labels include labels
