@@ -411,6 +411,16 @@ func (h *handler) bodyError(r *http.Request, err error) error {
 
 // decodeJSON parses body into v, answering 400 as OpenTSDB does when the
 // content cannot be parsed.
+// decodeBody reads r's body, bounded as readBody does, and decodes it
+// into v as decodeJSON does.
+func (h *handler) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := h.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	return decodeJSON(body, v)
+}
+
 func decodeJSON(body []byte, v any) error {
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return badRequest("Missing message content", "Supply valid JSON formatted data in the body of your request")

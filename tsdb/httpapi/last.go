@@ -71,12 +71,8 @@ func (h *handler) serveLast(w http.ResponseWriter, r *http.Request) error {
 			backScan = n
 		}
 	} else {
-		body, err := h.readBody(w, r)
-		if err != nil {
-			return err
-		}
 		var lr lastRequest
-		if err := decodeJSON(body, &lr); err != nil {
+		if err := h.decodeBody(w, r, &lr); err != nil {
 			return err
 		}
 		for _, sq := range lr.Queries {

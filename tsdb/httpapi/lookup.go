@@ -64,11 +64,7 @@ func (h *handler) serveLookup(w http.ResponseWriter, r *http.Request) error {
 	began := time.Now()
 	var req lookupRequest
 	if r.Method == http.MethodPost {
-		body, err := h.readBody(w, r)
-		if err != nil {
-			return err
-		}
-		if err := decodeJSON(body, &req); err != nil {
+		if err := h.decodeBody(w, r, &req); err != nil {
 			return err
 		}
 	} else {

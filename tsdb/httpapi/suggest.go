@@ -23,11 +23,7 @@ func (h *handler) serveSuggest(w http.ResponseWriter, r *http.Request) error {
 		Max  *int   `json:"max"`
 	}
 	if r.Method == http.MethodPost {
-		body, err := h.readBody(w, r)
-		if err != nil {
-			return err
-		}
-		if err := decodeJSON(body, &req); err != nil {
+		if err := h.decodeBody(w, r, &req); err != nil {
 			return err
 		}
 	} else {
