@@ -18,14 +18,6 @@ func TestQueryFilters24(t *testing.T) {
 	} {
 		mustAppend(t, s, series("m", tg, sv{0, float64(i + 1)}))
 	}
-	hostsOf := func(out []tsdb.Series) []string {
-		var hs []string
-		for _, ser := range out {
-			hs = append(hs, ser.Tags["host"])
-		}
-		slices.Sort(hs)
-		return hs
-	}
 	for _, tc := range []struct {
 		name    string
 		q       tsdb.Query

@@ -159,14 +159,6 @@ func TestQueryFilters(t *testing.T) {
 	} {
 		mustAppend(t, s, series("m", tg, sv{0, float64(i + 1)}))
 	}
-	hostsOf := func(out []tsdb.Series) []string {
-		var hs []string
-		for _, ser := range out {
-			hs = append(hs, ser.Tags["host"])
-		}
-		slices.Sort(hs)
-		return hs
-	}
 	for _, tc := range []struct {
 		name    string
 		filters []tsdb.Filter
@@ -318,4 +310,14 @@ func TestLastOldSeries(t *testing.T) {
 	got := only(t, mustQuery(t, s, tsdb.Query{Metric: "up", Start: at(0), End: at(61 * 3600),
 		Filters: []tsdb.Filter{{Type: tsdb.LiteralOr, Tag: "host", Expr: "old"}}}))
 	checkSVs(t, "old after a new append", got, sv{0, 1}, sv{60, 2}, sv{61 * 3600, 3})
+}
+
+// hostsOf returns the host tags of out, sorted.
+func hostsOf(out []tsdb.Series) []string {
+	var hs []string
+	for _, ser := range out {
+		hs = append(hs, ser.Tags["host"])
+	}
+	slices.Sort(hs)
+	return hs
 }
