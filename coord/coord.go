@@ -124,14 +124,23 @@ var _ evaluator.StateStore = PeerState{}
 // persistence, or flushed), so an incident already paged is neither paged
 // again under a new id nor left without its resolved notification.
 type MirrorState struct {
-	Primary evaluator.StateStore
+	Primary Primary
 	Local   *localstate.Store
 	Log     *slog.Logger // nil discards
 }
 
+// Primary is the store MirrorState mirrors: Redis (redisstate.Store).
+type Primary interface {
+	evaluator.StateStore
+	// Settle records that the leader of epoch is done reconciling the
+	// store after its TakeOver; followers copy it only from then on.
+	Settle(ctx context.Context, epoch int64) error
+}
+
 // TakeOver fences Redis for epoch and reconciles: an instance this node's
 // copy holds and Redis lacks, or holds older (by evaluation time), is
-// written back to Redis.
+// written back to Redis. Then it settles Redis, so the other nodes copy it
+// again.
 func (m MirrorState) TakeOver(ctx context.Context, epoch int64) error {
 	if err := m.Primary.TakeOver(ctx, epoch); err != nil {
 		return err
@@ -171,7 +180,7 @@ func (m MirrorState) TakeOver(ctx context.Context, epoch int64) error {
 		orDiscard(m.Log).Warn("redis lacked alert state this node kept; restored it from the local copy",
 			"instances", restored, "resolved", dropped)
 	}
-	return nil
+	return m.Primary.Settle(ctx, epoch)
 }
 
 func (m MirrorState) LoadAll(ctx context.Context) (map[string]alerting.Instance, error) {
@@ -205,17 +214,16 @@ var _ evaluator.StateStore = MirrorState{}
 // Leader says whether this node holds the Redis lease now.
 type Leader interface{ Leading() bool }
 
-// Snapshotter reads Redis's alert state and whether a leader's fence is
-// stored beside it (redisstate.Store.Snapshot).
+// Snapshotter reads Redis's alert state and whether it is settled: the
+// current leader has reconciled it after its takeover
+// (redisstate.Store.Snapshot).
 type Snapshotter interface {
-	Snapshot(ctx context.Context) (insts map[string]alerting.Instance, fenced bool, err error)
+	Snapshot(ctx context.Context) (insts map[string]alerting.Instance, settled bool, err error)
 }
 
 // MirrorFollower keeps this node's copy of the alert state in step with
 // Redis while another node leads, every lease TTL, so that whichever node
-// leads after Redis comes back empty still knows what was paged. It copies
-// only while Redis holds a leader's fence: an empty Redis is a lost state,
-// not a cluster without incidents.
+// leads after Redis comes back empty still knows what was paged.
 func MirrorFollower(ctx context.Context, lease Leader, redis Snapshotter, st *localstate.Store, every time.Duration, log *slog.Logger) {
 	log = orDiscard(log)
 	tick := time.NewTicker(every)
@@ -230,30 +238,41 @@ func MirrorFollower(ctx context.Context, lease Leader, redis Snapshotter, st *lo
 			continue // the leader writes through MirrorState
 		}
 		qctx, cancel := context.WithTimeout(ctx, every)
-		remote, fenced, err := redis.Snapshot(qctx)
+		err := mirrorOnce(qctx, redis, st)
 		cancel()
-		if err != nil || !fenced {
-			continue
-		}
-		recs, err := st.Records(ctx)
 		if err != nil {
-			log.Warn("read the local alert state", "err", err)
-			continue
-		}
-		now := time.Now().UTC()
-		var merge []localstate.Record
-		for key, inst := range remote {
-			merge = append(merge, localstate.Record{Key: key, Instance: inst, Updated: inst.LastEval})
-		}
-		for _, r := range recs {
-			if _, ok := remote[r.Key]; !ok && !r.Deleted {
-				merge = append(merge, localstate.Record{Key: r.Key, Deleted: true, Updated: now})
-			}
-		}
-		if _, err := st.Merge(ctx, merge); err != nil {
 			log.Warn("copy the leader's alert state", "err", err)
 		}
 	}
+}
+
+// mirrorOnce copies Redis's alert state into st, if it is settled: an
+// empty Redis no leader has reconciled yet is a lost state, not a cluster
+// without incidents, and a node that took it for one would, leading next,
+// never resolve what was paged. An instance st holds and Redis does not is
+// marked resolved as of the snapshot, so what this node writes meanwhile
+// (it may have just begun to lead) stays.
+func mirrorOnce(ctx context.Context, redis Snapshotter, st *localstate.Store) error {
+	at := time.Now().UTC()
+	remote, settled, err := redis.Snapshot(ctx)
+	if err != nil || !settled {
+		return nil // Redis being away is the failover lease's to report
+	}
+	recs, err := st.Records(ctx)
+	if err != nil {
+		return fmt.Errorf("read the local alert state: %w", err)
+	}
+	var merge []localstate.Record
+	for key, inst := range remote {
+		merge = append(merge, localstate.Record{Key: key, Instance: inst, Updated: inst.LastEval})
+	}
+	for _, r := range recs {
+		if _, ok := remote[r.Key]; !ok && !r.Deleted {
+			merge = append(merge, localstate.Record{Key: r.Key, Deleted: true, Updated: at})
+		}
+	}
+	_, err = st.Merge(ctx, merge)
+	return err
 }
 
 // FailoverState is the alert state in degraded-capable redis mode: each

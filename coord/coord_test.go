@@ -8,7 +8,8 @@ import (
 
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/alerting/localstate"
-	"github.com/dmonitor/dmonitor/evaluator/leader"
+	"github.com/dmonitor/dmonitor/alerting/redisstate"
+	"github.com/dmonitor/dmonitor/internal/redistest"
 )
 
 var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
@@ -30,32 +31,26 @@ func TestMirrorTakeOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = local.Close() })
-	redis := leader.NewMemState()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	redis := redisstate.New(redistest.Start(t).Client(t), redisstate.Options{})
 
 	// Redis, as the last leader (epoch 1) left it.
-	must(redis.TakeOver(ctx, 1))
-	must(redis.Save(ctx, 1, "newer-in-redis", firing("a", t0.Add(50*time.Minute))))
-	must(redis.Save(ctx, 1, "older-in-redis", firing("b", t0.Add(10*time.Minute))))
-	must(redis.Save(ctx, 1, "resolved-here", firing("c", t0.Add(10*time.Minute))))
-	must(redis.Save(ctx, 1, "resolved-before", firing("d", t0.Add(70*time.Minute))))
+	must(t, redis.TakeOver(ctx, 1))
+	must(t, redis.Save(ctx, 1, "newer-in-redis", firing("a", t0.Add(50*time.Minute))))
+	must(t, redis.Save(ctx, 1, "older-in-redis", firing("b", t0.Add(10*time.Minute))))
+	must(t, redis.Save(ctx, 1, "resolved-here", firing("c", t0.Add(10*time.Minute))))
+	must(t, redis.Save(ctx, 1, "resolved-before", firing("d", t0.Add(70*time.Minute))))
 	// This node's copy: written at one hour (its clock), term 7 (degraded).
-	must(local.TakeOver(ctx, 7))
-	must(local.Save(ctx, 7, "newer-in-redis", firing("a", t0.Add(20*time.Minute))))
-	must(local.Save(ctx, 7, "older-in-redis", firing("b", t0.Add(40*time.Minute))))
-	must(local.Save(ctx, 7, "only-here", firing("e", t0.Add(30*time.Minute))))
-	must(local.Delete(ctx, 7, "resolved-here"))   // at one hour, after Redis's 10 minutes
-	must(local.Delete(ctx, 7, "resolved-before")) // at one hour, before Redis's 70 minutes
+	must(t, local.TakeOver(ctx, 7))
+	must(t, local.Save(ctx, 7, "newer-in-redis", firing("a", t0.Add(20*time.Minute))))
+	must(t, local.Save(ctx, 7, "older-in-redis", firing("b", t0.Add(40*time.Minute))))
+	must(t, local.Save(ctx, 7, "only-here", firing("e", t0.Add(30*time.Minute))))
+	must(t, local.Delete(ctx, 7, "resolved-here"))   // at one hour, after Redis's 10 minutes
+	must(t, local.Delete(ctx, 7, "resolved-before")) // at one hour, before Redis's 70 minutes
 
 	m := MirrorState{Primary: redis, Local: local}
-	must(m.TakeOver(ctx, 2))
+	must(t, m.TakeOver(ctx, 2))
 	got, err := m.LoadAll(ctx)
-	must(err)
+	must(t, err)
 	want := map[string]time.Time{
 		"newer-in-redis":  t0.Add(50 * time.Minute), // Redis's kept
 		"older-in-redis":  t0.Add(40 * time.Minute), // this node's written back
@@ -73,10 +68,13 @@ func TestMirrorTakeOver(t *testing.T) {
 	if _, ok := got["resolved-here"]; ok {
 		t.Error("an incident this node resolved after Redis last heard of it came back from Redis")
 	}
+	if _, settled, err := redis.Snapshot(ctx); err != nil || !settled {
+		t.Errorf("after the takeover Redis is settled %v (%v), want true: the other nodes would never copy it", settled, err)
+	}
 
 	// Writes go to both, Redis first; a write Redis refuses (a newer
 	// leader) does not land in the local copy either.
-	must(m.Save(ctx, 2, "new", firing("f", now)))
+	must(t, m.Save(ctx, 2, "new", firing("f", now)))
 	if all, _ := local.LoadAll(ctx); all["new"].Rule != "default" {
 		t.Error("a write of the term is not in the local copy")
 	}
@@ -85,6 +83,64 @@ func TestMirrorTakeOver(t *testing.T) {
 	}
 	if all, _ := local.LoadAll(ctx); all["stale"].Rule != "" {
 		t.Error("a write Redis refused landed in the local copy")
+	}
+}
+
+// TestMirrorFollowerWaitsForSettle: a follower copies Redis's alert state
+// only once the leader has reconciled it. Read between a new leader's fence
+// and its write-back, an empty Redis (restarted without persistence) would
+// mark every incident this node knows resolved, and if this node led next,
+// none of them would ever get its resolved notification.
+func TestMirrorFollowerWaitsForSettle(t *testing.T) {
+	ctx := context.Background()
+	redis := redisstate.New(redistest.Start(t).Client(t), redisstate.Options{})
+	local, err := localstate.Open(filepath.Join(t.TempDir(), "state.db"), localstate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = local.Close() })
+	paged := firing("a", t0)
+	must(t, local.TakeOver(ctx, 1))
+	must(t, local.Save(ctx, 1, "paged", paged))
+	isOpen := func() bool {
+		all, err := local.LoadAll(ctx)
+		must(t, err)
+		_, ok := all["paged"]
+		return ok
+	}
+
+	// Redis came back empty; a new leader has fenced it and not yet
+	// written back what it lost.
+	must(t, redis.TakeOver(ctx, 2))
+	must(t, mirrorOnce(ctx, redis, local))
+	if !isOpen() {
+		t.Fatal("the follower took an empty Redis that no leader had reconciled for a resolved incident")
+	}
+	// The leader writes the incident back and settles; then resolves it.
+	must(t, redis.Save(ctx, 2, "paged", paged))
+	must(t, redis.Settle(ctx, 2))
+	must(t, mirrorOnce(ctx, redis, local))
+	if !isOpen() {
+		t.Fatal("the follower lost an incident Redis holds")
+	}
+	must(t, redis.Delete(ctx, 2, "paged"))
+	must(t, mirrorOnce(ctx, redis, local))
+	if isOpen() {
+		t.Error("the follower kept an incident the leader resolved")
+	}
+	// The next leader's fence unsettles Redis again.
+	must(t, local.Save(ctx, 1, "paged", paged))
+	must(t, redis.TakeOver(ctx, 3))
+	must(t, mirrorOnce(ctx, redis, local))
+	if !isOpen() {
+		t.Error("the follower copied a Redis the new leader had fenced and not yet settled")
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -53,10 +53,11 @@ type Options struct {
 // besides the client and key names; any number of Stores, in any number of
 // processes, may use the same keys: the fence decides whose writes count.
 type Store struct {
-	client redis.UniversalClient
-	prefix string
-	fence  string // the key of the current epoch
-	alerts string // the hash of instances, by InstanceKey
+	client  redis.UniversalClient
+	prefix  string
+	fence   string // the key of the current epoch
+	settled string // the epoch whose leader has reconciled the instances
+	alerts  string // the hash of instances, by InstanceKey
 }
 
 // New returns a Store using client, which the caller keeps and closes.
@@ -64,7 +65,8 @@ func New(client redis.UniversalClient, opts Options) *Store {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
 	}
-	return &Store{client: client, prefix: opts.Prefix, fence: opts.Prefix + "fence", alerts: opts.Prefix + "alerts"}
+	return &Store{client: client, prefix: opts.Prefix, fence: opts.Prefix + "fence", settled: opts.Prefix + "settled",
+		alerts: opts.Prefix + "alerts"}
 }
 
 // fenceLua opens every fenced script: KEYS[1] is the fence and ARGV[1] the
@@ -100,6 +102,10 @@ return 1
 `)
 	deleteScript = fenced(`
 redis.call('HDEL', KEYS[2], ARGV[2])
+return 1
+`)
+	settleScript = fenced(`
+redis.call('SET', KEYS[2], ARGV[1])
 return 1
 `)
 )
@@ -204,21 +210,39 @@ func (s *Store) decodeAll(raw map[string]string) (map[string]alerting.Instance, 
 	return out, errors.Join(errs...)
 }
 
-// Snapshot returns every stored instance, as LoadAll does, and whether a
-// leader's fence is stored beside them, read together in one transaction.
-// No fence means Redis lost the state (restarted without persistence, or
-// flushed) since a leader last took over: the empty map is then not a
-// cluster without incidents.
-func (s *Store) Snapshot(ctx context.Context) (insts map[string]alerting.Instance, fenced bool, err error) {
-	var exists *redis.IntCmd
+// Settle records that the leader of epoch is done reconciling the stored
+// instances after its TakeOver (a new leader may write back what Redis lost
+// before it decides). Until then Snapshot reports the state unsettled: read
+// between the fence and the write-back, an empty hash would say "resolved"
+// of every incident Redis lost. It fails with an error wrapping ErrFenced
+// when epoch is not the current one.
+func (s *Store) Settle(ctx context.Context, epoch int64) error {
+	arg, err := epochArg(epoch)
+	if err != nil {
+		return fmt.Errorf("settle %s: %w", s.alerts, err)
+	}
+	if err := settleScript.Run(ctx, s.client, []string{s.fence, s.settled}, arg).Err(); err != nil {
+		return fmt.Errorf("settle %s: %w", s.alerts, fenceErr(err))
+	}
+	return nil
+}
+
+// Snapshot returns every stored instance, as LoadAll does, and whether
+// they are settled: the current leader has called Settle, read together
+// in one transaction. Unsettled means Redis lost the state (restarted
+// without persistence, or flushed) and no leader has reconciled it yet, or
+// one is doing so now: the map is then not the cluster's incidents.
+func (s *Store) Snapshot(ctx context.Context) (insts map[string]alerting.Instance, settled bool, err error) {
+	var fence, done *redis.StringCmd
 	var all *redis.MapStringStringCmd
 	if _, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		exists = p.Exists(ctx, s.fence)
+		fence = p.Get(ctx, s.fence)
+		done = p.Get(ctx, s.settled)
 		all = p.HGetAll(ctx, s.alerts)
 		return nil
-	}); err != nil {
-		return nil, false, fmt.Errorf("snapshot alerts from %s: %w", s.alerts, err)
+	}); err != nil && !errors.Is(err, redis.Nil) || all.Err() != nil {
+		return nil, false, fmt.Errorf("snapshot alerts from %s: %w", s.alerts, errors.Join(err, all.Err()))
 	}
 	insts, err = s.decodeAll(all.Val())
-	return insts, exists.Val() == 1, err
+	return insts, fence.Val() != "" && fence.Val() == done.Val(), err
 }

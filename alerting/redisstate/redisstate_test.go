@@ -201,6 +201,9 @@ func TestFencedWrites(t *testing.T) {
 			_, err := st.OpenDispatcher(ctx, 1, map[string]alerting.Notifier{"ops": nil}, nil, alerting.DispatcherOptions{})
 			return err
 		}},
+		// It settles the state it reconciled: followers would copy
+		// the deposed leader's view.
+		{"Settle", func() error { return st.Settle(ctx, 1) }},
 		// An epoch ahead of the fence is no better: it never took over.
 		{"Save ahead", func() error { return st.Save(ctx, 3, key, resolved) }},
 	} {

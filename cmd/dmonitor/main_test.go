@@ -120,7 +120,19 @@ func launch(t testing.TB, d *daemon, dir string, env []string) *daemon {
 			_ = d.wait()
 		}
 		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.logText())
+			// CI shows only the head and tail of a long output: the
+			// debug lines (go-redis retrying, gocron) would crowd out
+			// the decisions.
+			var kept []string
+			skipped := 0
+			for _, line := range strings.Split(d.logText(), "\n") {
+				if strings.Contains(line, " level=DEBUG ") {
+					skipped++
+					continue
+				}
+				kept = append(kept, line)
+			}
+			t.Logf("log of the daemon at %s (%d debug lines left out):\n%s", d.base, skipped, strings.Join(kept, "\n"))
 		}
 	})
 	await.Until(t, "the control API", func() bool {
