@@ -147,7 +147,7 @@ type ruleDef struct {
 	expr        *yaml.Node
 	summary     *yaml.Node
 	description *yaml.Node
-	deps        []*yaml.Node // depends_on elements
+	deps        []*yaml.Node // the parents named in depends_on, in Rule.Parents order
 	severity    *yaml.Node
 	sel         *yaml.Node              // the select mapping
 	selKeys     []*yaml.Node            // its keys, in file order
@@ -351,7 +351,7 @@ func (d *decoder) rule1(i int, n *yaml.Node) *ruleDef {
 			str("severity", &r.Severity)(v)
 		},
 		"depends_on": func(v *yaml.Node) {
-			def.deps, r.DependsOn = d.strings("depends_on", v)
+			def.deps, r.DependsOn = d.dependencies(v)
 			ok = ok && def.deps != nil
 		},
 		"notify": func(v *yaml.Node) {
@@ -511,6 +511,40 @@ func (d *decoder) strings(field string, n *yaml.Node) ([]*yaml.Node, []string) {
 	return nodes, list
 }
 
+// dependencies decodes depends_on: a list whose entries are a rule name
+// or {any: [rule, rule, ...]}. It returns the node of each parent named,
+// in Rule.Parents order, or nil after an error.
+func (d *decoder) dependencies(n *yaml.Node) ([]*yaml.Node, []Dependency) {
+	const want = "a rule name or {any: [rule, rule, ...]}"
+	if n.Kind != yaml.SequenceNode {
+		d.errorf(n, "depends_on: want a list of %s, got %s", want, yamlnode.Describe(n))
+		return nil, nil
+	}
+	nodes := make([]*yaml.Node, 0, len(n.Content))
+	deps := make([]Dependency, 0, len(n.Content))
+	for _, e := range n.Content {
+		e = deref(e)
+		switch {
+		case e.Kind == yaml.ScalarNode:
+			nodes, deps = append(nodes, e), append(deps, Dependency{Any: []string{e.Value}})
+		case e.Kind == yaml.MappingNode && len(e.Content) == 2 && deref(e.Content[0]).Value == "any":
+			members, names := d.strings("depends_on: any", deref(e.Content[1]))
+			if members == nil {
+				return nil, nil
+			}
+			if len(names) < 2 {
+				d.errorf(e.Content[1], "depends_on: any: want two or more redundant rules, got %d; name a single parent plainly", len(names))
+				return nil, nil
+			}
+			nodes, deps = append(nodes, members...), append(deps, Dependency{Any: names})
+		default:
+			d.errorf(e, "depends_on: want %s, got %s", want, yamlnode.Describe(e))
+			return nil, nil
+		}
+	}
+	return nodes, deps
+}
+
 // deref follows aliases to the node they name.
 func deref(n *yaml.Node) *yaml.Node {
 	for i := 0; n.Kind == yaml.AliasNode && n.Alias != nil && i < 100; i++ {
@@ -538,7 +572,7 @@ func (l *loader) link(defs []*ruleDef) *Set {
 	}
 	for _, def := range kept {
 		d := &decoder{l: l, file: def.rule.File, src: def.src, rule: "rule " + strconv.Quote(def.rule.Name)}
-		for j, p := range def.rule.DependsOn {
+		for j, p := range def.rule.Parents() {
 			if _, ok := byName[p]; !ok {
 				d.errorf(def.deps[j], "depends_on: no rule %q", p)
 			}
@@ -557,7 +591,7 @@ func (l *loader) link(defs []*ruleDef) *Set {
 	visit = func(def *ruleDef) {
 		mark[def.rule.Name] = onPath
 		path = append(path, def.rule.Name)
-		for j, p := range def.rule.DependsOn {
+		for j, p := range def.rule.Parents() {
 			parent, ok := byName[p]
 			if !ok {
 				continue

@@ -41,7 +41,7 @@ type Rule struct {
 	For           time.Duration // the condition must hold this long before firing
 	KeepFiringFor time.Duration // a firing alert resolves only after the condition has been false this long
 	Severity      string
-	DependsOn     []string // names of parent rules
+	DependsOn     []Dependency
 	Notify        []string // receiver names
 	Summary       string   // text/template source
 	Description   string   // text/template source
@@ -52,6 +52,25 @@ type Rule struct {
 	summary     *template.Template
 	description *template.Template
 	vms         *sync.Pool // of *vm.VM, so that a tick allocates no VM per instance
+}
+
+// Dependency is one entry of a rule's depends_on: a plain parent (Any
+// holds its one name), or a group of redundant parents, of which any one
+// being available is enough (Any holds two or more names). A child is held
+// back while a plain parent is not available, or while no member of a
+// group is.
+type Dependency struct {
+	Any []string
+}
+
+// Parents returns every rule r depends on, plain parents and group members
+// alike, in depends_on order.
+func (r *Rule) Parents() []string {
+	var out []string
+	for _, d := range r.DependsOn {
+		out = append(out, d.Any...)
+	}
+	return out
 }
 
 // Compile compiles r: Expr (DefaultExpr when empty), the Summary and

@@ -76,7 +76,7 @@ func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silence
 	}
 	if set != nil {
 		for _, r := range set.Rules() {
-			for _, p := range r.DependsOn {
+			for _, p := range r.Parents() {
 				g.children[p] = append(g.children[p], r)
 			}
 		}
@@ -234,32 +234,60 @@ func down(s alerting.State) bool {
 	return false
 }
 
-// parentDown returns why a parent of r holds target k back, or "". A parent
-// rule's instances on the same host count; a parent with none on this host
-// (a rule about a shared router, say) counts through any of its instances.
+// parentDown returns why the parents of r hold target k back, or "": a
+// plain parent that is down, or a group of redundant parents none of which
+// is available (each failed or unknown).
 func (g *engine) parentDown(r *rules.Rule, k instanceKey) string {
-	for _, p := range r.DependsOn {
-		pr := g.set.Rule(p)
-		onHost := false
-		for _, t := range g.byHost[k.host] {
-			if pr == nil || !pr.Matches(t.host, t.check, nil) {
-				continue
+	for _, dep := range r.DependsOn {
+		var whys []string
+		for _, p := range dep.Any {
+			why := g.parentState(p, k)
+			if why == "" {
+				break // available: the group carries the load
 			}
-			onHost = true
-			if inst, ok := g.instances[instKey{p, t.host, t.check}]; ok && down(inst.State) {
-				return fmt.Sprintf("parent %q is %s on %s (%s)", p, inst.State, t.host, t.check)
-			}
+			whys = append(whys, why)
 		}
-		if onHost {
-			continue
-		}
-		for ik, inst := range g.instances {
-			if ik.rule == p && down(inst.State) {
-				return fmt.Sprintf("parent %q is %s on %s (%s)", p, inst.State, ik.host, ik.check)
-			}
+		switch {
+		case len(whys) < len(dep.Any):
+		case len(whys) == 1:
+			return whys[0]
+		default:
+			return "every redundant parent is down: " + strings.Join(whys, "; ")
 		}
 	}
 	return ""
+}
+
+// parentState returns why parent rule p is down as target k's parent, or
+// "" while it is available. Its instances on k's host count; a parent with
+// none on this host (a rule about a shared router, say) counts through any
+// of its instances.
+func (g *engine) parentState(p string, k instanceKey) string {
+	pr := g.set.Rule(p)
+	onHost := false
+	for _, t := range g.byHost[k.host] {
+		if pr == nil || !pr.Matches(t.host, t.check, nil) {
+			continue
+		}
+		onHost = true
+		if inst, ok := g.instances[instKey{p, t.host, t.check}]; ok && down(inst.State) {
+			return fmt.Sprintf("parent %q is %s on %s (%s)", p, inst.State, t.host, t.check)
+		}
+	}
+	if onHost {
+		return ""
+	}
+	var whys []string
+	for ik, inst := range g.instances {
+		if ik.rule == p && down(inst.State) {
+			whys = append(whys, fmt.Sprintf("parent %q is %s on %s (%s)", p, inst.State, ik.host, ik.check))
+		}
+	}
+	if len(whys) == 0 {
+		return ""
+	}
+	slices.Sort(whys) // map order would make the reason change from tick to tick
+	return whys[0]
 }
 
 // holdForParents keeps a child that has just started failing from firing
@@ -277,7 +305,7 @@ func (g *engine) holdForParents(now time.Time, r *rules.Rule, k instanceKey, ik 
 		}
 		h = hold{since: now}
 		var wait time.Duration
-		for _, p := range r.DependsOn {
+		for _, p := range r.Parents() {
 			pr := g.set.Rule(p)
 			for _, t := range g.byHost[k.host] {
 				if pr != nil && pr.Matches(t.host, t.check, nil) {

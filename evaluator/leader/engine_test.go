@@ -200,3 +200,89 @@ func TestSilentObserverAlerts(t *testing.T) {
 		t.Fatalf("after b's heartbeat: %+v, want only b resolved", ds)
 	}
 }
+
+// TestRedundancyGroups: a child depending on {any: [lb-a, lb-b]} and on db
+// is held back only when no balancer is available (each failed or
+// unknown), or when db is down. Each parent is firing (critical), unknown
+// (no fresh result) or available (ok).
+func TestRedundancyGroups(t *testing.T) {
+	const groupRules = `
+rules:
+  - name: lb-a
+    select: {check: lb-a}
+  - name: lb-b
+    select: {check: lb-b}
+  - name: db
+    select: {check: db}
+  - name: app
+    select: {check: app}
+    depends_on: [{any: [lb-a, lb-b]}, db]
+`
+	const (
+		up      = "available"
+		failed  = "failed"
+		unknown = "unknown"
+	)
+	for _, tc := range []struct {
+		name         string
+		lbA, lbB, db string
+		want         alerting.State // the failing app's state
+	}{
+		{"both balancers up: the app pages", up, up, up, alerting.Firing},
+		{"one balancer down: the pair still carries the app, which pages in its own right", failed, up, up, alerting.Firing},
+		{"one balancer unknown, the other up: the app pages", unknown, up, up, alerting.Firing},
+		{"both balancers down: the app is held back", failed, failed, up, alerting.Suppressed},
+		{"one balancer down, the other unknown: held back, none known to carry it", failed, unknown, up, alerting.Suppressed},
+		{"both balancers unknown: held back", unknown, unknown, up, alerting.Suppressed},
+		{"balancers up, db down: a plain parent holds it back", up, up, failed, alerting.Suppressed},
+		{"balancers up, db unknown: a plain parent not known to be fine holds it back", up, up, unknown, alerting.Suppressed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set, err := rules.Parse("groups.yaml", []byte(groupRules), rules.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := &config.Config{Checks: map[string]*config.Check{}}
+			var keys []instanceKey
+			for _, name := range []string{"lb-a", "lb-b", "db", "app"} {
+				c := &config.Check{Name: name, Interval: 10 * time.Second, Timeout: 2 * time.Second, Quorum: 1}
+				cfg.Checks[name] = c
+				cfg.Targets = append(cfg.Targets, config.Target{Host: "site", Check: c})
+				keys = append(keys, instanceKey{"site", name})
+			}
+			g, w := newEngine(cfg, set, 0, nil), &world{results: map[instanceKey][]check.Result{}}
+			t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+			for chk, s := range map[string]string{"lb-a": tc.lbA, "lb-b": tc.lbB, "db": tc.db} {
+				switch s {
+				case up:
+					w.set("site", chk, check.OK, t0)
+				case failed:
+					w.set("site", chk, check.Critical, t0)
+				case unknown:
+					w.set("site", chk, check.OK, t0.Add(-time.Hour))
+				}
+			}
+			w.set("site", "app", check.Critical, t0)
+			// The first pass holds the app while its parents are re-checked;
+			// their results, started at t0, count as that re-check, and one
+			// that never comes (unknown) times out after the parents'
+			// timeout and a second.
+			g.evaluate(t0, keys, w.inputs())
+			ds, _ := g.evaluate(t0.Add(3*time.Second+time.Millisecond), keys, w.inputs())
+			app := instanceKey{"site", "app"}
+			if got := g.state("app", app); got != tc.want {
+				t.Fatalf("app is %v (%s), want %v", got, g.instances[instKey{"app", "site", "app"}].Reason, tc.want)
+			}
+			for _, lb := range []string{"lb-a", "lb-b"} {
+				if tc.lbA == failed && lb == "lb-a" || tc.lbB == failed && lb == "lb-b" {
+					if g.state(lb, instanceKey{"site", lb}) != alerting.Firing {
+						t.Errorf("%s failed but is %v: a balancer pages in its own right", lb, g.state(lb, instanceKey{"site", lb}))
+					}
+				}
+			}
+			if tc.want == alerting.Firing && notified(ds, "app") == "" && g.instances[instKey{"app", "site", "app"}].FiredAt.IsZero() {
+				t.Error("the app is firing but was never notified")
+			}
+		})
+	}
+}

@@ -271,7 +271,7 @@ func replayRules(g *engine, names []string) (report, needed map[string]bool, err
 		}
 		needed[name] = true
 		if r := byName[name]; r != nil {
-			for _, p := range r.DependsOn {
+			for _, p := range r.Parents() {
 				need(p)
 			}
 		}
