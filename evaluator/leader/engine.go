@@ -1,6 +1,7 @@
 package leader
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -30,11 +31,27 @@ type decision struct {
 	tr   *alerting.Transition
 }
 
-// hold keeps a child's decision back while its parents are re-checked.
+// hold keeps an instance's decision back while related checks run again:
+// a child's parents before it fires, so the page names the cause; a
+// parent's dependents before it fires or resolves, so its notification
+// names what it holds back and, at the end, what recovered with it.
 type hold struct {
+	kind         holdKind
 	since, until time.Time
-	parents      []instanceKey // the parents' targets on the child's host
+	awaited      []instanceKey // the targets re-checked, on the instance's host
 }
+
+type holdKind int
+
+const (
+	holdParents  holdKind = iota // a child before it fires
+	holdFire                     // a parent before it fires
+	holdResolve                  // a parent before it resolves
+	// resolveHeld marks an incident (since = its FiredAt) whose parent
+	// has waited for its dependents once already: keep_firing_for may
+	// keep it open past the wait, and it must not ask again each pass.
+	resolveHeld
+)
 
 // engine decides alerts from results: which rules apply to which target,
 // what each instance's condition says, which parents hold a child back,
@@ -50,6 +67,9 @@ type engine struct {
 	self           map[string]*rules.Rule // the alerts of the nodes' own health, by name; see self.go
 	repeatInterval time.Duration
 	silences       Silences // nil: nothing is silenced
+	// noRechecks says no check can be run again on demand (a replay of
+	// history): a parent then decides without waiting for its dependents.
+	noRechecks bool
 
 	byHost    map[string][]instanceKey // host → its targets
 	children  map[string][]*rules.Rule // rule → rules that depend on it
@@ -143,6 +163,15 @@ func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]de
 			add(r, k)
 		}
 	}
+	// A parent waiting for its dependents' re-checks decides as soon as
+	// their results are in, not at its own next result.
+	for ik, h := range g.holds {
+		if (h.kind == holdFire || h.kind == holdResolve) && slices.ContainsFunc(h.awaited, func(t instanceKey) bool { return slices.Contains(targets, t) }) {
+			if r := g.ruleNamed(ik.rule); r != nil {
+				add(r, instanceKey{ik.host, ik.check})
+			}
+		}
+	}
 	// Parents first: the rule order of the set, the default rule (which
 	// nothing depends on) last.
 	rank := make(map[string]int)
@@ -154,6 +183,15 @@ func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]de
 	rank[g.def.Name] = len(rank)
 	slices.SortStableFunc(work, func(a, b todo) int { return rank[a.r.Name] - rank[b.r.Name] })
 
+	// What each parent held back before this pass, for its resolved
+	// notification to say which of them recovered with it.
+	before := make(map[instKey][]instKey)
+	for _, w := range work {
+		if len(g.children[w.r.Name]) > 0 {
+			ik := instKey{w.r.Name, w.k.host, w.k.check}
+			before[ik] = g.heldBack(w.r, w.k)
+		}
+	}
 	var out []decision
 	var rechecks []recheck
 	for _, w := range work {
@@ -163,6 +201,12 @@ func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]de
 		}
 		if rc != nil {
 			rechecks = append(rechecks, *rc)
+		}
+	}
+	for _, d := range out {
+		if n := d.tr.Notification; n != nil && len(g.children[d.rule.Name]) > 0 {
+			k := instanceKey{d.inst.Labels[alerting.LabelHost], d.inst.Labels[alerting.LabelCheck]}
+			g.nameDependents(n, d.rule, k, before[instKey{d.rule.Name, k.host, k.check}])
 		}
 	}
 	return out, rechecks
@@ -204,15 +248,29 @@ func (g *engine) evaluateOne(now time.Time, r *rules.Rule, k instanceKey, in inp
 		input.Silenced = g.silences.MatchAlert(r.Name, inst.Labels, now)
 	}
 	var rc *recheck
-	if input.Active || input.Unknown {
+	switch {
+	case input.Active || input.Unknown:
 		input.Suppressed = g.parentDown(r, k)
 		if input.Suppressed == "" && input.Active {
 			input.Suppressed, rc = g.holdForParents(now, r, k, ik, inst, in)
 		}
-	} else {
+		if input.Suppressed == "" && input.Active {
+			// About to page: first let the dependents run again, so
+			// the page names all it holds back.
+			input.Suppressed, rc = g.holdForDependents(now, r, k, ik, inst, in)
+		}
+	case !inst.FiredAt.IsZero():
+		// About to resolve with dependents held back: let them run
+		// again first, so none pages on a result from before the
+		// recovery and the resolved says which recovered with it. The
+		// incident stays as it is meanwhile.
+		if why, hrc := g.holdResolve(now, r, k, ik, inst, in); why != "" {
+			input = alerting.Input{Active: true, Annotations: inst.Annotations}
+			rc = hrc
+		}
+	default:
 		delete(g.holds, ik)
 	}
-
 	next, tr := inst.Next(now, input, alerting.Params{For: r.For, KeepFiringFor: r.KeepFiringFor, RepeatInterval: g.repeatInterval})
 	if next.State == alerting.OK && next.ActiveAt.IsZero() && next.FiredAt.IsZero() {
 		// Nothing to remember that a new instance would not know: at ten
@@ -298,33 +356,95 @@ func (g *engine) holdForParents(now time.Time, r *rules.Rule, k instanceKey, ik 
 	if len(r.DependsOn) == 0 || !inst.FiredAt.IsZero() {
 		return "", nil
 	}
-	h, holding := g.holds[ik]
-	if !holding {
-		if inst.State != alerting.OK && inst.State != alerting.Unknown {
-			return "", nil // already past the start of this failure
+	if h, ok := g.holds[ik]; ok && h.kind == holdParents {
+		return g.holding(now, ik, h, in)
+	}
+	if inst.State != alerting.OK && inst.State != alerting.Unknown {
+		return "", nil // already past the start of this failure
+	}
+	var parents []*rules.Rule
+	for _, p := range r.Parents() {
+		if pr := g.set.Rule(p); pr != nil {
+			parents = append(parents, pr)
 		}
-		h = hold{since: now}
-		var wait time.Duration
-		for _, p := range r.Parents() {
-			pr := g.set.Rule(p)
-			for _, t := range g.byHost[k.host] {
-				if pr != nil && pr.Matches(t.host, t.check, nil) {
-					h.parents = append(h.parents, t)
-					wait = max(wait, g.cfg.Checks[t.check].Timeout)
+	}
+	return g.startHold(now, now, k, ik, holdParents, parents, in)
+}
+
+// holdForDependents keeps a parent that is about to fire until the checks
+// that depend on it on the same host have run again, so its page names
+// all it holds back. It returns the reason while holding, and the re-check
+// to ask for when the hold begins.
+func (g *engine) holdForDependents(now time.Time, r *rules.Rule, k instanceKey, ik instKey, inst alerting.Instance, in inputs) (string, *recheck) {
+	if g.noRechecks || len(g.children[r.Name]) == 0 || !inst.FiredAt.IsZero() {
+		return "", nil
+	}
+	if h, ok := g.holds[ik]; ok && h.kind == holdFire {
+		return g.holding(now, ik, h, in)
+	}
+	switch inst.State {
+	case alerting.OK, alerting.Unknown, alerting.Suppressed: // the failure starts, or a hold has just lifted
+	default:
+		return "", nil // pending: the wait is over, its `for` runs
+	}
+	return g.startHold(now, newest(k, in), k, ik, holdFire, g.children[r.Name], in)
+}
+
+// holdResolve keeps a parent whose condition has cleared from resolving
+// while it holds dependents back, until they have run again: once per
+// incident.
+func (g *engine) holdResolve(now time.Time, r *rules.Rule, k instanceKey, ik instKey, inst alerting.Instance, in inputs) (string, *recheck) {
+	h, ok := g.holds[ik]
+	switch {
+	case g.noRechecks:
+		return "", nil
+	case ok && h.kind == holdResolve:
+		why, rc := g.holding(now, ik, h, in)
+		if why == "" {
+			g.holds[ik] = hold{kind: resolveHeld, since: inst.FiredAt}
+		}
+		return why, rc
+	case ok && h.kind == resolveHeld && h.since.Equal(inst.FiredAt), len(g.heldBack(r, k)) == 0:
+		return "", nil
+	}
+	return g.startHold(now, newest(k, in), k, ik, holdResolve, g.children[r.Name], in)
+}
+
+// startHold begins holding ik until the targets on k's host of the rules
+// awaited have results started at since or later, or for their longest
+// timeout and a second. It returns "" when there is nothing to wait for.
+func (g *engine) startHold(now, since time.Time, k instanceKey, ik instKey, kind holdKind, awaited []*rules.Rule, in inputs) (string, *recheck) {
+	h := hold{kind: kind, since: since}
+	var wait time.Duration
+	for _, ar := range awaited {
+		for _, t := range g.byHost[k.host] {
+			if kind == holdFire {
+				if inst, ok := g.instances[instKey{ar.Name, t.host, t.check}]; ok && inst.State != alerting.OK {
+					continue // known to be failing already: it is held back, nothing to wait for
 				}
 			}
+			if t != k && ar.Matches(t.host, t.check, nil) && !slices.Contains(h.awaited, t) {
+				h.awaited = append(h.awaited, t)
+				wait = max(wait, g.cfg.Checks[t.check].Timeout)
+			}
 		}
-		if len(h.parents) == 0 {
-			return "", nil
-		}
-		// The parents' plugins run at once; allow their timeout and a
-		// second for the results to come in.
-		h.until = now.Add(wait + time.Second)
-		g.holds[ik] = h
-		return holdReason(h), &recheck{child: ik, targets: slices.Clone(h.parents)}
 	}
+	if !slices.ContainsFunc(h.awaited, func(t instanceKey) bool { return !g.seenSince(t, since, in) }) {
+		return "", nil // every one has run since already
+	}
+	// The plugins run at once; allow their timeout and a second for the
+	// results to come in.
+	h.until = now.Add(wait + time.Second)
+	g.holds[ik] = h
+	return holdReason(h), &recheck{child: ik, targets: slices.Clone(h.awaited)}
+}
+
+// holding returns the reason while hold h of ik still waits for a result,
+// or "" (and ends it) once every awaited target has been seen since it
+// began or its time is up.
+func (g *engine) holding(now time.Time, ik instKey, h hold, in inputs) (string, *recheck) {
 	if now.Before(h.until) {
-		for _, t := range h.parents {
+		for _, t := range h.awaited {
 			if !g.seenSince(t, h.since, in) {
 				return holdReason(h), nil
 			}
@@ -334,12 +454,101 @@ func (g *engine) holdForParents(now time.Time, r *rules.Rule, k instanceKey, ik 
 	return "", nil
 }
 
+// newest returns the start of k's newest result: the evidence a parent's
+// new state rests on, which its dependents' results must be as new as.
+func newest(k instanceKey, in inputs) time.Time {
+	results, _ := in.results(k)
+	var at time.Time
+	for _, r := range results {
+		if r.Start.After(at) {
+			at = r.Start
+		}
+	}
+	return at
+}
+
+// heldBack lists the instances of r's dependents on k's host that are held
+// back now, by host and check.
+func (g *engine) heldBack(r *rules.Rule, k instanceKey) []instKey {
+	var out []instKey
+	for _, c := range g.children[r.Name] {
+		for _, t := range g.byHost[k.host] {
+			ik := instKey{c.Name, t.host, t.check}
+			if inst, ok := g.instances[ik]; ok && inst.State == alerting.Suppressed {
+				out = append(out, ik)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b instKey) int {
+		return cmp.Or(cmp.Compare(a.host, b.host), cmp.Compare(a.check, b.check), cmp.Compare(a.rule, b.rule))
+	})
+	return out
+}
+
+// Annotations a parent's notifications carry about its dependents: whom a
+// firing one holds back; whom a resolved one held back and which of them
+// recovered with it or still fail (and page now in their own right).
+const (
+	AnnotationHeldBack     = "held_back"
+	AnnotationRecovered    = "recovered_with_it"
+	AnnotationStillFailing = "still_failing"
+)
+
+// nameDependents says in n, a notification of parent r on k, what it
+// holds back, or of those it held back before (was) which recovered.
+func (g *engine) nameDependents(n *alerting.Notification, r *rules.Rule, k instanceKey, was []instKey) {
+	if n.Annotations == nil {
+		n.Annotations = make(map[string]string)
+	}
+	if n.Status == alerting.StatusFiring {
+		if held := g.heldBack(r, k); len(held) > 0 {
+			n.Annotations[AnnotationHeldBack] = fmt.Sprintf("%d held back: %s", len(held), listInstances(held))
+		}
+		return
+	}
+	var recovered, failing []instKey
+	for _, ik := range was {
+		if inst, ok := g.instances[ik]; ok && inst.State != alerting.OK && inst.State != alerting.Pending {
+			failing = append(failing, ik)
+		} else {
+			recovered = append(recovered, ik)
+		}
+	}
+	if len(recovered) > 0 {
+		n.Annotations[AnnotationRecovered] = fmt.Sprintf("%d: %s", len(recovered), listInstances(recovered))
+	}
+	if len(failing) > 0 {
+		n.Annotations[AnnotationStillFailing] = fmt.Sprintf("%d: %s", len(failing), listInstances(failing))
+	}
+}
+
+// listInstances names instances as "check on host", with the rule when it
+// is not named after the check.
+func listInstances(iks []instKey) string {
+	names := make([]string, len(iks))
+	for i, ik := range iks {
+		names[i] = ik.check + " on " + ik.host
+		if ik.rule != ik.check {
+			names[i] += " (" + ik.rule + ")"
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
 func holdReason(h hold) string {
-	names := make([]string, len(h.parents))
-	for i, t := range h.parents {
+	what := "dependent"
+	if h.kind == holdParents {
+		what = "parent"
+	}
+	return "waiting for " + what + " checks " + strings.Join(checkNames(h.awaited), ", ") + " to run again"
+}
+
+func checkNames(ts []instanceKey) []string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
 		names[i] = t.check
 	}
-	return "waiting for parent checks " + strings.Join(names, ", ") + " to run again"
+	return names
 }
 
 // seenSince reports whether some observer has a result for t started at or

@@ -98,12 +98,23 @@ func TestParentRecoveryLetsChildFire(t *testing.T) {
 	w.set("www1", "ping", check.Critical, t0)
 	w.set("www1", "http", check.Critical, t0)
 	g.evaluate(t0, []instanceKey{pingKey, httpKey}, w.inputs())
-	// The child keeps failing; the parent's new result is what arrives, and
-	// the child is re-evaluated with it.
+	// The parent's new result is what arrives: the child's last result is
+	// from before, so the parent stays open while the child runs again.
 	t1 := t0.Add(time.Minute)
 	w.set("www1", "http", check.Critical, t1.Add(-time.Second))
 	w.set("www1", "ping", check.OK, t1)
-	ds, _ := g.evaluate(t1, []instanceKey{pingKey}, w.inputs())
+	ds, rcs := g.evaluate(t1, []instanceKey{pingKey}, w.inputs())
+	if len(ds) != 0 || len(rcs) != 1 || rcs[0].targets[0] != httpKey {
+		t.Fatalf("parent recovered, child not run since: decisions %+v, re-checks %+v; want none, and the child re-checked", ds, rcs)
+	}
+	// The child's re-check still fails: the parent resolves, the child
+	// pages at once (its for counted while held back).
+	t2 := t1.Add(time.Second)
+	w.set("www1", "http", check.Critical, t2)
+	ds, _ = g.evaluate(t2, []instanceKey{httpKey}, w.inputs())
+	if notified(ds, "www-ping") != alerting.StatusResolved {
+		t.Errorf("parent: notified %q, want resolved", notified(ds, "www-ping"))
+	}
 	if notified(ds, "www-http") != alerting.StatusFiring || g.state("www-http", httpKey) != alerting.Firing {
 		t.Fatalf("still-failing child after the parent recovered: %v, notified %q", g.state("www-http", httpKey), notified(ds, "www-http"))
 	}
@@ -284,5 +295,164 @@ rules:
 				t.Error("the app is firing but was never notified")
 			}
 		})
+	}
+}
+
+// rootEngine is a host whose ping three services depend on.
+func rootEngine(t *testing.T) (*engine, *world, []instanceKey) {
+	t.Helper()
+	const rootRules = `
+rules:
+  - name: host-up
+    select: {check: ping}
+  - name: service
+    select: {check: "svc*"}
+    depends_on: [host-up]
+`
+	set, err := rules.Parse("root.yaml", []byte(rootRules), rules.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Checks: map[string]*config.Check{}}
+	var svcs []instanceKey
+	for _, name := range []string{"ping", "svc1", "svc2", "svc3"} {
+		c := &config.Check{Name: name, Interval: 10 * time.Second, Timeout: 2 * time.Second, Quorum: 1}
+		cfg.Checks[name] = c
+		cfg.Targets = append(cfg.Targets, config.Target{Host: "www1", Check: c})
+		if name != "ping" {
+			svcs = append(svcs, instanceKey{"www1", name})
+		}
+	}
+	return newEngine(cfg, set, 0, nil), &world{results: map[instanceKey][]check.Result{}}, svcs
+}
+
+// notification returns the notification about rule on k in ds, or nil.
+func notification(ds []decision, rule string, k instanceKey) *alerting.Notification {
+	for _, d := range ds {
+		if d.rule.Name == rule && d.inst.Labels[alerting.LabelHost] == k.host && d.inst.Labels[alerting.LabelCheck] == k.check {
+			return d.tr.Notification
+		}
+	}
+	return nil
+}
+
+// TestRootCauseNamesItsDependents: the host's page waits for its services
+// to run again and names the three it holds back; when the host is back
+// with one service still down, its resolved says which two recovered with
+// it and which one still fails, and that one pages at once in its own
+// right, its alert starting when it began failing.
+func TestRootCauseNamesItsDependents(t *testing.T) {
+	g, w, svcs := rootEngine(t)
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	for _, k := range svcs {
+		w.set("www1", k.check, check.OK, t0.Add(-5*time.Second))
+	}
+	w.set("www1", "ping", check.Critical, t0)
+	ds, rcs := g.evaluate(t0, []instanceKey{pingKey}, w.inputs())
+	if n := notification(ds, "host-up", pingKey); n != nil || len(rcs) != 1 || len(rcs[0].targets) != 3 {
+		t.Fatalf("host down, services not yet run again: notified %+v, re-checks %+v; want nothing yet and the three services re-checked", n, rcs)
+	}
+	t1 := t0.Add(500 * time.Millisecond)
+	for _, k := range svcs {
+		w.set("www1", k.check, check.Critical, t1)
+	}
+	ds, _ = g.evaluate(t1, svcs, w.inputs())
+	page := notification(ds, "host-up", pingKey)
+	if page == nil || page.Status != alerting.StatusFiring {
+		t.Fatalf("the services have run again: host page %+v, want firing", page)
+	}
+	if got, want := page.Annotations[AnnotationHeldBack], "3 held back: svc1 on www1 (service), svc2 on www1 (service), svc3 on www1 (service)"; got != want {
+		t.Errorf("the page says %s %q, want %q", AnnotationHeldBack, got, want)
+	}
+	for _, k := range svcs {
+		if n := notification(ds, "service", k); n != nil {
+			t.Errorf("%s paged while its host is down: %+v", k.check, n)
+		}
+	}
+
+	// The host is back; the services last ran (failing) just before.
+	t2 := t0.Add(time.Minute)
+	for _, k := range svcs {
+		w.set("www1", k.check, check.Critical, t2.Add(-time.Second))
+	}
+	w.set("www1", "ping", check.OK, t2)
+	ds, rcs = g.evaluate(t2, []instanceKey{pingKey}, w.inputs())
+	if len(ds) != 0 || len(rcs) != 1 {
+		t.Fatalf("host back, services not yet run again: %d decisions, re-checks %+v; want none, and the services re-checked", len(ds), rcs)
+	}
+	t3 := t2.Add(500 * time.Millisecond)
+	w.set("www1", "svc1", check.OK, t3)
+	w.set("www1", "svc2", check.OK, t3)
+	w.set("www1", "svc3", check.Critical, t3)
+	ds, _ = g.evaluate(t3, svcs, w.inputs())
+	resolved := notification(ds, "host-up", pingKey)
+	if resolved == nil || resolved.Status != alerting.StatusResolved {
+		t.Fatalf("host resolved: %+v", resolved)
+	}
+	if got, want := resolved.Annotations[AnnotationRecovered], "2: svc1 on www1 (service), svc2 on www1 (service)"; got != want {
+		t.Errorf("%s = %q, want %q", AnnotationRecovered, got, want)
+	}
+	if got, want := resolved.Annotations[AnnotationStillFailing], "1: svc3 on www1 (service)"; got != want {
+		t.Errorf("%s = %q, want %q", AnnotationStillFailing, got, want)
+	}
+	own := notification(ds, "service", svcs[2])
+	if own == nil || own.Status != alerting.StatusFiring || !own.StartsAt.Equal(t1) {
+		t.Fatalf("svc3, still failing: %+v; want its own page at once, starting when it began failing (%v)", own, t1)
+	}
+	for _, k := range svcs[:2] {
+		if n := notification(ds, "service", k); n != nil {
+			t.Errorf("%s, never paged, recovered with its host: notified %+v", k.check, n)
+		}
+	}
+}
+
+// TestChildPagedBeforeItsParentResolvesOnce: a service that paged before
+// its host went down stays open, held back (nothing sent), listed in the
+// host's page; when both recover it is resolved once, and a service still
+// failing after its host's recovery is not paged again.
+func TestChildPagedBeforeItsParentResolvesOnce(t *testing.T) {
+	for _, stillFailing := range []bool{false, true} {
+		g, w, svcs := rootEngine(t)
+		svc1 := svcs[0]
+		t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+		w.set("www1", "ping", check.OK, t0)
+		w.set("www1", "svc1", check.Critical, t0)
+		w.set("www1", "svc2", check.OK, t0)
+		w.set("www1", "svc3", check.OK, t0)
+		ds, _ := g.evaluate(t0, append([]instanceKey{pingKey}, svcs...), w.inputs())
+		if n := notification(ds, "service", svc1); n == nil || n.Status != alerting.StatusFiring {
+			t.Fatalf("svc1 failing, host up: %+v, want a page", n)
+		}
+		t1 := t0.Add(time.Minute)
+		w.set("www1", "ping", check.Critical, t1)
+		w.set("www1", "svc1", check.Critical, t1)
+		w.set("www1", "svc2", check.OK, t1)
+		w.set("www1", "svc3", check.OK, t1)
+		ds, _ = g.evaluate(t1, append([]instanceKey{pingKey}, svcs...), w.inputs())
+		page := notification(ds, "host-up", pingKey)
+		if page == nil || page.Annotations[AnnotationHeldBack] != "1 held back: svc1 on www1 (service)" || notification(ds, "service", svc1) != nil {
+			t.Fatalf("host down: host page %+v, svc1 %+v; want the host's page listing svc1, nothing about svc1", page, notification(ds, "service", svc1))
+		}
+		t2 := t1.Add(time.Minute)
+		w.set("www1", "ping", check.OK, t2)
+		st := check.OK
+		if stillFailing {
+			st = check.Critical
+		}
+		for _, k := range svcs {
+			w.set("www1", k.check, check.OK, t2)
+		}
+		w.set("www1", "svc1", st, t2)
+		ds, _ = g.evaluate(t2, append([]instanceKey{pingKey}, svcs...), w.inputs())
+		n := notification(ds, "service", svc1)
+		switch {
+		case !stillFailing && (n == nil || n.Status != alerting.StatusResolved):
+			t.Errorf("both recovered: svc1 notified %+v, want its one resolved", n)
+		case stillFailing && n != nil:
+			t.Errorf("svc1 still failing after its host recovered: notified %+v, want nothing (its page is still open)", n)
+		}
+		if stillFailing && g.state("service", svc1) != alerting.Firing {
+			t.Errorf("svc1 still failing after its host recovered is %v, want firing", g.state("service", svc1))
+		}
 	}
 }

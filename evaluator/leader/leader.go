@@ -528,13 +528,13 @@ func (l *Leader) evaluate(now time.Time, targets []instanceKey, data *rules.Data
 	}
 }
 
-// recheck runs a child's parent checks now, so its decision waits on fresh
-// parent results rather than on their next interval.
+// recheck runs the checks an instance's decision waits on now (a child's
+// parents, a parent's dependents) rather than at their next interval.
 func (l *Leader) recheck(rc recheck) {
 	for _, t := range rc.targets {
 		if l.results.Recheck(t.host, t.check) {
-			l.log.Info("re-checking parent before deciding", "rule", rc.child.rule, "host", rc.child.host,
-				"check", rc.child.check, "parent_check", t.check)
+			l.log.Info("re-checking before deciding", "rule", rc.child.rule, "host", rc.child.host,
+				"check", rc.child.check, "rerun", t.check)
 		}
 	}
 }

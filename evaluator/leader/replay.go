@@ -111,11 +111,13 @@ const (
 // observer's latest result per host×check (with its earlier statuses, for
 // streak) is rebuilt from dmonitor.check.status and dmonitor.check.duration,
 // as the daemon would have held it then, and the rules' TSDB functions are
-// prefetched as a tick does. Re-checks the engine asks for are ignored. An
+// prefetched as a tick does. Re-checks the engine asks for are ignored, and
+// a parent decides without waiting for its dependents to run again. An
 // error means no result: bad options, a rule name not in set (wrapping
 // ErrUnknownRule), a failed history query, or ctx ending.
 func Replay(ctx context.Context, cfg *config.Config, set *rules.Set, q rules.Querier, opt ReplayOptions) (*ReplayResult, error) {
 	g := newEngine(cfg, set, cfg.RepeatInterval, nil) // silences are not replayed
+	g.noRechecks = true
 	report, needed, err := replayRules(g, opt.Rules)
 	if err != nil {
 		return nil, err
