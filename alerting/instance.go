@@ -1,10 +1,16 @@
 package alerting
 
 import (
+	"fmt"
 	"maps"
 	"strconv"
 	"time"
 )
+
+// AnnotationFlapping marks the notifications of flap detection: the
+// start of flapping ("started: 5 changes within 10m0s") and its end, the
+// state the instance settled in ("settled: firing", "settled: ok").
+const AnnotationFlapping = "flapping"
 
 // Instance is the persisted state of one rule instance: one rule over one
 // set of labels (host, check, severity, the rule's own labels). It is a
@@ -45,6 +51,19 @@ type Instance struct {
 	// Annotations are those of the last evaluation in which the condition
 	// held, so a resolved notification still says what was wrong.
 	Annotations map[string]string `json:"annotations,omitempty"`
+	// Held and Changes are the flap detection's memory, kept only while
+	// the rule's Params.Flap is on. Held is the condition's outcome at the
+	// last evaluation that counted (see Next); Changes are the times the
+	// outcome changed, oldest first: never older than Flap.Window, never
+	// more than Flap.Changes+1 of them.
+	Held    bool        `json:"held,omitempty"`
+	Changes []time.Time `json:"changes,omitempty"`
+	// FlappingSince is when the instance started flapping; zero when it
+	// is not. Its incident is open all the while.
+	FlappingSince time.Time `json:"flapping_since,omitzero"`
+	// Flaps counts the flapping episodes of the open incident; it numbers
+	// their notifications' ids.
+	Flaps int `json:"flaps,omitempty"`
 	// Outbox is a notification decided and stored but not yet known to be
 	// queued for delivery: the leader stores an instance with it before it
 	// queues the notification, and without it after, so a crash in between
@@ -86,7 +105,24 @@ type Params struct {
 	// RepeatInterval, when positive, re-notifies a firing instance that is
 	// neither acknowledged, silenced nor suppressed, once per interval.
 	RepeatInterval time.Duration
+	// Flap detects an instance whose condition keeps changing and
+	// notifies it once instead of once per change; the zero value turns
+	// detection off.
+	Flap FlapParams
 }
+
+// FlapParams are the thresholds of flap detection. An instance starts
+// flapping when more than Changes changes of its condition fall within
+// Window, and settles when at most Changes/2 do: the gap between the two
+// keeps an instance near the threshold from starting and settling over
+// and over, as Nagios' high and low flap thresholds do. Detection is on
+// when both are positive.
+type FlapParams struct {
+	Changes int
+	Window  time.Duration
+}
+
+func (f FlapParams) on() bool { return f.Changes > 0 && f.Window > 0 }
 
 // Transition records a change of state made by Next.
 type Transition struct {
@@ -122,13 +158,123 @@ type Transition struct {
 //	suppressed/silenced (no incident) --inactive-->    ok       (nothing was said, nothing to take back)
 //	suppressed/silenced --hold lifted, still active--> firing   (notified then, StartsAt = ActiveAt)
 //
+// and with flap detection on (Params.Flap), where "changes" are those within
+// Flap.Window and a held-back evaluation is one that makes the instance
+// suppressed or silenced:
+//
+//	any (not held back) --more than Flap.Changes changes--> flapping (notified: firing, "started: …")
+//	flapping            --active, inactive or unknown-->   flapping (nothing notified)
+//	flapping            --held back-->                     suppressed/silenced (still flapping, nothing notified)
+//	flapping (also held back) --active, at most Flap.Changes/2 changes-->   firing (notified: firing, "settled: firing")
+//	flapping (also held back) --inactive, at most Flap.Changes/2 changes--> ok     (notified: resolved, "settled: ok")
+//
 // Unknown interrupts a pending instance: the condition is no longer known to
 // have held throughout, so its `for` starts again. Unknown does not end a
 // firing incident: Prometheus and Icinga users expect no recovery mail just
 // because data went missing, and no second firing mail when it comes back.
 // A suppressed or silenced instance keeps counting its `for`, so when the
 // hold lifts it fires at once if it has been failing long enough.
+//
+// Flap detection counts the changes of the condition between holding and
+// not holding. Only evaluations that find it and are not held back count,
+// each against the last one that counted (so active, unknown, active is no
+// change): unknown says nothing, a failing parent explains its children's
+// changes, and a silence must not let an instance page by flapping.
+// Flapping starts at the change that makes more than Flap.Changes. With no
+// incident open, it opens one (StartsAt is ActiveAt, or ts if the condition
+// does not hold now) and its start is the incident's firing notification.
+// With one open, the start is a message of its own about it: the firing id
+// plus ".flapping.N", N counting the incident's flapping episodes.
+//
+// While it flaps, nothing is notified: no firing or resolved per change, no
+// repeats; Annotations stay those of the last evaluation in which the
+// condition held. A hold shows in the state but does not end the episode,
+// so whoever heard it start hears it settle. It settles at the first counted
+// evaluation with at most Flap.Changes/2 changes; unknown stays flapping
+// until known. Settled holding, the incident goes on firing, notified with
+// the firing id plus ".settled.N" even when acknowledged (it is news, not a
+// reminder), and the repeats missed while flapping are skipped, not sent at
+// once. Settled not holding, the incident resolves with its resolved
+// notification at once, whatever KeepFiringFor says: the flapping was the
+// wait. Turning detection off ends an episode at the next counted
+// evaluation, as if it had settled.
 func (i Instance) Next(ts time.Time, in Input, p Params) (Instance, *Transition) {
+	heldBack := (in.Suppressed != "" && (in.Active || in.Unknown)) || (in.Active && in.Silenced != "")
+	counted := !in.Unknown && !heldBack
+	var held bool
+	var changes []time.Time
+	if p.Flap.on() {
+		held = i.held()
+		changes = recentChanges(i.Changes, ts, p.Flap)
+		if counted {
+			if in.Active != held {
+				changes = append(changes, ts)
+				// More than Changes+1 would never change a decision.
+				changes = changes[max(0, len(changes)-p.Flap.Changes-1):]
+			}
+			held = in.Active
+		}
+	}
+
+	var next Instance
+	var n *Notification
+	flapping := !i.FlappingSince.IsZero()
+	switch {
+	case !flapping && counted && p.Flap.on() && len(changes) > p.Flap.Changes:
+		next, n = i.startFlapping(ts, in, len(changes), p.Flap.Window)
+	case flapping && (!counted || len(changes) > p.Flap.Changes/2):
+		next = i.flap(ts, in)
+	case flapping:
+		next, n = i.settle(ts, in, p)
+	default:
+		next, n = i.step(ts, in, p)
+	}
+	next.Held, next.Changes = held, changes
+	if next.Annotations == nil && len(changes) > 0 {
+		// Flapping may start on an evaluation that does not hold: its
+		// notification must still say what was wrong.
+		next.Annotations = i.Annotations
+	}
+
+	if next.State == i.State && n == nil {
+		return next, nil
+	}
+	return next, &Transition{From: i.State, To: next.State, At: ts, Reason: next.Reason, Notification: n}
+}
+
+// Forgettable reports whether i holds nothing that a new instance, made
+// from its rule and labels, would not know: healthy, no incident, no
+// notification in its outbox and no flap memory. Keeping only the others
+// keeps the state of ten thousand healthy checks out of memory and store.
+func (i Instance) Forgettable() bool {
+	return i.State == OK && i.ActiveAt.IsZero() && i.FiredAt.IsZero() && i.Outbox == nil &&
+		!i.Held && len(i.Changes) == 0 && i.FlappingSince.IsZero()
+}
+
+// held reports whether the condition held at the last evaluation that
+// counted for flap detection. An instance that has no flap memory yet
+// (detection just turned on, or stored by a version without it) is taken
+// at its state's word.
+func (i Instance) held() bool {
+	if i.Held || len(i.Changes) > 0 || !i.FlappingSince.IsZero() {
+		return i.Held
+	}
+	return !i.ActiveAt.IsZero() && i.KeepFiringSince.IsZero()
+}
+
+// recentChanges returns, in a new slice, the changes within f.Window of ts.
+func recentChanges(changes []time.Time, ts time.Time, f FlapParams) []time.Time {
+	var out []time.Time
+	for _, c := range changes {
+		if ts.Sub(c) < f.Window {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// step is Next without flap detection.
+func (i Instance) step(ts time.Time, in Input, p Params) (Instance, *Notification) {
 	next := i
 	next.LastEval = ts
 	next.Outbox = nil
@@ -196,24 +342,109 @@ func (i Instance) Next(ts time.Time, in Input, p Params) (Instance, *Transition)
 		next.Reason = ""
 
 	default:
-		next.Reason = ""
-		next.State = OK
-		if incidentOpen {
-			next.ResolvedAt = ts
-			n = next.notification(StatusResolved, ts)
-		}
-		next.ActiveAt = time.Time{}
-		next.FiredAt = time.Time{}
-		next.KeepFiringSince = time.Time{}
-		next.Repeats = 0
-		next.AckedAt, next.AckedBy, next.AckComment = time.Time{}, "", ""
-		next.Annotations = nil
+		next, n = i.resolve(ts)
 	}
+	return next, n
+}
 
-	if next.State == i.State && n == nil {
-		return next, nil
+// resolve returns i at ts with its condition cleared and, when an incident
+// was open, the resolved notification.
+func (i Instance) resolve(ts time.Time) (Instance, *Notification) {
+	next := i
+	next.LastEval = ts
+	next.Outbox = nil
+	next.Reason = ""
+	next.State = OK
+	var n *Notification
+	if !i.FiredAt.IsZero() {
+		next.ResolvedAt = ts
+		n = next.notification(StatusResolved, ts)
 	}
-	return next, &Transition{From: i.State, To: next.State, At: ts, Reason: next.Reason, Notification: n}
+	next.ActiveAt = time.Time{}
+	next.FiredAt = time.Time{}
+	next.KeepFiringSince = time.Time{}
+	next.Repeats = 0
+	next.AckedAt, next.AckedBy, next.AckComment = time.Time{}, "", ""
+	next.Annotations = nil
+	next.FlappingSince, next.Flaps = time.Time{}, 0
+	return next, n
+}
+
+// startFlapping returns i flapping from ts on, after a counted evaluation
+// found in and made changes changes within window, and the notification of
+// the start.
+func (i Instance) startFlapping(ts time.Time, in Input, changes int, window time.Duration) (Instance, *Notification) {
+	next := i
+	next.LastEval = ts
+	next.Outbox = nil
+	next.State, next.Reason = Flapping, ""
+	next.KeepFiringSince = time.Time{}
+	next.FlappingSince = ts
+	next.Flaps++
+	if in.Active {
+		next.Annotations = maps.Clone(in.Annotations)
+	}
+	if next.ActiveAt.IsZero() {
+		next.ActiveAt = ts
+	}
+	id := NotificationID(next.Rule, next.Labels, StatusFiring, next.ActiveAt)
+	if i.FiredAt.IsZero() {
+		next.FiredAt = ts
+	} else {
+		id += ".flapping." + strconv.Itoa(next.Flaps)
+	}
+	return next, flapNote(next.notification(StatusFiring, ts), id, fmt.Sprintf("started: %d changes within %v", changes, window))
+}
+
+// flap returns i, flapping, after an evaluation at ts found in: held back,
+// unknown, or with too many changes still to settle.
+func (i Instance) flap(ts time.Time, in Input) Instance {
+	next := i
+	next.LastEval = ts
+	next.Outbox = nil
+	next.KeepFiringSince = time.Time{}
+	next.State, next.Reason = Flapping, ""
+	switch {
+	case in.Suppressed != "" && (in.Active || in.Unknown):
+		next.State, next.Reason = Suppressed, in.Suppressed
+	case in.Unknown:
+	case in.Active && in.Silenced != "":
+		next.State, next.Reason = Silenced, "silenced by "+in.Silenced
+	}
+	if in.Active {
+		next.Annotations = maps.Clone(in.Annotations)
+	}
+	return next
+}
+
+// settle returns i no longer flapping after a counted evaluation at ts
+// found in, and the notification that says how it settled.
+func (i Instance) settle(ts time.Time, in Input, p Params) (Instance, *Notification) {
+	if !in.Active {
+		// A flapping instance always has an incident open.
+		next, n := i.resolve(ts)
+		if n != nil {
+			n = flapNote(n, n.ID, "settled: ok")
+		}
+		return next, n
+	}
+	next := i
+	next.LastEval = ts
+	next.Outbox = nil
+	next.KeepFiringSince = time.Time{}
+	next.State, next.Reason = Firing, ""
+	if !next.AckedAt.IsZero() {
+		next.State = Acknowledged
+	}
+	next.Annotations = maps.Clone(in.Annotations)
+	next.FlappingSince = time.Time{}
+	if p.RepeatInterval > 0 {
+		// The next reminder comes at the next interval's end, not at once
+		// for the intervals spent flapping.
+		next.Repeats = max(next.Repeats, int(ts.Sub(next.FiredAt)/p.RepeatInterval))
+	}
+	id := NotificationID(next.Rule, next.Labels, StatusFiring, next.ActiveAt) + ".settled." + strconv.Itoa(next.Flaps)
+	return next, flapNote(next.notification(StatusFiring, ts), id, "settled: firing")
 }
 
 // Retire ends i at ts because it is no longer evaluated: its rule, check
@@ -241,14 +472,27 @@ func (i Instance) Retire(ts time.Time, why string) (Instance, *Transition) {
 }
 
 // Acknowledge records that who has seen the open incident of i: it reads
-// Acknowledged from the next evaluation on and is not repeated until it
-// resolves. The bool is false, and i unchanged, when no incident is open.
+// Acknowledged from the next evaluation on (Flapping while it flaps) and is
+// not repeated until it resolves; how its flapping settles is still
+// notified. The bool is false, and i unchanged, when no incident is open.
 func (i Instance) Acknowledge(who, comment string, ts time.Time) (Instance, bool) {
 	if i.FiredAt.IsZero() {
 		return i, false
 	}
 	i.AckedAt, i.AckedBy, i.AckComment = ts, who, comment
 	return i, true
+}
+
+// flapNote makes n, which it changes and returns, the notification with id
+// that says how its instance's flapping stands: not a reminder, whatever
+// the incident's repeats.
+func flapNote(n *Notification, id, flapping string) *Notification {
+	n.ID, n.Repeat = id, 0
+	if n.Annotations == nil {
+		n.Annotations = make(map[string]string, 1)
+	}
+	n.Annotations[AnnotationFlapping] = flapping
+	return n
 }
 
 // notification builds the notification of i's incident as of ts. For a

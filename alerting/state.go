@@ -36,34 +36,38 @@ const (
 	// Acknowledged: the instance is firing and an operator has said they are
 	// on it: no repeat notifications until it resolves.
 	Acknowledged State = 6
+	// Flapping: the condition has changed more often than the rule allows
+	// within its window. An incident is open; its start was notified once,
+	// and nothing more is until it settles (see Instance.Next).
+	Flapping State = 7
 )
 
-var stateNames = [...]string{"ok", "pending", "firing", "suppressed", "unknown", "silenced", "acknowledged"}
+var stateNames = [...]string{"ok", "pending", "firing", "suppressed", "unknown", "silenced", "acknowledged", "flapping"}
 
 // String returns the lower-case name of s, or "state(N)" for a value outside
 // the defined ones.
 func (s State) String() string {
-	if s < OK || s > Acknowledged {
+	if s < OK || s > Flapping {
 		return fmt.Sprintf("state(%d)", int(s))
 	}
 	return stateNames[s]
 }
 
 // ParseState returns the State named by s (ok, pending, firing, suppressed,
-// unknown, silenced, acknowledged).
+// unknown, silenced, acknowledged, flapping).
 func ParseState(s string) (State, error) {
 	for i, n := range stateNames {
 		if n == s {
 			return State(i), nil
 		}
 	}
-	return Unknown, fmt.Errorf("unknown alert state %q (want ok, pending, firing, suppressed, unknown, silenced or acknowledged)", s)
+	return Unknown, fmt.Errorf("unknown alert state %q (want ok, pending, firing, suppressed, unknown, silenced, acknowledged or flapping)", s)
 }
 
 // MarshalText encodes s by name, so persisted state and JSON read "firing",
 // not 2.
 func (s State) MarshalText() ([]byte, error) {
-	if s < OK || s > Acknowledged {
+	if s < OK || s > Flapping {
 		return nil, fmt.Errorf("invalid alert state %d", int(s))
 	}
 	return []byte(s.String()), nil

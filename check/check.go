@@ -134,6 +134,9 @@ type Result struct {
 	Host     string
 	Check    string
 	Observer string
+	// Domain is the observer's failure domain (region, provider, network),
+	// "" when it declares none.
+	Domain   string
 	Status   Status
 	Raw      string // OK, FAIL, TIMEOUT, or the Nagios status name
 	ExitCode int    // -1 when the plugin could not be started or was killed
@@ -148,6 +151,7 @@ type resultJSON struct {
 	Host     string  `json:"host"`
 	Check    string  `json:"check"`
 	Observer string  `json:"observer"`
+	Domain   string  `json:"domain,omitempty"`
 	Status   Status  `json:"status"`
 	Raw      string  `json:"raw"`
 	ExitCode int     `json:"exit_code"`
@@ -164,7 +168,7 @@ func (r Result) MarshalJSON() ([]byte, error) {
 		perf = []Perf{}
 	}
 	return json.Marshal(resultJSON{
-		Host: r.Host, Check: r.Check, Observer: r.Observer,
+		Host: r.Host, Check: r.Check, Observer: r.Observer, Domain: r.Domain,
 		Status: r.Status, Raw: r.Raw, ExitCode: r.ExitCode,
 		Output: r.Output, Perf: perf,
 		Start:    r.Start.UTC().Format(time.RFC3339Nano),

@@ -287,6 +287,21 @@ var badCases = []struct {
 		want:  "dmonitor.yaml:2:45: checks.up.quorum: 2 is more than the 1 node in nodes.txt: list every observer in nodes.txt, or lower checks.up.quorum",
 	},
 	{
+		// Every failure domain needs an observer: three domains never
+		// form from two nodes.
+		name: "quorum_domains above nodes",
+		files: peerFiles("a\nb\n", "quorum_domains: 3\nchecks:\n  up: {command: [check_dummy, '0'], quorum_domains: 4}\n"),
+		want: "dmonitor.yaml:1:17: quorum_domains: 3 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower quorum_domains\n" +
+			"dmonitor.yaml:3:53: checks.up.quorum_domains: 4 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower checks.up.quorum_domains",
+	},
+	{
+		name:  "failure domains",
+		files: map[string]string{FileName: "domain: ''\nquorum_domains: 0\npartial_notify: [pager]\nreceivers:\n  ops: {email: [a@example.org]}\n"},
+		want: "dmonitor.yaml:1:9: domain: must not be empty; leave it out for an observer that is a domain of its own\n" +
+			"dmonitor.yaml:2:17: quorum_domains: must be positive, got 0\n" +
+			"dmonitor.yaml:3:18: partial_notify: no receiver \"pager\" (have ops)",
+	},
+	{
 		// No nodes.txt and no Redis: this node is the only observer there
 		// will ever be, so a quorum of two never forms.
 		name:  "quorum above a lone node",
@@ -527,6 +542,41 @@ var badCases = []struct {
 		name:  "receiver exec not found",
 		files: map[string]string{FileName: "receivers:\n  page:\n    exec: {command: [/nonexistent/page, --urgent]}\n"},
 		want:  "dmonitor.yaml:3:22: receivers.page.exec.command: /nonexistent/page not found (tried /nonexistent/page)",
+	},
+	{
+		// A negative wait, a wait that is no duration, and one of the
+		// wrong type.
+		name: "receiver group_wait",
+		files: map[string]string{FileName: "receivers:\n" +
+			"  a: {email: [a@example.org], group_wait: -1s}\n" +
+			"  b: {email: [b@example.org], group_wait: soon}\n" +
+			"  c: {email: [c@example.org], group_wait: [1s]}\n"},
+		want: "dmonitor.yaml:2:43: receivers.a.group_wait: must not be negative, got -1s (0 sends each notification alone)\n" +
+			"dmonitor.yaml:3:43: receivers.b.group_wait: invalid duration \"soon\" (want e.g. 90s, 1h30m, 30d or 2w)\n" +
+			"dmonitor.yaml:4:43: receivers.c.group_wait: want a duration, got a list",
+	},
+	{
+		// group_by is a list of label names, each once.
+		name: "receiver group_by",
+		files: map[string]string{FileName: "receivers:\n" +
+			"  a: {email: [a@example.org], group_by: alertname}\n" +
+			"  b: {email: [b@example.org], group_by: [host, 'team-name', host, [x]]}\n"},
+		want: "dmonitor.yaml:2:41: receivers.a.group_by: want a list of strings, got a string\n" +
+			"dmonitor.yaml:3:67: receivers.b.group_by[3]: want a string, got a list",
+	},
+	{
+		// Once every element is a string, each is judged.
+		name: "receiver group_by names",
+		files: map[string]string{FileName: "receivers:\n" +
+			"  b: {email: [b@example.org], group_by: [host, 'team-name', host]}\n"},
+		want: "dmonitor.yaml:2:48: receivers.b.group_by[1]: bad label name \"team-name\" (want letters, digits and _, not starting with a digit)\n" +
+			"dmonitor.yaml:2:61: receivers.b.group_by[2]: duplicate label \"host\" (first on line 2)",
+	},
+	{
+		// Grouping settings are no destination.
+		name:  "receiver with only grouping",
+		files: map[string]string{FileName: "receivers:\n  ops: {group_wait: 5s, group_by: [host]}\n"},
+		want:  "dmonitor.yaml:2:3: receivers.ops: no destination (want email, webhook, alertmanager or exec)",
 	},
 }
 

@@ -27,28 +27,42 @@ const (
 	DefaultTSDBListen    = "127.0.0.1:4242"
 	DefaultControlListen = "127.0.0.1:2929"
 	DefaultSMTPAddr      = "127.0.0.1:25"
-	DefaultReceiver      = "default"  // the receiver alert.d/ feeds
-	DefaultPeerPort      = 2929       // the control port of a nodes.txt entry without one, as the original dmonitor's
-	DefaultUser          = "dmonitor" // the account a daemon started as root runs as, as the Debian package adds it
-	DefaultFallbackUser  = "nobody"   // when DefaultUser does not exist on this host
-	FileName             = "dmonitor.yaml"
-	hostPlaceholder      = "{{host}}"
+	DefaultReceiver      = "default" // the receiver alert.d/ feeds
+	// DefaultGroupWait is a receiver's group_wait: short, so that what
+	// starts at once goes out together and a page is late by a second at
+	// most.
+	DefaultGroupWait    = time.Second
+	DefaultPeerPort     = 2929       // the control port of a nodes.txt entry without one, as the original dmonitor's
+	DefaultUser         = "dmonitor" // the account a daemon started as root runs as, as the Debian package adds it
+	DefaultFallbackUser = "nobody"   // when DefaultUser does not exist on this host
+	FileName            = "dmonitor.yaml"
+	hostPlaceholder     = "{{host}}"
 )
 
 // Config is a loaded, validated configuration. Every path in it is absolute.
 type Config struct {
 	Dir      string // the config directory
 	Observer string // this node's name
+	// Domain is this observer's failure domain (dmonitor.yaml's domain:
+	// a region, provider or network), carried in its results; "" when it
+	// declares none, and it is then a domain of its own.
+	Domain string
 	// Nodes are the entries of nodes.txt, in file order, as written. Each
 	// is host[:port] ("eu-1", "127.0.0.1:2930", "[::1]:2931", or a bare
 	// IPv6 address such as "::1"): PeerAddr gives its control address, and
 	// the entry itself is the observer name of the node it lists. Load
 	// refuses a port outside 1..65535, two entries with one address and,
 	// when the list is not empty, an Observer that is not in it.
-	Nodes          []string
-	Interval       time.Duration // default check interval
-	Timeout        time.Duration // default plugin timeout
-	Quorum         int           // default quorum
+	Nodes         []string
+	Interval      time.Duration // default check interval
+	Timeout       time.Duration // default plugin timeout
+	Quorum        int           // default quorum
+	QuorumDomains int           // default quorum_domains: failure domains that must see an outage; 1 when not set
+	// PartialNotify are the receivers of the partial-outage alert
+	// (partial_notify:), which a check with quorum_domains above 1 raises
+	// when some domains see it failing but too few; [DefaultReceiver]
+	// when not set.
+	PartialNotify  []string
 	Workers        int           // concurrent plugin runs
 	RepeatInterval time.Duration // re-notify a firing, unacknowledged alert this often; 0 never
 	PluginDir      string
@@ -128,10 +142,11 @@ type Check struct {
 	Command []string
 	// Probe describes a probe check (checks.<name>.probe); nil for a
 	// plugin check. A check is one or the other, never both.
-	Probe    *ProbeSpec
-	Interval time.Duration
-	Timeout  time.Duration
-	Quorum   int
+	Probe         *ProbeSpec
+	Interval      time.Duration
+	Timeout       time.Duration
+	Quorum        int
+	QuorumDomains int
 	// Implicit is true for a check defined only by plugins/check_<name>,
 	// which is run with the host as its single argument.
 	Implicit bool
@@ -288,6 +303,15 @@ type Receiver struct {
 	Webhook      *Webhook
 	Alertmanager *Alertmanager
 	Exec         *Exec
+	// GroupWait is how long the first notification of a group waits for
+	// others to join it, so that they go out as one message (one mail, one
+	// webhook call); 0 sends each alone, at once. DefaultGroupWait unless
+	// dmonitor.yaml says otherwise. exec sends each alone whatever it is.
+	GroupWait time.Duration
+	// GroupBy names the labels the notifications of one message share
+	// ("alertname" is the rule); nil: any notifications of the receiver
+	// may go out together.
+	GroupBy []string
 }
 
 // Webhook posts Alertmanager's webhook payload (version 4) to URL.

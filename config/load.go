@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/mail"
 	"net/url"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -162,11 +164,13 @@ type checkDef struct {
 // yamlState is what validation after decoding needs to know of
 // dmonitor.yaml.
 type yamlState struct {
-	quorum     *yaml.Node // nil when absent
-	pluginDir  *yaml.Node
-	pluginPath []string // nil when absent
-	checks     []*checkDef
-	receivers  []*Receiver // in file order
+	quorum *yaml.Node // nil when absent
+	// partialNotify are the elements of partial_notify; nil when absent.
+	partialNotify []*yaml.Node
+	pluginDir     *yaml.Node
+	pluginPath    []string // nil when absent
+	checks        []*checkDef
+	receivers     []*Receiver // in file order
 }
 
 // rel returns path as errors show it: relative to the config directory when
@@ -219,10 +223,11 @@ func (l *loader) load(observer string) *Config {
 			BatchSize:  DefaultBatchSize,
 			SpoolSize:  DefaultSpoolSize,
 		},
-		Control:   Control{Listen: DefaultControlListen},
-		SMTP:      SMTP{Addr: DefaultSMTPAddr, TLS: TLSStartTLS},
-		Receivers: make(map[string]*Receiver),
-		Redis:     Redis{LeaseTTL: DefaultLeaseTTL},
+		Control:       Control{Listen: DefaultControlListen},
+		SMTP:          SMTP{Addr: DefaultSMTPAddr, TLS: TLSStartTLS},
+		Receivers:     make(map[string]*Receiver),
+		Redis:         Redis{LeaseTTL: DefaultLeaseTTL},
+		QuorumDomains: 1,
 		Limits: Limits{
 			SeriesPerCheck: DefaultSeriesPerCheck, Series: DefaultSeries,
 			NewSeriesPerRequest: DefaultNewSeriesPerRequest, NewSeriesPerMinute: DefaultNewSeriesPerMinute,
@@ -287,7 +292,7 @@ func (l *loader) load(observer string) *Config {
 	if addrs := l.readAlertDir(); len(addrs) > 0 {
 		r := cfg.Receivers[DefaultReceiver]
 		if r == nil {
-			r = &Receiver{Name: DefaultReceiver}
+			r = &Receiver{Name: DefaultReceiver, GroupWait: DefaultGroupWait}
 			cfg.Receivers[DefaultReceiver] = r
 		}
 		for _, a := range addrs {
@@ -295,6 +300,16 @@ func (l *loader) load(observer string) *Config {
 				r.Email = append(r.Email, a)
 			}
 		}
+	}
+	for i, name := range cfg.PartialNotify {
+		if _, ok := cfg.Receivers[name]; !ok && name != DefaultReceiver {
+			n := st.partialNotify[i]
+			l.errs = append(l.errs, &Error{File: FileName, Line: n.Line, Col: n.Column,
+				Msg: fmt.Sprintf("partial_notify: no receiver %q (have %s)", name, strings.Join(slices.Sorted(maps.Keys(cfg.Receivers)), ", "))})
+		}
+	}
+	if len(cfg.PartialNotify) == 0 {
+		cfg.PartialNotify = []string{DefaultReceiver}
 	}
 	return cfg
 }
@@ -372,12 +387,27 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 				d.errorf(n, p, "must not be empty")
 			}
 		},
+		"domain": func(p string, n *yaml.Node) {
+			if d.str(p, n, &cfg.Domain) && cfg.Domain == "" {
+				d.errorf(n, p, "must not be empty; leave it out for an observer that is a domain of its own")
+			}
+		},
 		"interval": func(p string, n *yaml.Node) { d.positiveDuration(p, n, &cfg.Interval) },
 		"timeout":  func(p string, n *yaml.Node) { d.positiveDuration(p, n, &cfg.Timeout) },
 		"quorum": func(p string, n *yaml.Node) {
 			st.quorum = n
 			if d.positive(p, n, &cfg.Quorum) {
 				cfg.at.quorum = posOf(n)
+			}
+		},
+		"quorum_domains": func(p string, n *yaml.Node) {
+			if d.positive(p, n, &cfg.QuorumDomains) {
+				cfg.at.quorumDomains = posOf(n)
+			}
+		},
+		"partial_notify": func(p string, n *yaml.Node) {
+			if nodes, ok := d.strings(p, n, &cfg.PartialNotify); ok {
+				st.partialNotify = nodes
 			}
 		},
 		"workers":         func(p string, n *yaml.Node) { d.positive(p, n, &cfg.Workers) },
@@ -424,6 +454,14 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 								cfg.at.checkQuorum = make(map[string]pos)
 							}
 							cfg.at.checkQuorum[def.check.Name] = posOf(n)
+						}
+					},
+					"quorum_domains": func(p string, n *yaml.Node) {
+						if d.positive(p, n, &def.check.QuorumDomains) {
+							if cfg.at.checkQuorumDomains == nil {
+								cfg.at.checkQuorumDomains = make(map[string]pos)
+							}
+							cfg.at.checkQuorumDomains[def.check.Name] = posOf(n)
 						}
 					},
 					"probe": func(p string, n *yaml.Node) {
@@ -547,7 +585,7 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 
 // receiver decodes receivers.<name>. It returns nil for an unusable one.
 func (l *loader) receiver(d *decoder, path string, key, n *yaml.Node) *Receiver {
-	r := &Receiver{Name: key.Value}
+	r := &Receiver{Name: key.Value, GroupWait: DefaultGroupWait}
 	if r.Name == "" {
 		d.errorf(key, path, "empty receiver name")
 	}
@@ -612,6 +650,38 @@ func (l *loader) receiver(d *decoder, path string, key, n *yaml.Node) *Receiver 
 				d.errorf(n, p, "command is required")
 			}
 		},
+		"group_wait": func(p string, n *yaml.Node) {
+			var v time.Duration
+			if !d.duration(p, n, &v) {
+				return
+			}
+			if v < 0 {
+				d.errorf(n, p, "must not be negative, got %s (0 sends each notification alone)", n.Value)
+				return
+			}
+			r.GroupWait = v
+		},
+		"group_by": func(p string, n *yaml.Node) {
+			var by []string
+			nodes, ok := d.strings(p, n, &by)
+			if !ok {
+				return
+			}
+			good := true
+			for i, name := range by {
+				ep := fmt.Sprintf("%s[%d]", p, i)
+				if !labelName.MatchString(name) {
+					d.errorf(nodes[i], ep, "bad label name %q (want letters, digits and _, not starting with a digit)", name)
+					good = false
+				} else if j := slices.Index(by[:i], name); j >= 0 {
+					d.errorf(nodes[i], ep, "duplicate label %q (first on line %d)", name, nodes[j].Line)
+					good = false
+				}
+			}
+			if good && len(by) > 0 {
+				r.GroupBy = by
+			}
+		},
 	})
 	if !some {
 		d.errorf(key, path, "no destination (want email, webhook, alertmanager or exec)")
@@ -619,6 +689,10 @@ func (l *loader) receiver(d *decoder, path string, key, n *yaml.Node) *Receiver 
 	}
 	return r
 }
+
+// labelName is what a label name may be, as in rule files: Alertmanager's
+// label syntax.
+var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
 // hasKey reports whether the mapping n has key with a non-null value.
 func hasKey(n *yaml.Node, key string) bool {
@@ -680,6 +754,9 @@ func (l *loader) resolveCheck(cfg *Config, def *checkDef) {
 	}
 	if c.Quorum == 0 {
 		c.Quorum = cfg.Quorum
+	}
+	if c.QuorumDomains == 0 {
+		c.QuorumDomains = cfg.QuorumDomains
 	}
 	if def.probeOK {
 		// Built once here, with a stand-in host, so that whatever the
@@ -761,12 +838,13 @@ func (l *loader) implicitCheck(cfg *Config, u use) (*Check, bool) {
 		return nil, false
 	}
 	return &Check{
-		Name:     u.check,
-		Command:  []string{plugin, hostPlaceholder},
-		Interval: cfg.Interval,
-		Timeout:  cfg.Timeout,
-		Quorum:   cfg.Quorum,
-		Implicit: true,
+		Name:          u.check,
+		Command:       []string{plugin, hostPlaceholder},
+		Interval:      cfg.Interval,
+		Timeout:       cfg.Timeout,
+		Quorum:        cfg.Quorum,
+		QuorumDomains: cfg.QuorumDomains,
+		Implicit:      true,
 	}, true
 }
 

@@ -75,7 +75,10 @@ func TestLoadGood(t *testing.T) {
 	equal(t, "Nodes", c.Nodes, []string{"eu-1", "us-1", "ap-1"})
 	equal(t, "Interval", c.Interval, 30*time.Second)
 	equal(t, "Timeout", c.Timeout, 5*time.Second)
+	equal(t, "Domain", c.Domain, "eu-west")
 	equal(t, "Quorum", c.Quorum, 2)
+	equal(t, "QuorumDomains", c.QuorumDomains, 2)
+	equal(t, "PartialNotify", c.PartialNotify, []string{"ops"})
 	equal(t, "Workers", c.Workers, 8)
 	equal(t, "RepeatInterval", c.RepeatInterval, time.Hour)
 	equal(t, "PluginDir", c.PluginDir, plugins)
@@ -85,23 +88,23 @@ func TestLoadGood(t *testing.T) {
 	wantChecks := map[string]*Check{
 		// A Debian plugin by name, with its own interval, timeout and quorum.
 		"http": {Name: "http", Command: []string{sys + "/check_http", "-H", "{{host}}", "-u", "/"},
-			Interval: time.Minute, Timeout: 3 * time.Second, Quorum: 3},
+			Interval: time.Minute, Timeout: 3 * time.Second, Quorum: 3, QuorumDomains: 3},
 		// Found only in plugin_path; the defaults of the file apply.
 		"disk": {Name: "disk", Command: []string{sys + "/check_disk", "-w", "10%", "-c", "5%"},
-			Interval: 30 * time.Second, Timeout: 5 * time.Second, Quorum: 2},
+			Interval: 30 * time.Second, Timeout: 5 * time.Second, Quorum: 2, QuorumDomains: 2},
 		// plugins/check_dummy shadows the Debian plugin of the same name.
 		"dummy": {Name: "dummy", Command: []string{plugins + "/check_dummy", "0", "up on {{host}}"},
-			Interval: 30 * time.Second, Timeout: 5 * time.Second, Quorum: 2},
+			Interval: 30 * time.Second, Timeout: 5 * time.Second, Quorum: 2, QuorumDomains: 2},
 		// A path with a slash is relative to the config dir.
 		"local": {Name: "local", Command: []string{dir + "/scripts/check_local.sh", "--host={{host}}"},
-			Interval: 30 * time.Second, Timeout: 5 * time.Second, Quorum: 2},
+			Interval: 30 * time.Second, Timeout: 5 * time.Second, Quorum: 2, QuorumDomains: 2},
 		// Defined in dmonitor.yaml, used by no host: kept, so that
 		// `dmonitor check HOST unused` works, but never scheduled.
 		"unused": {Name: "unused", Command: []string{plugins + "/check_dummy", "1"},
-			Interval: 30 * time.Second, Timeout: 5 * time.Second, Quorum: 2},
+			Interval: 30 * time.Second, Timeout: 5 * time.Second, Quorum: 2, QuorumDomains: 2},
 		// No YAML definition: the implicit check of plugins/check_ping.
 		"ping": {Name: "ping", Command: []string{plugins + "/check_ping", "{{host}}"},
-			Interval: 30 * time.Second, Timeout: 5 * time.Second, Quorum: 2, Implicit: true},
+			Interval: 30 * time.Second, Timeout: 5 * time.Second, Quorum: 2, QuorumDomains: 2, Implicit: true},
 	}
 	equal(t, "Checks", c.Checks, wantChecks)
 
@@ -130,11 +133,14 @@ func TestLoadGood(t *testing.T) {
 	equal(t, "Receivers", c.Receivers, map[string]*Receiver{
 		// alert.d/ adds admin@; its ops@ is OPS@ of the YAML list already.
 		"default": {Name: "default", Email: []string{"lead@example.org", "OPS@example.org", "admin@example.org"},
-			Webhook: &Webhook{URL: "https://hooks.example.org/dmonitor"}},
-		"ops":    {Name: "ops", Email: []string{"oncall@example.org", "Ops Team <ops-team@example.org>"}},
+			Webhook: &Webhook{URL: "https://hooks.example.org/dmonitor"}, GroupWait: time.Second},
+		// Grouped by rule and host, waiting 30s for the others of a group.
+		"ops": {Name: "ops", Email: []string{"oncall@example.org", "Ops Team <ops-team@example.org>"},
+			GroupWait: 30 * time.Second, GroupBy: []string{"alertname", "host"}},
+		// group_wait: 0 is no grouping, not the default.
 		"hooks":  {Name: "hooks", Webhook: &Webhook{URL: "http://127.0.0.1:9000/alerts"}},
-		"am":     {Name: "am", Alertmanager: &Alertmanager{URL: "http://127.0.0.1:9093"}},
-		"script": {Name: "script", Exec: &Exec{Command: []string{dir + "/scripts/page.sh", "--urgent"}}},
+		"am":     {Name: "am", Alertmanager: &Alertmanager{URL: "http://127.0.0.1:9093"}, GroupWait: time.Second},
+		"script": {Name: "script", Exec: &Exec{Command: []string{dir + "/scripts/page.sh", "--urgent"}}, GroupWait: time.Second},
 	})
 }
 
@@ -150,11 +156,12 @@ func TestLoadDesignExample(t *testing.T) {
 	equal(t, "Redis", c.Redis, Redis{URL: "redis://127.0.0.1:6379/0", LeaseTTL: 6 * time.Second})
 	equal(t, "Control", c.Control, Control{Listen: "127.0.0.1:2929", TokenFile: filepath.Join(dir, "token")})
 	equal(t, "SMTP", c.SMTP, SMTP{Addr: "127.0.0.1:25", From: "dmonitor@example.org", TLS: TLSStartTLS})
+	// Every receiver groups what starts within DefaultGroupWait.
 	equal(t, "Receivers", c.Receivers, map[string]*Receiver{
-		"ops":    {Name: "ops", Email: []string{"oncall@example.org"}},
-		"hooks":  {Name: "hooks", Webhook: &Webhook{URL: "http://127.0.0.1:9000/alerts"}},
-		"am":     {Name: "am", Alertmanager: &Alertmanager{URL: "http://127.0.0.1:9093"}},
-		"script": {Name: "script", Exec: &Exec{Command: []string{dir + "/page", "--urgent"}}},
+		"ops":    {Name: "ops", Email: []string{"oncall@example.org"}, GroupWait: DefaultGroupWait},
+		"hooks":  {Name: "hooks", Webhook: &Webhook{URL: "http://127.0.0.1:9000/alerts"}, GroupWait: DefaultGroupWait},
+		"am":     {Name: "am", Alertmanager: &Alertmanager{URL: "http://127.0.0.1:9093"}, GroupWait: DefaultGroupWait},
+		"script": {Name: "script", Exec: &Exec{Command: []string{dir + "/page", "--urgent"}}, GroupWait: DefaultGroupWait},
 	})
 	// No host runs the http check: it is kept for `dmonitor check`, but
 	// nothing is scheduled.
@@ -192,7 +199,7 @@ func TestLoadMinimal(t *testing.T) {
 	})
 	for name, ch := range c.Checks {
 		want := &Check{Name: name, Command: []string{plugins + "/check_" + name, "{{host}}"},
-			Interval: DefaultInterval, Timeout: DefaultTimeout, Quorum: 1, Implicit: true}
+			Interval: DefaultInterval, Timeout: DefaultTimeout, Quorum: 1, QuorumDomains: 1, Implicit: true}
 		equal(t, "Checks["+name+"]", ch, want)
 	}
 	equal(t, "Quorum", c.Quorum, 1)
@@ -209,8 +216,8 @@ func TestLoadEmpty(t *testing.T) {
 		Observer: h,
 		Interval: 60 * time.Second,
 		Timeout:  10 * time.Second,
-		Quorum:   1,
-		Workers:  64, RepeatInterval: 4 * time.Hour,
+		Quorum:   1, QuorumDomains: 1, PartialNotify: []string{DefaultReceiver},
+		Workers: 64, RepeatInterval: 4 * time.Hour,
 		PluginDir:  filepath.Join(dir, "plugins"),
 		DataDir:    filepath.Join(dir, "data"),
 		PluginPath: []string{filepath.Join(dir, "plugins"), "/usr/lib/nagios/plugins"},
@@ -627,6 +634,35 @@ func TestUser(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := load(t, tree(t, map[string]string{FileName: tc.yaml}))
 			equal(t, "User", c.User, tc.want)
+		})
+	}
+}
+
+// TestReceiverGrouping checks the grouping keys of a receiver: absent is
+// DefaultGroupWait and no group_by, for a receiver of alert.d/ alone too;
+// 0 turns grouping off; an empty group_by is none.
+func TestReceiverGrouping(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  *Receiver
+	}{
+		// alert.d/ alone makes the receiver "default", grouped by default.
+		{"alert.d only", map[string]string{"alert.d/oncall@example.org": ""},
+			&Receiver{Name: "default", Email: []string{"oncall@example.org"}, GroupWait: DefaultGroupWait}},
+		// Explicitly off.
+		{"group_wait 0", map[string]string{FileName: "receivers:\n  default: {email: [a@example.org], group_wait: 0}\n"},
+			&Receiver{Name: "default", Email: []string{"a@example.org"}}},
+		// Days are durations here too; group_by: [] is no labels.
+		{"long wait, empty group_by", map[string]string{FileName: "receivers:\n  default: {email: [a@example.org], group_wait: 1d, group_by: []}\n"},
+			&Receiver{Name: "default", Email: []string{"a@example.org"}, GroupWait: 24 * time.Hour}},
+		// group_by kept in its order; alertname is a name like any other.
+		{"group_by", map[string]string{FileName: "receivers:\n  default: {webhook: {url: 'http://127.0.0.1:9/'}, group_by: [host, alertname]}\n"},
+			&Receiver{Name: "default", Webhook: &Webhook{URL: "http://127.0.0.1:9/"}, GroupWait: DefaultGroupWait, GroupBy: []string{"host", "alertname"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := load(t, tree(t, tc.files))
+			equal(t, "Receivers", c.Receivers, map[string]*Receiver{"default": tc.want})
 		})
 	}
 }

@@ -21,10 +21,14 @@ func posOf(n *yaml.Node) pos { return pos{n.Line, n.Column} }
 type positions struct {
 	quorum      pos            // the value of quorum
 	checkQuorum map[string]pos // the value of checks.<name>.quorum, by check name; nil when none is set
-	control     pos            // the control key
-	listen      pos            // the value of control.listen
-	tsdbListen  pos            // the value of tsdb.listen
-	tlsCert     pos            // the value of control.tls_cert_file or tls_key_file
+	// quorumDomains and checkQuorumDomains are quorum and checkQuorum's
+	// counterparts for quorum_domains.
+	quorumDomains      pos
+	checkQuorumDomains map[string]pos
+	control            pos // the control key
+	listen             pos // the value of control.listen
+	tsdbListen         pos // the value of tsdb.listen
+	tlsCert            pos // the value of control.tls_cert_file or tls_key_file
 }
 
 // Validate checks what only the keys together decide: that this
@@ -100,14 +104,22 @@ func (c *Config) validate(asNode bool) Errors {
 			at(FileName, p, "%s: %d is more than the %s in %s: list every observer in %s, or lower %s",
 				path, quorum, plural(most, "node"), nodesFile, nodesFile, path)
 		}
+		// Every domain needs an observer of its own.
 		if c.Quorum > most {
 			tooMany("quorum", c.at.quorum, c.Quorum)
+		}
+		if c.QuorumDomains > most {
+			tooMany("quorum_domains", c.at.quorumDomains, c.QuorumDomains)
 		}
 		for _, name := range slices.Sorted(maps.Keys(c.Checks)) {
 			ch := c.Checks[name]
 			p, explicit := c.at.checkQuorum[name]
 			if ch.Quorum > most && (explicit || ch.Quorum != c.Quorum) {
 				tooMany(join("checks", name)+".quorum", p, ch.Quorum)
+			}
+			p, explicit = c.at.checkQuorumDomains[name]
+			if ch.QuorumDomains > most && (explicit || ch.QuorumDomains != c.QuorumDomains) {
+				tooMany(join("checks", name)+".quorum_domains", p, ch.QuorumDomains)
 			}
 		}
 	}

@@ -86,7 +86,7 @@ func BenchmarkTick(b *testing.B) {
 		}
 		fired := 0
 		for _, in := range instances {
-			env, known := NewEnv(in.host, in.check, in.latest, now, time.Minute, 2)
+			env, known := NewEnv(in.host, in.check, in.latest, now, time.Minute, 2, 1)
 			if !eval || !known {
 				continue
 			}

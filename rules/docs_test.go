@@ -205,6 +205,7 @@ func checkCase(set *Set, verdict string, f map[string][]string) error {
 	var history [][]check.Status
 	if obs := get("observers", ""); obs != "" {
 		for i, o := range strings.Split(obs, ",") {
+			o, domain, _ := strings.Cut(o, "@") // CRITICAL@eu: an observer in failure domain eu
 			var hist []check.Status
 			for _, w := range strings.Split(o, "/") {
 				s, err := check.ParseStatus(w)
@@ -213,7 +214,7 @@ func checkCase(set *Set, verdict string, f map[string][]string) error {
 				}
 				hist = append(hist, s)
 			}
-			latest = append(latest, check.Result{Host: host, Check: chk, Observer: fmt.Sprintf("o%d", i+1),
+			latest = append(latest, check.Result{Host: host, Check: chk, Observer: fmt.Sprintf("o%d", i+1), Domain: domain,
 				Status: hist[0], Start: docNow.Add(-10 * time.Second)})
 			history = append(history, hist[1:])
 		}
@@ -225,7 +226,11 @@ func checkCase(set *Set, verdict string, f map[string][]string) error {
 			history = append(history, nil)
 		}
 	}
-	env, known := NewEnv(host, chk, latest, docNow, time.Minute, quorum)
+	quorumDomains, err := strconv.Atoi(get("quorum_domains", "1"))
+	if err != nil {
+		return err
+	}
+	env, known := NewEnv(host, chk, latest, docNow, time.Minute, quorum, quorumDomains)
 	for i := range env.Observers {
 		env.Observers[i].History = history[i]
 	}

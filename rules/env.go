@@ -18,7 +18,10 @@ const MaxHistory = 16
 // Observer is one observer's latest result for a rule instance, as the
 // condition sees it in the observers list.
 type Observer struct {
-	Name   string        `expr:"name"`
+	Name string `expr:"name"`
+	// Domain is the observer's failure domain (region, provider,
+	// network), "" when it declares none: it is then a domain of its own.
+	Domain string        `expr:"domain"`
 	Status string        `expr:"status"` // OK, WARNING, CRITICAL, UNKNOWN
 	OK     bool          `expr:"ok"`
 	Output string        `expr:"output"`
@@ -45,6 +48,19 @@ type Env struct {
 	Passing   int        `expr:"passing"`
 	Total     int        `expr:"total"`
 	Quorum    int        `expr:"quorum"`
+	// Domains counts the failure domains of the fresh observers (one
+	// without a domain is a domain of its own); FailingDomains those with
+	// a failing observer; DownDomains those whose every observer fails.
+	Domains        int `expr:"domains"`
+	FailingDomains int `expr:"failing_domains"`
+	DownDomains    int `expr:"down_domains"`
+	// QuorumDomains is how many domains must see a check failing before
+	// it is an outage (the check's quorum_domains; 1 when not set).
+	QuorumDomains int `expr:"quorum_domains"`
+	// Partial reports that every observer of some domains sees the check
+	// failing but fewer than QuorumDomains domains do: a regional outage,
+	// or one domain's network, not the service down for everyone.
+	Partial bool `expr:"partial"`
 	// Data is this tick's prefetched TSDB series (Set.Prefetch), read by
 	// avg, min, max, sum, last, count, rate and nodata. A rule that calls
 	// one of them with Data nil evaluates to an error.
@@ -55,9 +71,10 @@ type Env struct {
 // latest result of each observer, in the order of latest. A result is fresh
 // while younger than 2×interval; stale results count neither as failing
 // nor as passing. The returned bool is false when fewer observers are fresh
-// than the quorum: the instance is then unknown, never OK.
-func NewEnv(host, checkName string, latest []check.Result, now time.Time, interval time.Duration, quorum int) (Env, bool) {
-	env := Env{Host: host, Check: checkName, Quorum: quorum}
+// than the quorum: the instance is then unknown, never OK. quorumDomains
+// below 1 counts as 1.
+func NewEnv(host, checkName string, latest []check.Result, now time.Time, interval time.Duration, quorum, quorumDomains int) (Env, bool) {
+	env := Env{Host: host, Check: checkName, Quorum: quorum, QuorumDomains: max(quorumDomains, 1)}
 	env.Observers = make([]Observer, len(latest))
 	for i, r := range latest {
 		age := now.Sub(r.Start.Add(r.Duration))
@@ -66,7 +83,7 @@ func NewEnv(host, checkName string, latest []check.Result, now time.Time, interv
 		}
 		fresh := age < 2*interval
 		env.Observers[i] = Observer{
-			Name: r.Observer, Status: r.Status.String(), OK: r.Status == check.OK,
+			Name: r.Observer, Domain: r.Domain, Status: r.Status.String(), OK: r.Status == check.OK,
 			Output: r.Output, Age: age, Fresh: fresh, status: r.Status,
 		}
 		if !fresh {
@@ -79,7 +96,52 @@ func NewEnv(host, checkName string, latest []check.Result, now time.Time, interv
 			env.Passing++
 		}
 	}
+	env.countDomains()
 	return env, env.Total >= quorum
+}
+
+// countDomains fills in Domains, FailingDomains, DownDomains and Partial
+// from the fresh observers.
+func (env *Env) countDomains() {
+	// A few observers is the common case: a linear scan beats a map.
+	type domain struct {
+		name             string
+		failing, passing int
+	}
+	var buf [8]domain
+	ds := buf[:0]
+	for i := range env.Observers {
+		o := &env.Observers[i]
+		if !o.Fresh {
+			continue
+		}
+		name := o.Domain
+		if name == "" {
+			name = "observer " + o.Name
+		}
+		j := 0
+		for j < len(ds) && ds[j].name != name {
+			j++
+		}
+		if j == len(ds) {
+			ds = append(ds, domain{name: name})
+		}
+		if o.statusValue().Failing() {
+			ds[j].failing++
+		} else {
+			ds[j].passing++
+		}
+	}
+	env.Domains = len(ds)
+	for _, d := range ds {
+		if d.failing > 0 {
+			env.FailingDomains++
+			if d.passing == 0 {
+				env.DownDomains++
+			}
+		}
+	}
+	env.Partial = env.DownDomains > 0 && env.FailingDomains < env.QuorumDomains
 }
 
 // streak returns the largest n such that at least quorum fresh observers

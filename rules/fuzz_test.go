@@ -44,7 +44,7 @@ func FuzzLoad(f *testing.F) {
 			checkPositions(t, data, err)
 			return
 		}
-		env, _ := NewEnv("h", "c", latest, now, time.Minute, 2)
+		env, _ := NewEnv("h", "c", latest, now, time.Minute, 2, 1)
 		env.Data = NewData(nil, nil)
 		for _, r := range set.Rules() {
 			r.Matches("h", "c", nil)

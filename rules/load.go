@@ -346,6 +346,31 @@ func (d *decoder) rule1(i int, n *yaml.Node) *ruleDef {
 		},
 		"for":             dur("for", &r.For),
 		"keep_firing_for": dur("keep_firing_for", &r.KeepFiringFor),
+		"flapping": func(v *yaml.Node) {
+			var changes *yaml.Node
+			d.mapping(v, "flapping", map[string]func(v *yaml.Node){
+				"changes": func(v *yaml.Node) {
+					changes = v
+					n, err := strconv.Atoi(v.Value)
+					switch {
+					case v.Kind != yaml.ScalarNode || err != nil:
+						d.errorf(v, "flapping: changes: want a whole number, got %s", yamlnode.Describe(v))
+						ok = false
+						return
+					case n < 2:
+						d.errorf(v, "flapping: changes: want 2 or more (a change and its undoing are one flap), got %d", n)
+						ok = false
+						return
+					}
+					r.Flapping.Changes = n
+				},
+				"window": dur("flapping: window", &r.Flapping.Window),
+			})
+			if v.Kind == yaml.MappingNode && (changes == nil || r.Flapping.Window == 0) && ok {
+				d.errorf(v, "flapping: want both changes and window, as {changes: 4, window: 10m}")
+				ok = false
+			}
+		},
 		"severity": func(v *yaml.Node) {
 			def.severity = v
 			str("severity", &r.Severity)(v)

@@ -5,8 +5,11 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dmonitor/dmonitor/config"
 )
@@ -160,5 +163,32 @@ func checkGolden(t *testing.T, golden, got string) {
 	}
 	if got != string(want) {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestParseFlappingAndGroups: the flap thresholds and a redundancy group
+// are read as written.
+func TestParseFlappingAndGroups(t *testing.T) {
+	set, err := Parse("r.yaml", []byte(`
+rules:
+  - name: lb-a
+  - name: lb-b
+  - name: db
+  - name: app
+    depends_on: [{any: [lb-a, lb-b]}, db]
+    flapping: {changes: 4, window: 10m}
+`), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := set.Rule("app")
+	if want := (Flapping{Changes: 4, Window: 10 * time.Minute}); app.Flapping != want {
+		t.Errorf("flapping = %+v, want %+v", app.Flapping, want)
+	}
+	if want := []Dependency{{Any: []string{"lb-a", "lb-b"}}, {Any: []string{"db"}}}; !reflect.DeepEqual(app.DependsOn, want) {
+		t.Errorf("depends_on = %+v, want %+v", app.DependsOn, want)
+	}
+	if got := app.Parents(); !slices.Equal(got, []string{"lb-a", "lb-b", "db"}) {
+		t.Errorf("parents = %v", got)
 	}
 }

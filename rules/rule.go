@@ -16,8 +16,9 @@ import (
 )
 
 // DefaultExpr is the condition of the default rule: a quorum of fresh
-// observers sees the check failing.
-const DefaultExpr = "failing >= quorum"
+// observers sees the check failing, in at least quorum_domains failure
+// domains.
+const DefaultExpr = "failing >= quorum && failing_domains >= quorum_domains"
 
 // DefaultSummary is the summary template of the default rule.
 const DefaultSummary = "{{ .host }} {{ .check }} down from {{ .failing }} of {{ .total }} observers"
@@ -40,6 +41,7 @@ type Rule struct {
 	Expr          string
 	For           time.Duration // the condition must hold this long before firing
 	KeepFiringFor time.Duration // a firing alert resolves only after the condition has been false this long
+	Flapping      Flapping      // flap detection; off when Changes is 0
 	Severity      string
 	DependsOn     []Dependency
 	Notify        []string // receiver names
@@ -52,6 +54,14 @@ type Rule struct {
 	summary     *template.Template
 	description *template.Template
 	vms         *sync.Pool // of *vm.VM, so that a tick allocates no VM per instance
+}
+
+// Flapping are a rule's flap detection thresholds: an instance whose
+// condition changes more than Changes times within Window is flapping,
+// notified once when it starts and once when it settles.
+type Flapping struct {
+	Changes int
+	Window  time.Duration
 }
 
 // Dependency is one entry of a rule's depends_on: a plain parent (Any
@@ -241,7 +251,7 @@ func (r *Rule) Render(env Env) (summary, description string, err error) {
 func (r *Rule) templateData(env *Env) map[string]any {
 	obs := make([]map[string]any, len(env.Observers))
 	for i, o := range env.Observers {
-		obs[i] = map[string]any{"name": o.Name, "status": o.Status, "ok": o.OK, "output": o.Output, "age": o.Age, "fresh": o.Fresh}
+		obs[i] = map[string]any{"name": o.Name, "domain": o.Domain, "status": o.Status, "ok": o.OK, "output": o.Output, "age": o.Age, "fresh": o.Fresh}
 	}
 	labels := maps.Clone(r.Labels)
 	if labels == nil {
@@ -250,6 +260,8 @@ func (r *Rule) templateData(env *Env) map[string]any {
 	return map[string]any{
 		"host": env.Host, "check": env.Check, "rule": r.Name, "severity": r.Severity,
 		"failing": env.Failing, "passing": env.Passing, "total": env.Total, "quorum": env.Quorum,
+		"domains": env.Domains, "failing_domains": env.FailingDomains, "down_domains": env.DownDomains,
+		"quorum_domains": env.QuorumDomains, "partial": env.Partial,
 		"observers": obs, "labels": labels,
 	}
 }

@@ -45,7 +45,7 @@ func TestDefaultRule(t *testing.T) {
 	rule := Default()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			env, known := NewEnv("www1", "http", tc.latest, now, interval, tc.quorum)
+			env, known := NewEnv("www1", "http", tc.latest, now, interval, tc.quorum, 1)
 			if known != tc.wantKnown {
 				t.Fatalf("known = %v, want %v", known, tc.wantKnown)
 			}
@@ -67,5 +67,50 @@ func TestCompileRejectsNonBool(t *testing.T) {
 	_, err := Compile(Rule{Name: "bad", Expr: "failing + 1"})
 	if err == nil {
 		t.Fatal("a condition yielding int compiled")
+	}
+}
+
+// TestFailureDomains: with quorum_domains 2, an outage needs failing
+// observers in two domains; a domain whose every observer fails while too
+// few domains fail is partial; an observer without a domain is a domain of
+// its own.
+func TestFailureDomains(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	res := func(obs, domain string, s check.Status) check.Result {
+		return check.Result{Host: "www1", Check: "http", Observer: obs, Domain: domain, Status: s, Start: now.Add(-time.Second)}
+	}
+	const ok, crit = check.OK, check.Critical
+	for _, tc := range []struct {
+		name                    string
+		latest                  []check.Result
+		domains, failing, down  int
+		wantOutage, wantPartial bool
+	}{
+		{"all pass", []check.Result{res("eu-1", "eu", ok), res("eu-2", "eu", ok), res("us-1", "us", ok)},
+			2, 0, 0, false, false},
+		{"one region's observers all fail: partial, no outage", []check.Result{res("eu-1", "eu", crit), res("eu-2", "eu", crit), res("us-1", "us", ok)},
+			2, 1, 1, false, true},
+		{"one observer of a region fails: neither", []check.Result{res("eu-1", "eu", crit), res("eu-2", "eu", ok), res("us-1", "us", ok)},
+			2, 1, 0, false, false},
+		{"both regions fail: outage", []check.Result{res("eu-1", "eu", crit), res("eu-2", "eu", crit), res("us-1", "us", crit)},
+			2, 2, 2, true, false},
+		{"no domains declared: each observer its own", []check.Result{res("a", "", crit), res("b", "", crit), res("c", "", ok)},
+			3, 2, 2, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env, known := NewEnv("www1", "http", tc.latest, now, time.Minute, 2, 2)
+			if !known {
+				t.Fatal("unknown")
+			}
+			if env.Domains != tc.domains || env.FailingDomains != tc.failing || env.DownDomains != tc.down {
+				t.Errorf("domains %d, failing %d, down %d; want %d, %d, %d", env.Domains, env.FailingDomains, env.DownDomains, tc.domains, tc.failing, tc.down)
+			}
+			if outage, err := Default().Eval(env); err != nil || outage != tc.wantOutage {
+				t.Errorf("default rule: %v (%v), want %v", outage, err, tc.wantOutage)
+			}
+			if env.Partial != tc.wantPartial {
+				t.Errorf("partial = %v, want %v", env.Partial, tc.wantPartial)
+			}
+		})
 	}
 }

@@ -316,7 +316,7 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 
 // rank orders the alerts table: what needs someone first.
 func rank(state string) int {
-	for i, s := range []alerting.State{alerting.Firing, alerting.Unknown, alerting.Acknowledged, alerting.Pending,
+	for i, s := range []alerting.State{alerting.Firing, alerting.Flapping, alerting.Unknown, alerting.Acknowledged, alerting.Pending,
 		alerting.Suppressed, alerting.Silenced} {
 		if s.String() == state {
 			return i
@@ -425,6 +425,8 @@ func (h *Handler) alert(now time.Time, in leader.InstanceStatus, sils map[string
 		av.Why = "held back: " + in.Reason
 	case alerting.Unknown:
 		av.Why = "unknown: " + in.Reason
+	case alerting.Flapping:
+		av.Why = fmt.Sprintf("flapping: %d of %d fresh observers see it failing now; notified once when it settles", failing, fresh)
 	case alerting.Silenced:
 		av.Why = in.Reason
 		if id, ok := strings.CutPrefix(in.Reason, "silenced by "); ok {

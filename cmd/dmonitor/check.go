@@ -49,7 +49,7 @@ the parsed result. The exit code is the status: 0 OK, 1 WARNING, 2 CRITICAL,
 			} else {
 				r = plugin.NewRunner(1, plugin.Options{}).Run(cmd.Context(), plugin.Command{Argv: c.Argv(host), Timeout: c.Timeout})
 			}
-			r.Host, r.Check, r.Observer = host, name, cfg.Observer
+			r.Host, r.Check, r.Observer, r.Domain = host, name, cfg.Observer, cfg.Domain
 			out := cmd.OutOrStdout()
 			if jsonOut {
 				enc := json.NewEncoder(out)

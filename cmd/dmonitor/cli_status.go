@@ -56,7 +56,7 @@ type instanceReport struct {
 
 // statePriority orders alert states from the most to the least pressing,
 // for the grid's one state per host×check and the order of the alerts.
-var statePriority = []string{"firing", "unknown", "acknowledged", "pending", "silenced", "suppressed", "ok"}
+var statePriority = []string{"firing", "flapping", "unknown", "acknowledged", "pending", "silenced", "suppressed", "ok"}
 
 func priority(state string) int {
 	if i := slices.Index(statePriority, state); i >= 0 {
@@ -66,8 +66,10 @@ func priority(state string) int {
 }
 
 // needsAttention reports whether an alert in state calls for someone:
-// firing and nobody on it, or unknown (dmonitor cannot tell).
-func needsAttention(state string) bool { return state == "firing" || state == "unknown" }
+// firing or flapping and nobody on it, or unknown (dmonitor cannot tell).
+func needsAttention(state string) bool {
+	return state == "firing" || state == "flapping" || state == "unknown"
+}
 
 func newStatusCmd() *cobra.Command {
 	var (

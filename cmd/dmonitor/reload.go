@@ -202,12 +202,13 @@ func configHash(cfg *config.Config) (treeHash, error) {
 	if err != nil {
 		return treeHash{}, fmt.Errorf("hash configuration %s: %w", cfg.Dir, err)
 	}
-	// What the nodes share of dmonitor.yaml, in a fixed order.
-	fmt.Fprintf(shared, "interval %v timeout %v quorum %d repeat %v redis %s\n",
-		cfg.Interval, cfg.Timeout, cfg.Quorum, cfg.RepeatInterval, cfg.Redis.URL)
+	// What the nodes share of dmonitor.yaml, in a fixed order; domain:
+	// is each node's own, as observer: is.
+	fmt.Fprintf(shared, "interval %v timeout %v quorum %d domains %d partial %q repeat %v redis %s\n",
+		cfg.Interval, cfg.Timeout, cfg.Quorum, cfg.QuorumDomains, cfg.PartialNotify, cfg.RepeatInterval, cfg.Redis.URL)
 	for _, name := range slices.Sorted(maps.Keys(cfg.Checks)) {
 		c := cfg.Checks[name]
-		fmt.Fprintf(shared, "check %q %q %v %v %d\n", name, c.Command, c.Interval, c.Timeout, c.Quorum)
+		fmt.Fprintf(shared, "check %q %q %v %v %d %d\n", name, c.Command, c.Interval, c.Timeout, c.Quorum, c.QuorumDomains)
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Receivers)) {
 		fmt.Fprintf(shared, "receiver %q %+v\n", name, *cfg.Receivers[name])

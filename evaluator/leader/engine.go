@@ -64,6 +64,7 @@ type engine struct {
 	def            *rules.Rule
 	observerUp     *rules.Rule            // the alert of an observer gone silent
 	redisDown      *rules.Rule            // the alert of degraded mode
+	partial        *rules.Rule            // the alert of an outage seen from too few failure domains
 	self           map[string]*rules.Rule // the alerts of the nodes' own health, by name; see self.go
 	repeatInterval time.Duration
 	silences       Silences // nil: nothing is silenced
@@ -75,6 +76,9 @@ type engine struct {
 	children  map[string][]*rules.Rule // rule → rules that depend on it
 	instances map[instKey]alerting.Instance
 	holds     map[instKey]hold
+	// held are the dependents each parent with an open incident has held
+	// back during it, for its resolved notification; see noteHeld.
+	held map[instKey][]instKey
 }
 
 func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silences Silences) *engine {
@@ -88,9 +92,15 @@ func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silence
 	if err != nil {
 		panic(err)
 	}
-	g := &engine{cfg: cfg, set: set, def: rules.Default(), observerUp: up, redisDown: down, self: compileSelfRules(cfg), repeatInterval: repeat, silences: silences,
+	partial, err := rules.Compile(rules.Rule{Name: PartialRule, Expr: "partial", Severity: "warning", Notify: cfg.PartialNotify,
+		Summary: "{{ .host }} {{ .check }} down from every observer of {{ .down_domains }} of {{ .domains }} failure domains; " +
+			"an outage needs {{ .quorum_domains }}"})
+	if err != nil {
+		panic(err)
+	}
+	g := &engine{cfg: cfg, set: set, def: rules.Default(), observerUp: up, redisDown: down, partial: partial, self: compileSelfRules(cfg), repeatInterval: repeat, silences: silences,
 		byHost: make(map[string][]instanceKey), children: make(map[string][]*rules.Rule),
-		instances: make(map[instKey]alerting.Instance), holds: make(map[instKey]hold)}
+		instances: make(map[instKey]alerting.Instance), holds: make(map[instKey]hold), held: make(map[instKey][]instKey)}
 	for _, t := range cfg.Targets {
 		g.byHost[t.Host] = append(g.byHost[t.Host], instanceKey{t.Host, t.Check.Name})
 	}
@@ -104,15 +114,26 @@ func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silence
 	return g
 }
 
+// PartialRule is the rule name of the alert a check with quorum_domains
+// above 1 raises while every observer of some failure domains sees it
+// failing, but fewer domains than that: a regional outage, or one
+// domain's network, rather than silence or a full page.
+const PartialRule = "partial-outage"
+
 // rulesFor returns the rules of target k: those whose select matches, or
-// the default rule when none does.
+// the default rule when none does; and partial-outage when k's check
+// counts failure domains.
 func (g *engine) rulesFor(k instanceKey) []*rules.Rule {
+	rs := []*rules.Rule{g.def}
 	if g.set != nil {
-		if rs := g.set.Match(k.host, k.check, nil); len(rs) > 0 {
-			return rs
+		if matched := g.set.Match(k.host, k.check, nil); len(matched) > 0 {
+			rs = matched
 		}
 	}
-	return []*rules.Rule{g.def}
+	if c := g.cfg.Checks[k.check]; c != nil && c.QuorumDomains > 1 {
+		rs = append(slices.Clip(rs), g.partial)
+	}
+	return rs
 }
 
 // inputs are what an evaluation reads: the latest result of each observer
@@ -129,15 +150,17 @@ type recheck struct {
 	targets []instanceKey
 }
 
+// todo is one instance to evaluate: rule r on target k.
+type todo struct {
+	r *rules.Rule
+	k instanceKey
+}
+
 // evaluate evaluates the instances of targets, and of every rule instance
 // on the same hosts that depends on them, at now: parents before children,
 // so a child sees its parents' new state. It returns the decisions that
 // made a transition, and the targets to re-check at once.
 func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]decision, []recheck) {
-	type todo struct {
-		r *rules.Rule
-		k instanceKey
-	}
 	seen := make(map[instKey]bool)
 	var work []todo
 	var add func(r *rules.Rule, k instanceKey)
@@ -181,17 +204,9 @@ func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]de
 		}
 	}
 	rank[g.def.Name] = len(rank)
+	rank[PartialRule] = len(rank)
 	slices.SortStableFunc(work, func(a, b todo) int { return rank[a.r.Name] - rank[b.r.Name] })
 
-	// What each parent held back before this pass, for its resolved
-	// notification to say which of them recovered with it.
-	before := make(map[instKey][]instKey)
-	for _, w := range work {
-		if len(g.children[w.r.Name]) > 0 {
-			ik := instKey{w.r.Name, w.k.host, w.k.check}
-			before[ik] = g.heldBack(w.r, w.k)
-		}
-	}
 	var out []decision
 	var rechecks []recheck
 	for _, w := range work {
@@ -203,10 +218,18 @@ func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]de
 			rechecks = append(rechecks, *rc)
 		}
 	}
+	g.noteHeld(work)
 	for _, d := range out {
-		if n := d.tr.Notification; n != nil && len(g.children[d.rule.Name]) > 0 {
-			k := instanceKey{d.inst.Labels[alerting.LabelHost], d.inst.Labels[alerting.LabelCheck]}
-			g.nameDependents(n, d.rule, k, before[instKey{d.rule.Name, k.host, k.check}])
+		if len(g.children[d.rule.Name]) == 0 {
+			continue
+		}
+		k := instanceKey{d.inst.Labels[alerting.LabelHost], d.inst.Labels[alerting.LabelCheck]}
+		ik := instKey{d.rule.Name, k.host, k.check}
+		if n := d.tr.Notification; n != nil {
+			g.nameDependents(n, d.rule, k, g.held[ik])
+		}
+		if d.inst.FiredAt.IsZero() {
+			delete(g.held, ik)
 		}
 	}
 	return out, rechecks
@@ -217,7 +240,7 @@ func (g *engine) evaluateOne(now time.Time, r *rules.Rule, k instanceKey, in inp
 	ik := instKey{r.Name, k.host, k.check}
 	c := g.cfg.Checks[k.check]
 	results, history := in.results(k)
-	env, known := rules.NewEnv(k.host, k.check, results, now, c.Interval, c.Quorum)
+	env, known := rules.NewEnv(k.host, k.check, results, now, c.Interval, c.Quorum, c.QuorumDomains)
 	for i := range env.Observers {
 		env.Observers[i].History = history[i]
 	}
@@ -271,13 +294,18 @@ func (g *engine) evaluateOne(now time.Time, r *rules.Rule, k instanceKey, in inp
 	default:
 		delete(g.holds, ik)
 	}
-	next, tr := inst.Next(now, input, alerting.Params{For: r.For, KeepFiringFor: r.KeepFiringFor, RepeatInterval: g.repeatInterval})
-	if next.State == alerting.OK && next.ActiveAt.IsZero() && next.FiredAt.IsZero() {
-		// Nothing to remember that a new instance would not know: at ten
-		// thousand checks, keeping every healthy one costs megabytes.
+	next, tr := inst.Next(now, input, alerting.Params{For: r.For, KeepFiringFor: r.KeepFiringFor, RepeatInterval: g.repeatInterval,
+		Flap: alerting.FlapParams{Changes: r.Flapping.Changes, Window: r.Flapping.Window}})
+	if next.Forgettable() {
 		delete(g.instances, ik)
 	} else {
 		g.instances[ik] = next
+	}
+	if tr == nil && !slices.Equal(inst.Changes, next.Changes) {
+		// No transition, but the flap memory moved (a flip while
+		// flapping): stored, so that a new leader judges the flapping on
+		// the same history.
+		tr = &alerting.Transition{From: next.State, To: next.State, At: now}
 	}
 	return decision{rule: r, inst: next, tr: tr}, rc
 }
@@ -286,7 +314,7 @@ func (g *engine) evaluateOne(now time.Time, r *rules.Rule, k instanceKey, in inp
 // back: firing in any form, or not known to be fine.
 func down(s alerting.State) bool {
 	switch s {
-	case alerting.Firing, alerting.Acknowledged, alerting.Silenced, alerting.Unknown, alerting.Suppressed:
+	case alerting.Firing, alerting.Acknowledged, alerting.Silenced, alerting.Unknown, alerting.Suppressed, alerting.Flapping:
 		return true
 	}
 	return false
@@ -479,10 +507,37 @@ func (g *engine) heldBack(r *rules.Rule, k instanceKey) []instKey {
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b instKey) int {
-		return cmp.Or(cmp.Compare(a.host, b.host), cmp.Compare(a.check, b.check), cmp.Compare(a.rule, b.rule))
-	})
 	return out
+}
+
+// noteHeld records, for each parent with an open incident, the dependents
+// the evaluations of work found it holding back: some recover, and are
+// forgotten, before the parent is seen back.
+func (g *engine) noteHeld(work []todo) {
+	note := func(parent instKey, child instKey) {
+		if inst, ok := g.instances[parent]; ok && !inst.FiredAt.IsZero() && !slices.Contains(g.held[parent], child) {
+			g.held[parent] = append(g.held[parent], child)
+		}
+	}
+	for _, w := range work {
+		if len(g.children[w.r.Name]) > 0 {
+			for _, c := range g.heldBack(w.r, w.k) {
+				note(instKey{w.r.Name, w.k.host, w.k.check}, c)
+			}
+		}
+		ik := instKey{w.r.Name, w.k.host, w.k.check}
+		if inst, ok := g.instances[ik]; !ok || inst.State != alerting.Suppressed {
+			continue
+		}
+		for _, p := range w.r.Parents() {
+			pr := g.set.Rule(p)
+			for _, t := range g.byHost[w.k.host] {
+				if pr != nil && pr.Matches(t.host, t.check, nil) {
+					note(instKey{p, t.host, t.check}, ik)
+				}
+			}
+		}
+	}
 }
 
 // Annotations a parent's notifications carry about its dependents: whom a
@@ -495,7 +550,8 @@ const (
 )
 
 // nameDependents says in n, a notification of parent r on k, what it
-// holds back, or of those it held back before (was) which recovered.
+// holds back, or of those it held back during its incident (was) which
+// recovered with it.
 func (g *engine) nameDependents(n *alerting.Notification, r *rules.Rule, k instanceKey, was []instKey) {
 	if n.Annotations == nil {
 		n.Annotations = make(map[string]string)
@@ -525,6 +581,9 @@ func (g *engine) nameDependents(n *alerting.Notification, r *rules.Rule, k insta
 // listInstances names instances as "check on host", with the rule when it
 // is not named after the check.
 func listInstances(iks []instKey) string {
+	iks = slices.SortedFunc(slices.Values(iks), func(a, b instKey) int {
+		return cmp.Or(cmp.Compare(a.host, b.host), cmp.Compare(a.check, b.check), cmp.Compare(a.rule, b.rule))
+	})
 	names := make([]string, len(iks))
 	for i, ik := range iks {
 		names[i] = ik.check + " on " + ik.host
@@ -663,6 +722,8 @@ func (g *engine) ruleNamed(name string) *rules.Rule {
 		return g.observerUp
 	case name == RedisRule:
 		return g.redisDown
+	case name == PartialRule:
+		return g.partial
 	case g.self[name] != nil:
 		return g.self[name]
 	case g.set != nil:

@@ -456,3 +456,42 @@ func TestChildPagedBeforeItsParentResolvesOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestPartialOutage: a check counting failure domains (quorum_domains 2)
+// that every observer of one domain sees failing is a partial-outage
+// warning, not an outage page; when the other domain fails too, the outage
+// pages and the partial alert resolves.
+func TestPartialOutage(t *testing.T) {
+	http := &config.Check{Name: "http", Interval: 10 * time.Second, Timeout: 5 * time.Second, Quorum: 2, QuorumDomains: 2}
+	cfg := &config.Config{Checks: map[string]*config.Check{"http": http}, Targets: []config.Target{{Host: "www1", Check: http}},
+		PartialNotify: []string{"low"}}
+	g := newEngine(cfg, nil, 0, nil)
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	results := func(eu, us check.Status, at time.Time) inputs {
+		rs := []check.Result{
+			{Host: "www1", Check: "http", Observer: "eu-1", Domain: "eu", Status: eu, Start: at},
+			{Host: "www1", Check: "http", Observer: "eu-2", Domain: "eu", Status: eu, Start: at},
+			{Host: "www1", Check: "http", Observer: "us-1", Domain: "us", Status: us, Start: at},
+		}
+		return inputs{results: func(instanceKey) ([]check.Result, [][]check.Status) { return rs, make([][]check.Status, len(rs)) }}
+	}
+	ds, _ := g.evaluate(t0, []instanceKey{httpKey}, results(check.Critical, check.OK, t0))
+	n := notification(ds, PartialRule, httpKey)
+	if n == nil || n.Status != alerting.StatusFiring || n.Severity != "warning" || notification(ds, "default", httpKey) != nil {
+		t.Fatalf("eu down, us up: partial %+v, outage %+v; want a partial-outage warning and no outage page", n, notification(ds, "default", httpKey))
+	}
+	if got, want := n.Annotations[alerting.AnnotationSummary], "www1 http down from every observer of 1 of 2 failure domains; an outage needs 2"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
+	}
+	if got := receiversOf(g.partial); len(got) != 1 || got[0] != "low" {
+		t.Errorf("partial-outage goes to %v, want partial_notify's [low]", got)
+	}
+	t1 := t0.Add(10 * time.Second)
+	ds, _ = g.evaluate(t1, []instanceKey{httpKey}, results(check.Critical, check.Critical, t1))
+	if n := notification(ds, "default", httpKey); n == nil || n.Status != alerting.StatusFiring {
+		t.Errorf("both domains down: outage %+v, want the page", n)
+	}
+	if n := notification(ds, PartialRule, httpKey); n == nil || n.Status != alerting.StatusResolved {
+		t.Errorf("both domains down: partial %+v, want it resolved", n)
+	}
+}

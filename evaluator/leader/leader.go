@@ -717,7 +717,7 @@ func (l *Leader) persist(inst alerting.Instance) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var err error
-	if inst.State == alerting.OK && inst.FiredAt.IsZero() && inst.ActiveAt.IsZero() && inst.Outbox == nil {
+	if inst.Forgettable() {
 		err = l.state.Delete(ctx, epoch, key)
 	} else {
 		err = l.state.Save(ctx, epoch, key, inst)

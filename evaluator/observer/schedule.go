@@ -134,7 +134,7 @@ func (ob *Observer) runJob(ctx context.Context, j *job) {
 	if ctx.Err() != nil {
 		return // killed by shutdown: not an observation of the target
 	}
-	r.Host, r.Check, r.Observer = j.target.Host, j.target.Check.Name, ob.cfg.Observer
+	r.Host, r.Check, r.Observer, r.Domain = j.target.Host, j.target.Check.Name, ob.cfg.Observer, ob.cfg.Domain
 	ob.record(r)
 }
 

@@ -15,7 +15,7 @@ import (
 func FuzzDecode(f *testing.F) {
 	lo, hi := 0.0, math.Inf(1)
 	for _, r := range []check.Result{
-		{Host: "web1", Check: "http", Observer: "eu-1", Status: check.Critical, Raw: check.RawTimeout, ExitCode: -1,
+		{Host: "web1", Check: "http", Observer: "eu-1", Domain: "eu-west", Status: check.Critical, Raw: check.RawTimeout, ExitCode: -1,
 			Output: "CRITICAL - Socket timeout\nafter 10s", Start: time.Unix(1767225600, 123456789), Duration: 10 * time.Second,
 			Perf: []check.Perf{{Label: "time", Value: 0.000523, Text: "0.000523", UOM: "s", Warn: "~:1", Crit: "@2:3", Min: &lo, Max: &hi},
 				{Label: "it's", Value: math.NaN()}, {Label: "free", Value: 82138904, Text: "82138904", UOM: "KB"},

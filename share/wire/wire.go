@@ -24,6 +24,7 @@ type wireResult struct {
 	H string     `json:"h"`
 	C string     `json:"c"`
 	O string     `json:"o"`
+	F string     `json:"f,omitempty"` // the observer's failure domain
 	S int        `json:"s"`
 	R string     `json:"r,omitempty"`
 	X int        `json:"x"`
@@ -95,7 +96,7 @@ func Encode(r *check.Result) ([]byte, int64, error) {
 		}
 	}
 	w := wireResult{
-		T: t, H: r.Host, C: r.Check, O: r.Observer,
+		T: t, H: r.Host, C: r.Check, O: r.Observer, F: r.Domain,
 		S: int(r.Status), R: r.Raw, X: r.ExitCode, M: r.Output,
 		D: int64(r.Duration),
 	}
@@ -123,7 +124,7 @@ func Decode(b []byte) (check.Result, error) {
 		return check.Result{}, err
 	}
 	r := check.Result{
-		Host: w.H, Check: w.C, Observer: w.O,
+		Host: w.H, Check: w.C, Observer: w.O, Domain: w.F,
 		Status: check.Status(w.S), Raw: w.R, ExitCode: w.X, Output: w.M,
 		Duration: time.Duration(w.D),
 	}

@@ -63,3 +63,19 @@ func TestPerfTextFromOlderNodes(t *testing.T) {
 		t.Errorf("texts = %q, want [82138904 1e-07]", got)
 	}
 }
+
+// TestDomain: the observer's failure domain travels with its results, and
+// a result from a node that declares none (or predates domains) has none.
+func TestDomain(t *testing.T) {
+	b, _, err := Encode(&check.Result{Host: "www1", Check: "http", Observer: "eu-1", Domain: "eu-west"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := Decode(b); err != nil || r.Domain != "eu-west" {
+		t.Errorf("decoded domain %q (%v), want eu-west", r.Domain, err)
+	}
+	r, err := Decode([]byte(`{"t":1,"h":"www1","c":"http","o":"eu-1","s":0,"x":0,"d":1}`))
+	if err != nil || r.Domain != "" {
+		t.Errorf("a result without a domain decodes with %q (%v), want none", r.Domain, err)
+	}
+}
