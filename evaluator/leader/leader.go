@@ -338,6 +338,8 @@ func (l *Leader) beginTerm(ctx context.Context, epoch int64) (stop func(), outbo
 	now := l.now()
 	l.mu.Lock()
 	clear(l.engine.instances)
+	clear(l.engine.holds) // a previous term's waits say nothing of this one's state
+	clear(l.engine.held)
 	for _, inst := range stored {
 		if inst.Outbox != nil {
 			outboxes = append(outboxes, inst)
@@ -630,6 +632,14 @@ func (l *Leader) SetRules(set *rules.Set) {
 			continue
 		}
 		l.engine.instances[ik] = inst
+		// A wait in progress, and what a parent held back, go on under
+		// the new rules.
+		if h, ok := old.holds[ik]; ok {
+			l.engine.holds[ik] = h
+		}
+		if held, ok := old.held[ik]; ok {
+			l.engine.held[ik] = held
+		}
 	}
 	leading := l.epoch > 0
 	l.mu.Unlock()
