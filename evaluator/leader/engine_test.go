@@ -495,3 +495,31 @@ func TestPartialOutage(t *testing.T) {
 		t.Errorf("both domains down: partial %+v, want it resolved", n)
 	}
 }
+
+// TestRootCauseRepeatUpdatesTheList: a repeat of the parent's page names
+// what it holds back now, a dependent that failed since included.
+func TestRootCauseRepeatUpdatesTheList(t *testing.T) {
+	g, w, svcs := rootEngine(t)
+	g.repeatInterval = time.Hour
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	w.set("www1", "ping", check.Critical, t0)
+	w.set("www1", "svc1", check.Critical, t0)
+	w.set("www1", "svc2", check.OK, t0)
+	w.set("www1", "svc3", check.OK, t0)
+	ds, _ := g.evaluate(t0, append([]instanceKey{pingKey}, svcs...), w.inputs())
+	if n := notification(ds, "host-up", pingKey); n == nil || n.Annotations[AnnotationHeldBack] != "1 held back: svc1 on www1 (service)" {
+		t.Fatalf("first page %+v, want it to hold back svc1", n)
+	}
+	t1 := t0.Add(time.Hour)
+	for _, k := range append([]instanceKey{pingKey}, svcs...) {
+		w.set("www1", k.check, check.Critical, t1)
+	}
+	ds, _ = g.evaluate(t1, append([]instanceKey{pingKey}, svcs...), w.inputs())
+	n := notification(ds, "host-up", pingKey)
+	if n == nil || n.Repeat != 1 {
+		t.Fatalf("an hour on: %+v, want the repeat", n)
+	}
+	if got, want := n.Annotations[AnnotationHeldBack], "3 held back: svc1 on www1 (service), svc2 on www1 (service), svc3 on www1 (service)"; got != want {
+		t.Errorf("the repeat says %q, want %q", got, want)
+	}
+}
