@@ -12,6 +12,17 @@ import (
 // state the instance settled in ("settled: firing", "settled: ok").
 const AnnotationFlapping = "flapping"
 
+// Annotations a parent's notifications carry about the dependents that
+// name it in depends_on: whom a firing one holds back ("3 held back: http
+// on www1 (www-http), ..."); whom a resolved one held back during its
+// incident that recovered with it, and which still fail (and page in
+// their own right).
+const (
+	AnnotationHeldBack     = "held_back"
+	AnnotationRecovered    = "recovered_with_it"
+	AnnotationStillFailing = "still_failing"
+)
+
 // Instance is the persisted state of one rule instance: one rule over one
 // set of labels (host, check, severity, the rule's own labels). It is a
 // value: Next returns a new Instance and never changes the receiver, so a

@@ -57,9 +57,10 @@ type Env struct {
 	// QuorumDomains is how many domains must see a check failing before
 	// it is an outage (the check's quorum_domains; 1 when not set).
 	QuorumDomains int `expr:"quorum_domains"`
-	// Partial reports that every observer of some domains sees the check
-	// failing but fewer than QuorumDomains domains do: a regional outage,
-	// or one domain's network, not the service down for everyone.
+	// Partial reports that a quorum sees the check failing, and every
+	// observer of some domains, but fewer than QuorumDomains domains do: a
+	// regional outage, or one domain's network, not the service down for
+	// everyone.
 	Partial bool `expr:"partial"`
 	// Data is this tick's prefetched TSDB series (Set.Prefetch), read by
 	// avg, min, max, sum, last, count, rate and nodata. A rule that calls
@@ -141,7 +142,9 @@ func (env *Env) countDomains() {
 			}
 		}
 	}
-	env.Partial = env.DownDomains > 0 && env.FailingDomains < env.QuorumDomains
+	// A quorum must see it failing, as for an outage: one observer with a
+	// flaky network is a domain of its own, and never partial.
+	env.Partial = env.Failing >= env.Quorum && env.DownDomains > 0 && env.FailingDomains < env.QuorumDomains
 }
 
 // streak returns the largest n such that at least quorum fresh observers

@@ -34,6 +34,10 @@ type Options struct {
 	// with: a rule that selects none of its targets is warned about (see
 	// Set.Warnings). Nil skips that check.
 	Config *config.Config
+	// Reserved are the names of the evaluator's own rules (observer-up,
+	// partial-outage, ...): a rule file may not take them, or its alerts
+	// and the built-in's would be one.
+	Reserved []string
 }
 
 // Set is the compiled rules of a rules.d directory. It is immutable and
@@ -419,6 +423,9 @@ func (d *decoder) rule1(i int, n *yaml.Node) *ruleDef {
 		return nil // reported by str or below
 	case tsdb.SanitizeTag(r.Name) != r.Name:
 		d.errorf(def.name, "name %q: use only letters, digits and - _ . / (it is the TSDB tag rule=)", r.Name)
+		return nil
+	case slices.Contains(d.l.o.Reserved, r.Name):
+		d.errorf(def.name, "name %q is one of dmonitor's own alerts (%s): choose another", r.Name, strings.Join(d.l.o.Reserved, ", "))
 		return nil
 	}
 	if !ok {

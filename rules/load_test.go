@@ -31,7 +31,7 @@ func TestBadFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			set, err := Parse(name, data, Options{Receivers: []string{"ops", "default"}})
+			set, err := Parse(name, data, Options{Receivers: []string{"ops", "default"}, Reserved: []string{"default", "observer-up", "partial-outage"}})
 			if err == nil {
 				t.Fatalf("loaded %d rules, want an error", len(set.Rules()))
 			}

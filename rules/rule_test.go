@@ -96,6 +96,10 @@ func TestFailureDomains(t *testing.T) {
 			2, 2, 2, true, false},
 		{"no domains declared: each observer its own", []check.Result{res("a", "", crit), res("b", "", crit), res("c", "", ok)},
 			3, 2, 2, true, false},
+		{"one flaky observer, its own domain: not partial, below the quorum", []check.Result{res("a", "", crit), res("b", "", ok), res("c", "", ok)},
+			3, 1, 1, false, false},
+		{"a domain of one observer down: below the quorum, not partial", []check.Result{res("eu-1", "eu", crit), res("us-1", "us", ok), res("us-2", "us", ok)},
+			2, 1, 1, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env, known := NewEnv("www1", "http", tc.latest, now, time.Minute, 2, 2)

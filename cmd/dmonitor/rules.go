@@ -17,6 +17,7 @@ import (
 
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/evaluator"
+	"github.com/dmonitor/dmonitor/evaluator/leader"
 	"github.com/dmonitor/dmonitor/rules"
 	"github.com/dmonitor/dmonitor/tsdb/embedded"
 	"github.com/dmonitor/dmonitor/tsdb/opentsdb"
@@ -120,7 +121,7 @@ func checkRules(dir string) (names []string, files int, errs, warns config.Error
 	var err error
 	if cfg, cerr := config.Load(dir); cerr != nil {
 		errs = append(errs, asErrors(dir, cerr)...)
-		set, err = rules.Load(rulesDir, rules.Options{})
+		set, err = rules.Load(rulesDir, rules.Options{Reserved: leader.BuiltinRules()})
 	} else {
 		set, err = loadRules(cfg)
 	}

@@ -24,34 +24,14 @@ type Silences interface {
 // instKey names one rule instance: a rule over one host×check.
 type instKey struct{ rule, host, check string }
 
-// decision is what one evaluation of one instance decided.
+// decision is what one evaluation of one instance decided: a transition,
+// or (tr nil) only an instance to store, whose flap memory moved.
 type decision struct {
-	rule *rules.Rule
-	inst alerting.Instance
-	tr   *alerting.Transition
+	rule  *rules.Rule
+	inst  alerting.Instance
+	tr    *alerting.Transition
+	store bool // tr is nil, and inst is to be stored all the same
 }
-
-// hold keeps an instance's decision back while related checks run again:
-// a child's parents before it fires, so the page names the cause; a
-// parent's dependents before it fires or resolves, so its notification
-// names what it holds back and, at the end, what recovered with it.
-type hold struct {
-	kind         holdKind
-	since, until time.Time
-	awaited      []instanceKey // the targets re-checked, on the instance's host
-}
-
-type holdKind int
-
-const (
-	holdParents  holdKind = iota // a child before it fires
-	holdFire                     // a parent before it fires
-	holdResolve                  // a parent before it resolves
-	// resolveHeld marks an incident (since = its FiredAt) whose parent
-	// has waited for its dependents once already: keep_firing_for may
-	// keep it open past the wait, and it must not ask again each pass.
-	resolveHeld
-)
 
 // engine decides alerts from results: which rules apply to which target,
 // what each instance's condition says, which parents hold a child back,
@@ -73,9 +53,14 @@ type engine struct {
 	noRechecks bool
 
 	byHost    map[string][]instanceKey // host → its targets
+	targetsOf map[string][]instanceKey // rule → the targets it selects, sorted by host and check
 	children  map[string][]*rules.Rule // rule → rules that depend on it
 	instances map[instKey]alerting.Instance
 	holds     map[instKey]hold
+	// waited marks the incidents (by their FiredAt) whose parent has
+	// waited for its dependents before resolving: keep_firing_for may
+	// keep one open past the wait, and it must not ask again each pass.
+	waited map[instKey]time.Time
 	// held are the dependents each parent with an open incident has held
 	// back during it, for its resolved notification; see noteHeld.
 	held map[instKey][]instKey
@@ -100,14 +85,26 @@ func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silence
 	}
 	g := &engine{cfg: cfg, set: set, def: rules.Default(), observerUp: up, redisDown: down, partial: partial, self: compileSelfRules(cfg), repeatInterval: repeat, silences: silences,
 		byHost: make(map[string][]instanceKey), children: make(map[string][]*rules.Rule),
-		instances: make(map[instKey]alerting.Instance), holds: make(map[instKey]hold), held: make(map[instKey][]instKey)}
+		instances: make(map[instKey]alerting.Instance), holds: make(map[instKey]hold), waited: make(map[instKey]time.Time), held: make(map[instKey][]instKey)}
 	for _, t := range cfg.Targets {
 		g.byHost[t.Host] = append(g.byHost[t.Host], instanceKey{t.Host, t.Check.Name})
 	}
 	if set != nil {
+		g.targetsOf = make(map[string][]instanceKey)
 		for _, r := range set.Rules() {
 			for _, p := range r.Parents() {
 				g.children[p] = append(g.children[p], r)
+			}
+		}
+		// Only the rules in a dependency need to know their targets.
+		for _, r := range set.Rules() {
+			if len(r.DependsOn) == 0 && len(g.children[r.Name]) == 0 {
+				continue
+			}
+			for _, t := range cfg.Targets { // sorted by host, then check
+				if r.Matches(t.Host, t.Check.Name, nil) {
+					g.targetsOf[r.Name] = append(g.targetsOf[r.Name], instanceKey{t.Host, t.Check.Name})
+				}
 			}
 		}
 	}
@@ -121,19 +118,18 @@ func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silence
 const PartialRule = "partial-outage"
 
 // rulesFor returns the rules of target k: those whose select matches, or
-// the default rule when none does; and partial-outage when k's check
-// counts failure domains.
+// the default rule when none does, with partial-outage beside it when k's
+// check counts failure domains (a rule of one's own reads partial).
 func (g *engine) rulesFor(k instanceKey) []*rules.Rule {
-	rs := []*rules.Rule{g.def}
 	if g.set != nil {
-		if matched := g.set.Match(k.host, k.check, nil); len(matched) > 0 {
-			rs = matched
+		if rs := g.set.Match(k.host, k.check, nil); len(rs) > 0 {
+			return rs
 		}
 	}
 	if c := g.cfg.Checks[k.check]; c != nil && c.QuorumDomains > 1 {
-		rs = append(slices.Clip(rs), g.partial)
+		return []*rules.Rule{g.def, g.partial}
 	}
-	return rs
+	return []*rules.Rule{g.def}
 }
 
 // inputs are what an evaluation reads: the latest result of each observer
@@ -143,8 +139,8 @@ type inputs struct {
 	data    *rules.Data
 }
 
-// recheck asks for targets to be run now, on behalf of a child rule
-// instance whose parents must be looked at again before it may fire.
+// recheck asks for targets to be run now, on behalf of an instance whose
+// decision waits on them (see hold).
 type recheck struct {
 	child   instKey
 	targets []instanceKey
@@ -188,15 +184,22 @@ func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]de
 	}
 	// A parent waiting for its dependents' re-checks decides as soon as
 	// their results are in, not at its own next result.
-	for ik, h := range g.holds {
-		if (h.kind == holdFire || h.kind == holdResolve) && slices.ContainsFunc(h.awaited, func(t instanceKey) bool { return slices.Contains(targets, t) }) {
-			if r := g.ruleNamed(ik.rule); r != nil {
-				add(r, instanceKey{ik.host, ik.check})
+	if len(g.holds) > 0 {
+		arrived := make(map[instanceKey]bool, len(targets))
+		for _, k := range targets {
+			arrived[k] = true
+		}
+		for ik, h := range g.holds {
+			if h.kind != holdParents && slices.ContainsFunc(h.awaited, func(t instanceKey) bool { return arrived[t] }) {
+				if r := g.ruleNamed(ik.rule); r != nil {
+					add(r, instanceKey{ik.host, ik.check})
+				}
 			}
 		}
 	}
 	// Parents first: the rule order of the set, the default rule (which
-	// nothing depends on) last.
+	// nothing depends on) last; then by host and check, so that the
+	// decisions come out in the same order every time.
 	rank := make(map[string]int)
 	if g.set != nil {
 		for i, r := range g.set.Rules() {
@@ -205,13 +208,15 @@ func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]de
 	}
 	rank[g.def.Name] = len(rank)
 	rank[PartialRule] = len(rank)
-	slices.SortStableFunc(work, func(a, b todo) int { return rank[a.r.Name] - rank[b.r.Name] })
+	slices.SortFunc(work, func(a, b todo) int {
+		return cmp.Or(rank[a.r.Name]-rank[b.r.Name], cmp.Compare(a.k.host, b.k.host), cmp.Compare(a.k.check, b.k.check))
+	})
 
 	var out []decision
 	var rechecks []recheck
 	for _, w := range work {
 		d, rc := g.evaluateOne(now, w.r, w.k, in)
-		if d.tr != nil {
+		if d.tr != nil || d.store {
 			out = append(out, d)
 		}
 		if rc != nil {
@@ -220,16 +225,17 @@ func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]de
 	}
 	g.noteHeld(work)
 	for _, d := range out {
-		if len(g.children[d.rule.Name]) == 0 {
+		if d.tr == nil || d.tr.Notification == nil || len(g.children[d.rule.Name]) == 0 {
 			continue
 		}
-		k := instanceKey{d.inst.Labels[alerting.LabelHost], d.inst.Labels[alerting.LabelCheck]}
-		ik := instKey{d.rule.Name, k.host, k.check}
-		if n := d.tr.Notification; n != nil {
-			g.nameDependents(n, d.rule, k, g.held[ik])
-		}
+		ik := instKey{d.rule.Name, d.inst.Labels[alerting.LabelHost], d.inst.Labels[alerting.LabelCheck]}
+		g.nameDependents(d.tr.Notification, ik)
+	}
+	for _, d := range out {
 		if d.inst.FiredAt.IsZero() {
+			ik := instKey{d.rule.Name, d.inst.Labels[alerting.LabelHost], d.inst.Labels[alerting.LabelCheck]}
 			delete(g.held, ik)
+			delete(g.waited, ik)
 		}
 	}
 	return out, rechecks
@@ -286,10 +292,12 @@ func (g *engine) evaluateOne(now time.Time, r *rules.Rule, k instanceKey, in inp
 		// About to resolve with dependents held back: let them run
 		// again first, so none pages on a result from before the
 		// recovery and the resolved says which recovered with it. The
-		// incident stays as it is meanwhile.
-		if why, hrc := g.holdResolve(now, r, k, ik, inst, in); why != "" {
-			input = alerting.Input{Active: true, Annotations: inst.Annotations}
-			rc = hrc
+		// instance stays as it is meanwhile: nothing is decided.
+		if waiting, hrc := g.holdResolve(now, ik, inst, in); waiting {
+			next := inst
+			next.LastEval = now
+			g.instances[ik] = next
+			return decision{rule: r, inst: next}, hrc
 		}
 	default:
 		delete(g.holds, ik)
@@ -298,328 +306,14 @@ func (g *engine) evaluateOne(now time.Time, r *rules.Rule, k instanceKey, in inp
 		Flap: alerting.FlapParams{Changes: r.Flapping.Changes, Window: r.Flapping.Window}})
 	if next.Forgettable() {
 		delete(g.instances, ik)
+		delete(g.holds, ik)
 	} else {
 		g.instances[ik] = next
 	}
-	if tr == nil && !slices.Equal(inst.Changes, next.Changes) {
-		// No transition, but the flap memory moved (a flip while
-		// flapping): stored, so that a new leader judges the flapping on
-		// the same history.
-		tr = &alerting.Transition{From: next.State, To: next.State, At: now}
-	}
-	return decision{rule: r, inst: next, tr: tr}, rc
-}
-
-// down reports whether a parent instance in state s holds its children
-// back: firing in any form, or not known to be fine.
-func down(s alerting.State) bool {
-	switch s {
-	case alerting.Firing, alerting.Acknowledged, alerting.Silenced, alerting.Unknown, alerting.Suppressed, alerting.Flapping:
-		return true
-	}
-	return false
-}
-
-// parentDown returns why the parents of r hold target k back, or "": a
-// plain parent that is down, or a group of redundant parents none of which
-// is available (each failed or unknown).
-func (g *engine) parentDown(r *rules.Rule, k instanceKey) string {
-	for _, dep := range r.DependsOn {
-		var whys []string
-		for _, p := range dep.Any {
-			why := g.parentState(p, k)
-			if why == "" {
-				break // available: the group carries the load
-			}
-			whys = append(whys, why)
-		}
-		switch {
-		case len(whys) < len(dep.Any):
-		case len(whys) == 1:
-			return whys[0]
-		default:
-			return "every redundant parent is down: " + strings.Join(whys, "; ")
-		}
-	}
-	return ""
-}
-
-// parentState returns why parent rule p is down as target k's parent, or
-// "" while it is available. Its instances on k's host count; a parent with
-// none on this host (a rule about a shared router, say) counts through any
-// of its instances.
-func (g *engine) parentState(p string, k instanceKey) string {
-	pr := g.set.Rule(p)
-	onHost := false
-	for _, t := range g.byHost[k.host] {
-		if pr == nil || !pr.Matches(t.host, t.check, nil) {
-			continue
-		}
-		onHost = true
-		if inst, ok := g.instances[instKey{p, t.host, t.check}]; ok && down(inst.State) {
-			return fmt.Sprintf("parent %q is %s on %s (%s)", p, inst.State, t.host, t.check)
-		}
-	}
-	if onHost {
-		return ""
-	}
-	var whys []string
-	for ik, inst := range g.instances {
-		if ik.rule == p && down(inst.State) {
-			whys = append(whys, fmt.Sprintf("parent %q is %s on %s (%s)", p, inst.State, ik.host, ik.check))
-		}
-	}
-	if len(whys) == 0 {
-		return ""
-	}
-	slices.Sort(whys) // map order would make the reason change from tick to tick
-	return whys[0]
-}
-
-// holdForParents keeps a child that has just started failing from firing
-// until its parents' checks on the same host have run again, so the page
-// names the cause, not the symptom. It returns the reason while holding,
-// and the re-check to ask for when the hold begins.
-func (g *engine) holdForParents(now time.Time, r *rules.Rule, k instanceKey, ik instKey, inst alerting.Instance, in inputs) (string, *recheck) {
-	if len(r.DependsOn) == 0 || !inst.FiredAt.IsZero() {
-		return "", nil
-	}
-	if h, ok := g.holds[ik]; ok && h.kind == holdParents {
-		return g.holding(now, ik, h, in)
-	}
-	if inst.State != alerting.OK && inst.State != alerting.Unknown {
-		return "", nil // already past the start of this failure
-	}
-	var parents []*rules.Rule
-	for _, p := range r.Parents() {
-		if pr := g.set.Rule(p); pr != nil {
-			parents = append(parents, pr)
-		}
-	}
-	return g.startHold(now, now, k, ik, holdParents, parents, in)
-}
-
-// holdForDependents keeps a parent that is about to fire until the checks
-// that depend on it on the same host have run again, so its page names
-// all it holds back. It returns the reason while holding, and the re-check
-// to ask for when the hold begins.
-func (g *engine) holdForDependents(now time.Time, r *rules.Rule, k instanceKey, ik instKey, inst alerting.Instance, in inputs) (string, *recheck) {
-	if g.noRechecks || len(g.children[r.Name]) == 0 || !inst.FiredAt.IsZero() {
-		return "", nil
-	}
-	if h, ok := g.holds[ik]; ok && h.kind == holdFire {
-		return g.holding(now, ik, h, in)
-	}
-	switch inst.State {
-	case alerting.OK, alerting.Unknown, alerting.Suppressed: // the failure starts, or a hold has just lifted
-	default:
-		return "", nil // pending: the wait is over, its `for` runs
-	}
-	return g.startHold(now, newest(k, in), k, ik, holdFire, g.children[r.Name], in)
-}
-
-// holdResolve keeps a parent whose condition has cleared from resolving
-// while it holds dependents back, until they have run again: once per
-// incident.
-func (g *engine) holdResolve(now time.Time, r *rules.Rule, k instanceKey, ik instKey, inst alerting.Instance, in inputs) (string, *recheck) {
-	h, ok := g.holds[ik]
-	switch {
-	case g.noRechecks:
-		return "", nil
-	case ok && h.kind == holdResolve:
-		why, rc := g.holding(now, ik, h, in)
-		if why == "" {
-			g.holds[ik] = hold{kind: resolveHeld, since: inst.FiredAt}
-		}
-		return why, rc
-	case ok && h.kind == resolveHeld && h.since.Equal(inst.FiredAt), len(g.heldBack(r, k)) == 0:
-		return "", nil
-	}
-	return g.startHold(now, newest(k, in), k, ik, holdResolve, g.children[r.Name], in)
-}
-
-// startHold begins holding ik until the targets on k's host of the rules
-// awaited have results started at since or later, or for their longest
-// timeout and a second. It returns "" when there is nothing to wait for.
-func (g *engine) startHold(now, since time.Time, k instanceKey, ik instKey, kind holdKind, awaited []*rules.Rule, in inputs) (string, *recheck) {
-	h := hold{kind: kind, since: since}
-	var wait time.Duration
-	for _, ar := range awaited {
-		for _, t := range g.byHost[k.host] {
-			if kind == holdFire {
-				if inst, ok := g.instances[instKey{ar.Name, t.host, t.check}]; ok && inst.State != alerting.OK {
-					continue // known to be failing already: it is held back, nothing to wait for
-				}
-			}
-			if t != k && ar.Matches(t.host, t.check, nil) && !slices.Contains(h.awaited, t) {
-				h.awaited = append(h.awaited, t)
-				wait = max(wait, g.cfg.Checks[t.check].Timeout)
-			}
-		}
-	}
-	if !slices.ContainsFunc(h.awaited, func(t instanceKey) bool { return !g.seenSince(t, since, in) }) {
-		return "", nil // every one has run since already
-	}
-	// The plugins run at once; allow their timeout and a second for the
-	// results to come in.
-	h.until = now.Add(wait + time.Second)
-	g.holds[ik] = h
-	return holdReason(h), &recheck{child: ik, targets: slices.Clone(h.awaited)}
-}
-
-// holding returns the reason while hold h of ik still waits for a result,
-// or "" (and ends it) once every awaited target has been seen since it
-// began or its time is up.
-func (g *engine) holding(now time.Time, ik instKey, h hold, in inputs) (string, *recheck) {
-	if now.Before(h.until) {
-		for _, t := range h.awaited {
-			if !g.seenSince(t, h.since, in) {
-				return holdReason(h), nil
-			}
-		}
-	}
-	delete(g.holds, ik)
-	return "", nil
-}
-
-// newest returns the start of k's newest result: the evidence a parent's
-// new state rests on, which its dependents' results must be as new as.
-func newest(k instanceKey, in inputs) time.Time {
-	results, _ := in.results(k)
-	var at time.Time
-	for _, r := range results {
-		if r.Start.After(at) {
-			at = r.Start
-		}
-	}
-	return at
-}
-
-// heldBack lists the instances of r's dependents on k's host that are held
-// back now, by host and check.
-func (g *engine) heldBack(r *rules.Rule, k instanceKey) []instKey {
-	var out []instKey
-	for _, c := range g.children[r.Name] {
-		for _, t := range g.byHost[k.host] {
-			ik := instKey{c.Name, t.host, t.check}
-			if inst, ok := g.instances[ik]; ok && inst.State == alerting.Suppressed {
-				out = append(out, ik)
-			}
-		}
-	}
-	return out
-}
-
-// noteHeld records, for each parent with an open incident, the dependents
-// the evaluations of work found it holding back: some recover, and are
-// forgotten, before the parent is seen back.
-func (g *engine) noteHeld(work []todo) {
-	note := func(parent instKey, child instKey) {
-		if inst, ok := g.instances[parent]; ok && !inst.FiredAt.IsZero() && !slices.Contains(g.held[parent], child) {
-			g.held[parent] = append(g.held[parent], child)
-		}
-	}
-	for _, w := range work {
-		if len(g.children[w.r.Name]) > 0 {
-			for _, c := range g.heldBack(w.r, w.k) {
-				note(instKey{w.r.Name, w.k.host, w.k.check}, c)
-			}
-		}
-		ik := instKey{w.r.Name, w.k.host, w.k.check}
-		if inst, ok := g.instances[ik]; !ok || inst.State != alerting.Suppressed {
-			continue
-		}
-		for _, p := range w.r.Parents() {
-			pr := g.set.Rule(p)
-			for _, t := range g.byHost[w.k.host] {
-				if pr != nil && pr.Matches(t.host, t.check, nil) {
-					note(instKey{p, t.host, t.check}, ik)
-				}
-			}
-		}
-	}
-}
-
-// Annotations a parent's notifications carry about its dependents: whom a
-// firing one holds back; whom a resolved one held back and which of them
-// recovered with it or still fail (and page now in their own right).
-const (
-	AnnotationHeldBack     = "held_back"
-	AnnotationRecovered    = "recovered_with_it"
-	AnnotationStillFailing = "still_failing"
-)
-
-// nameDependents says in n, a notification of parent r on k, what it
-// holds back, or of those it held back during its incident (was) which
-// recovered with it.
-func (g *engine) nameDependents(n *alerting.Notification, r *rules.Rule, k instanceKey, was []instKey) {
-	if n.Annotations == nil {
-		n.Annotations = make(map[string]string)
-	}
-	if n.Status == alerting.StatusFiring {
-		if held := g.heldBack(r, k); len(held) > 0 {
-			n.Annotations[AnnotationHeldBack] = fmt.Sprintf("%d held back: %s", len(held), listInstances(held))
-		}
-		return
-	}
-	var recovered, failing []instKey
-	for _, ik := range was {
-		if inst, ok := g.instances[ik]; ok && inst.State != alerting.OK && inst.State != alerting.Pending {
-			failing = append(failing, ik)
-		} else {
-			recovered = append(recovered, ik)
-		}
-	}
-	if len(recovered) > 0 {
-		n.Annotations[AnnotationRecovered] = fmt.Sprintf("%d: %s", len(recovered), listInstances(recovered))
-	}
-	if len(failing) > 0 {
-		n.Annotations[AnnotationStillFailing] = fmt.Sprintf("%d: %s", len(failing), listInstances(failing))
-	}
-}
-
-// listInstances names instances as "check on host", with the rule when it
-// is not named after the check.
-func listInstances(iks []instKey) string {
-	iks = slices.SortedFunc(slices.Values(iks), func(a, b instKey) int {
-		return cmp.Or(cmp.Compare(a.host, b.host), cmp.Compare(a.check, b.check), cmp.Compare(a.rule, b.rule))
-	})
-	names := make([]string, len(iks))
-	for i, ik := range iks {
-		names[i] = ik.check + " on " + ik.host
-		if ik.rule != ik.check {
-			names[i] += " (" + ik.rule + ")"
-		}
-	}
-	return strings.Join(names, ", ")
-}
-
-func holdReason(h hold) string {
-	what := "dependent"
-	if h.kind == holdParents {
-		what = "parent"
-	}
-	return "waiting for " + what + " checks " + strings.Join(checkNames(h.awaited), ", ") + " to run again"
-}
-
-func checkNames(ts []instanceKey) []string {
-	names := make([]string, len(ts))
-	for i, t := range ts {
-		names[i] = t.check
-	}
-	return names
-}
-
-// seenSince reports whether some observer has a result for t started at or
-// after since.
-func (g *engine) seenSince(t instanceKey, since time.Time, in inputs) bool {
-	results, _ := in.results(t)
-	for _, r := range results {
-		if !r.Start.Before(since) {
-			return true
-		}
-	}
-	return false
+	// No transition, but the flap memory moved (a flip while flapping):
+	// stored, so that a new leader judges the flapping on the same history.
+	store := tr == nil && !slices.Equal(inst.Changes, next.Changes)
+	return decision{rule: r, inst: next, tr: tr, store: store}, rc
 }
 
 func (g *engine) labels(r *rules.Rule, k instanceKey) map[string]string {

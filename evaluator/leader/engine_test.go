@@ -56,7 +56,7 @@ var (
 // notified returns the status notified for rule in ds, or "".
 func notified(ds []decision, rule string) alerting.Status {
 	for _, d := range ds {
-		if d.rule.Name == rule && d.tr.Notification != nil {
+		if d.rule.Name == rule && d.tr != nil && d.tr.Notification != nil {
 			return d.tr.Notification.Status
 		}
 	}
@@ -329,7 +329,7 @@ rules:
 // notification returns the notification about rule on k in ds, or nil.
 func notification(ds []decision, rule string, k instanceKey) *alerting.Notification {
 	for _, d := range ds {
-		if d.rule.Name == rule && d.inst.Labels[alerting.LabelHost] == k.host && d.inst.Labels[alerting.LabelCheck] == k.check {
+		if d.rule.Name == rule && d.inst.Labels[alerting.LabelHost] == k.host && d.inst.Labels[alerting.LabelCheck] == k.check && d.tr != nil {
 			return d.tr.Notification
 		}
 	}
@@ -361,8 +361,8 @@ func TestRootCauseNamesItsDependents(t *testing.T) {
 	if page == nil || page.Status != alerting.StatusFiring {
 		t.Fatalf("the services have run again: host page %+v, want firing", page)
 	}
-	if got, want := page.Annotations[AnnotationHeldBack], "3 held back: svc1 on www1 (service), svc2 on www1 (service), svc3 on www1 (service)"; got != want {
-		t.Errorf("the page says %s %q, want %q", AnnotationHeldBack, got, want)
+	if got, want := page.Annotations[alerting.AnnotationHeldBack], "3 held back: svc1 on www1 (service), svc2 on www1 (service), svc3 on www1 (service)"; got != want {
+		t.Errorf("the page says %s %q, want %q", alerting.AnnotationHeldBack, got, want)
 	}
 	for _, k := range svcs {
 		if n := notification(ds, "service", k); n != nil {
@@ -389,11 +389,11 @@ func TestRootCauseNamesItsDependents(t *testing.T) {
 	if resolved == nil || resolved.Status != alerting.StatusResolved {
 		t.Fatalf("host resolved: %+v", resolved)
 	}
-	if got, want := resolved.Annotations[AnnotationRecovered], "2: svc1 on www1 (service), svc2 on www1 (service)"; got != want {
-		t.Errorf("%s = %q, want %q", AnnotationRecovered, got, want)
+	if got, want := resolved.Annotations[alerting.AnnotationRecovered], "2: svc1 on www1 (service), svc2 on www1 (service)"; got != want {
+		t.Errorf("%s = %q, want %q", alerting.AnnotationRecovered, got, want)
 	}
-	if got, want := resolved.Annotations[AnnotationStillFailing], "1: svc3 on www1 (service)"; got != want {
-		t.Errorf("%s = %q, want %q", AnnotationStillFailing, got, want)
+	if got, want := resolved.Annotations[alerting.AnnotationStillFailing], "1: svc3 on www1 (service)"; got != want {
+		t.Errorf("%s = %q, want %q", alerting.AnnotationStillFailing, got, want)
 	}
 	own := notification(ds, "service", svcs[2])
 	if own == nil || own.Status != alerting.StatusFiring || !own.StartsAt.Equal(t1) {
@@ -430,7 +430,7 @@ func TestChildPagedBeforeItsParentResolvesOnce(t *testing.T) {
 		w.set("www1", "svc3", check.OK, t1)
 		ds, _ = g.evaluate(t1, append([]instanceKey{pingKey}, svcs...), w.inputs())
 		page := notification(ds, "host-up", pingKey)
-		if page == nil || page.Annotations[AnnotationHeldBack] != "1 held back: svc1 on www1 (service)" || notification(ds, "service", svc1) != nil {
+		if page == nil || page.Annotations[alerting.AnnotationHeldBack] != "1 held back: svc1 on www1 (service)" || notification(ds, "service", svc1) != nil {
 			t.Fatalf("host down: host page %+v, svc1 %+v; want the host's page listing svc1, nothing about svc1", page, notification(ds, "service", svc1))
 		}
 		t2 := t1.Add(time.Minute)
@@ -507,7 +507,7 @@ func TestRootCauseRepeatUpdatesTheList(t *testing.T) {
 	w.set("www1", "svc2", check.OK, t0)
 	w.set("www1", "svc3", check.OK, t0)
 	ds, _ := g.evaluate(t0, append([]instanceKey{pingKey}, svcs...), w.inputs())
-	if n := notification(ds, "host-up", pingKey); n == nil || n.Annotations[AnnotationHeldBack] != "1 held back: svc1 on www1 (service)" {
+	if n := notification(ds, "host-up", pingKey); n == nil || n.Annotations[alerting.AnnotationHeldBack] != "1 held back: svc1 on www1 (service)" {
 		t.Fatalf("first page %+v, want it to hold back svc1", n)
 	}
 	t1 := t0.Add(time.Hour)
@@ -519,7 +519,119 @@ func TestRootCauseRepeatUpdatesTheList(t *testing.T) {
 	if n == nil || n.Repeat != 1 {
 		t.Fatalf("an hour on: %+v, want the repeat", n)
 	}
-	if got, want := n.Annotations[AnnotationHeldBack], "3 held back: svc1 on www1 (service), svc2 on www1 (service), svc3 on www1 (service)"; got != want {
+	if got, want := n.Annotations[alerting.AnnotationHeldBack], "3 held back: svc1 on www1 (service), svc2 on www1 (service), svc3 on www1 (service)"; got != want {
 		t.Errorf("the repeat says %q, want %q", got, want)
+	}
+}
+
+// TestParentWaitSendsNothing: while a parent that recovered waits for its
+// dependents to run again, nothing is decided for it: no state change, not
+// even the repeat that is overdue; then it resolves once.
+func TestParentWaitSendsNothing(t *testing.T) {
+	g, w, svcs := rootEngine(t)
+	g.repeatInterval = time.Hour
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	for _, k := range append([]instanceKey{pingKey}, svcs...) {
+		w.set("www1", k.check, check.Critical, t0)
+	}
+	ds, _ := g.evaluate(t0, append([]instanceKey{pingKey}, svcs...), w.inputs())
+	if notified(ds, "host-up") != alerting.StatusFiring {
+		t.Fatal("no page")
+	}
+	// Two hours on, the host recovers; its dependents last ran before.
+	t1 := t0.Add(2 * time.Hour)
+	for _, k := range svcs {
+		w.set("www1", k.check, check.Critical, t1.Add(-time.Second))
+	}
+	w.set("www1", "ping", check.OK, t1)
+	ds, rcs := g.evaluate(t1, []instanceKey{pingKey}, w.inputs())
+	if len(ds) != 0 || len(rcs) != 1 || g.state("host-up", pingKey) != alerting.Firing {
+		t.Fatalf("while waiting: decisions %+v, state %v; want none (no overdue repeat either), still firing", ds, g.state("host-up", pingKey))
+	}
+	t2 := t1.Add(time.Second)
+	for _, k := range svcs {
+		w.set("www1", k.check, check.OK, t2)
+	}
+	ds, _ = g.evaluate(t2, svcs, w.inputs())
+	if n := notification(ds, "host-up", pingKey); n == nil || n.Status != alerting.StatusResolved || n.Repeat != 0 {
+		t.Fatalf("after the wait: %+v, want the one resolved", n)
+	}
+}
+
+// TestHeldBackNamesTheRightParent: a child held back by db, while lb-a
+// is down but lb-b carries the pair, is not listed in lb-a's page.
+func TestHeldBackNamesTheRightParent(t *testing.T) {
+	set, err := rules.Parse("r.yaml", []byte(`
+rules:
+  - name: lb-a
+    select: {check: lb-a}
+  - name: lb-b
+    select: {check: lb-b}
+  - name: db
+    select: {check: db}
+  - name: app
+    select: {check: app}
+    depends_on: [{any: [lb-a, lb-b]}, db]
+`), rules.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Checks: map[string]*config.Check{}}
+	var keys []instanceKey
+	for _, name := range []string{"app", "db", "lb-a", "lb-b"} {
+		c := &config.Check{Name: name, Interval: 10 * time.Second, Timeout: 2 * time.Second, Quorum: 1}
+		cfg.Checks[name] = c
+		cfg.Targets = append(cfg.Targets, config.Target{Host: "site", Check: c})
+		keys = append(keys, instanceKey{"site", name})
+	}
+	g, w := newEngine(cfg, set, 0, nil), &world{results: map[instanceKey][]check.Result{}}
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	w.set("site", "lb-a", check.Critical, t0)
+	w.set("site", "lb-b", check.OK, t0)
+	w.set("site", "db", check.Critical, t0)
+	w.set("site", "app", check.Critical, t0)
+	ds, _ := g.evaluate(t0, keys, w.inputs())
+	if g.state("app", instanceKey{"site", "app"}) != alerting.Suppressed {
+		t.Fatalf("app is %v, want held back by db", g.state("app", instanceKey{"site", "app"}))
+	}
+	if n := notification(ds, "lb-a", instanceKey{"site", "lb-a"}); n == nil || n.Annotations[alerting.AnnotationHeldBack] != "" {
+		t.Errorf("lb-a's page %+v: want no held_back, lb-b carries the pair", n)
+	}
+	if n := notification(ds, "db", instanceKey{"site", "db"}); n == nil || n.Annotations[alerting.AnnotationHeldBack] != "1 held back: app on site" {
+		t.Errorf("db's page %+v: want it to hold back app", n)
+	}
+}
+
+// TestPendingParentHoldsBack: a parent that must fail for a minute before
+// it pages holds its dependents back meanwhile: they do not page first.
+func TestPendingParentHoldsBack(t *testing.T) {
+	set, err := rules.Parse("r.yaml", []byte(`
+rules:
+  - name: host-up
+    select: {check: ping}
+    for: 1m
+  - name: www-http
+    select: {check: http}
+    depends_on: [host-up]
+`), rules.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g0, w := depEngine(t)
+	g := newEngine(g0.cfg, set, 0, nil)
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	w.set("www1", "ping", check.Critical, t0)
+	w.set("www1", "http", check.Critical, t0)
+	for i := range 3 {
+		at := t0.Add(time.Duration(i) * 10 * time.Second)
+		w.set("www1", "ping", check.Critical, at)
+		w.set("www1", "http", check.Critical, at)
+		ds, _ := g.evaluate(at, []instanceKey{pingKey, httpKey}, w.inputs())
+		if n := notified(ds, "www-http"); n != "" {
+			t.Fatalf("at %v the child paged (%s) while its parent was pending", at, n)
+		}
+	}
+	if s := g.state("www-http", httpKey); s != alerting.Suppressed {
+		t.Errorf("child is %v, want held back", s)
 	}
 }

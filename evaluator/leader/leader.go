@@ -339,6 +339,7 @@ func (l *Leader) beginTerm(ctx context.Context, epoch int64) (stop func(), outbo
 	l.mu.Lock()
 	clear(l.engine.instances)
 	clear(l.engine.holds) // a previous term's waits say nothing of this one's state
+	clear(l.engine.waited)
 	clear(l.engine.held)
 	for _, inst := range stored {
 		if inst.Outbox != nil {
@@ -544,6 +545,10 @@ func (l *Leader) recheck(rc recheck) {
 // transition records a decision in the TSDB and notifies its receivers.
 func (l *Leader) transition(d decision) {
 	inst, tr := d.inst, d.tr
+	if tr == nil {
+		l.persist(inst)
+		return
+	}
 	if tr.From != tr.To {
 		l.transitions.Inc()
 		l.log.Info("alert state changed", "rule", inst.Rule, "host", inst.Labels[alerting.LabelHost],
@@ -636,6 +641,9 @@ func (l *Leader) SetRules(set *rules.Set) {
 		// the new rules.
 		if h, ok := old.holds[ik]; ok {
 			l.engine.holds[ik] = h
+		}
+		if at, ok := old.waited[ik]; ok {
+			l.engine.waited[ik] = at
 		}
 		if held, ok := old.held[ik]; ok {
 			l.engine.held[ik] = held

@@ -199,8 +199,8 @@ func Replay(ctx context.Context, cfg *config.Config, set *rules.Set, q rules.Que
 		ds, _ := g.evaluate(t, targets, inputs{results: h.latest, data: data})
 		for _, d := range ds {
 			in := byKey[instKey{d.inst.Rule, d.inst.Labels[alerting.LabelHost], d.inst.Labels[alerting.LabelCheck]}]
-			if in == nil {
-				continue // an instance not reported: a parent or a sibling on the same target
+			if in == nil || d.tr == nil {
+				continue // an instance not reported (a parent or a sibling on the same target), or nothing decided
 			}
 			if d.tr.From != d.tr.To {
 				in.Transitions = append(in.Transitions, ReplayTransition{At: d.tr.At, From: d.tr.From, To: d.tr.To, Reason: d.tr.Reason})

@@ -42,6 +42,16 @@ var nodeSelfRules = []struct{ rule, check, severity, summary string }{
 	{ConfigRule, observer.SelfConfig, "warning", "{{ .host }} runs another configuration than the leader"},
 }
 
+// BuiltinRules returns the names of the rules the leader raises on its
+// own, which a rule file may not take (rules.Options.Reserved).
+func BuiltinRules() []string {
+	names := []string{rules.Default().Name, ObserverRule, RedisRule, PartialRule, NoLeaderRule, ReceiverRule}
+	for _, s := range nodeSelfRules {
+		names = append(names, s.rule)
+	}
+	return names
+}
+
 // ReceiverHealth is implemented by a term's Sender that can tell which of
 // its receiver queues keep failing, each with what it says of them.
 type ReceiverHealth interface {
