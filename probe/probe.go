@@ -1,5 +1,6 @@
 // Package probe runs the commonest checks in-process: a TCP connect, a TLS
-// certificate's expiry, an HTTP(S) request. Each probe gives the result a
+// certificate's expiry, an HTTP(S) request, a DNS lookup, an ICMP echo.
+// Each probe gives the result a
 // Debian monitoring-plugins check gives for the same target (status, a
 // message with the same key phrases, perfdata with the same labels, units,
 // thresholds, minimum and maximum), so rules, graphs and dashboards do not
@@ -9,6 +10,8 @@
 //	TLS   check_tcp -H host -p port -S --sni -D warn,crit [-w] [-c] [-t]
 //	HTTP  check_http -H host -p port -u path [-S --sni] [-e] [-s] [-r] [-f follow]
 //	      [-C warn,crit --continue-after-certificate] [-w] [-c] [-t]
+//	DNS   check_dns -H name [-s server] [-q type] [-a expect...] [-w] [-c] [-t]
+//	ICMP  check_ping -H host -p packets -w rta,pl% -c rta,pl% [-t]
 //
 // A probe is built once from its options (New* validates them) and run as
 // often as the schedule asks; it keeps no state between runs but what the
