@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -21,6 +22,7 @@ const (
 	DefaultInitialBackoff = time.Second
 	DefaultMaxBackoff     = time.Minute
 	DefaultQueueSize      = 10000
+	DefaultMaxBatch       = 100
 )
 
 // ErrUnknownReceiver is wrapped by Send's error for a receiver name that the
@@ -58,6 +60,84 @@ type DispatcherOptions struct {
 	// Metrics, when set, count what this Dispatcher does, with every
 	// other sharing them.
 	Metrics *Metrics
+	// Groups gathers the notifications of the receiver queues it names
+	// into batches, each delivered in one message; see Grouping. A queue
+	// not in it, or whose notifier is not a BatchNotifier, delivers its
+	// notifications one by one, at once.
+	Groups map[string]Grouping
+	// MaxBatch bounds how many notifications one batch holds, so that a
+	// backlog of thousands makes several messages a receiver can take
+	// rather than one it refuses.
+	MaxBatch int
+	// Clock is the time the group waits and the backoffs are measured
+	// by; nil is the wall clock. Tests set one that moves when told.
+	Clock Clock
+}
+
+// Clock is the time a Dispatcher waits by.
+type Clock interface {
+	Now() time.Time
+	// After returns a channel that receives once d has passed.
+	After(d time.Duration) <-chan time.Time
+}
+
+// wallClock is the Clock of the real time.
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+
+// After is time.After: a timer nobody waits on any more is collected even
+// when it has not fired.
+func (wallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Grouping says how a receiver queue gathers its notifications into
+// batches, as an Alertmanager route's group_wait and group_by do: when the
+// oldest queued notification has waited Wait since it was queued, it is
+// delivered together with every notification queued behind it whose
+// labels named in By have its values (at most MaxBatch), in one message.
+// Notifications that start within Wait of each other thus go out
+// together, and none waits longer than Wait for the others. A batch holds
+// one notification per incident (rule and labels): the resolution of an
+// incident whose firing is in the batch goes in the next one, so a
+// receiver sees every incident's transitions in order, one per message.
+type Grouping struct {
+	// Wait is how long the oldest queued notification waits for others to
+	// join it; zero or less delivers one by one, at once.
+	Wait time.Duration
+	// By names the labels the notifications of one batch share, as
+	// Notification.Label gives them: LabelAlertname is the rule. A
+	// notification without one of them goes with those that lack it too
+	// (not with those where it is empty). Empty By: any notification of
+	// the queue may join any batch.
+	By []string
+}
+
+// labels returns n's values of the labels g groups by, those n has.
+func (g Grouping) labels(n *Notification) map[string]string {
+	m := make(map[string]string, len(g.By))
+	for _, name := range g.By {
+		if v, ok := n.Label(name); ok {
+			m[name] = v
+		}
+	}
+	return m
+}
+
+// key returns what the notifications of n's group have in common, as a
+// string: equal keys, one group.
+func (g Grouping) key(n *Notification) string {
+	var b strings.Builder
+	for _, name := range g.By {
+		v, ok := n.Label(name)
+		// A missing label and an empty one are told apart; 0xff cannot
+		// occur in UTF-8 text, so values cannot run into each other.
+		if ok {
+			b.WriteByte('=')
+		}
+		b.WriteString(v)
+		b.WriteByte(0xff)
+	}
+	return b.String()
 }
 
 // Metrics are the Prometheus metrics of notification delivery, by
@@ -113,12 +193,13 @@ const (
 	outOverflowed
 )
 
-func (m *Metrics) add(o outcome, receiver string) {
+// add counts n notifications of receiver with outcome o.
+func (m *Metrics) add(o outcome, receiver string, n int) {
 	if m == nil {
 		return
 	}
 	v := [...]*prometheus.CounterVec{outSent: m.sent, outFailed: m.failed, outRetried: m.retried, outOverflowed: m.overflowed}[o]
-	v.WithLabelValues(receiver).Inc()
+	v.WithLabelValues(receiver).Add(float64(n))
 }
 
 func (m *Metrics) addQueued(receiver string, n int) {
@@ -139,7 +220,8 @@ type Replica interface {
 }
 
 // ReceiverStats counts what happened to one receiver's notifications since
-// the Dispatcher was built.
+// the Dispatcher was built. Each counts notifications: a batch of three
+// delivered counts three Sent, and its failed attempt three Retried.
 type ReceiverStats struct {
 	Sent       uint64 // delivered
 	Failed     uint64 // dropped after a failure that was not worth retrying
@@ -156,6 +238,14 @@ type ReceiverStats struct {
 // retried with exponential backoff before anything behind it is tried.
 // Receivers are independent: one that is down delays nobody else.
 //
+// A queue with a Grouping delivers batches instead (see Grouping): the
+// oldest notification and those of its group, in one message. A batch
+// succeeds or fails as a whole, and a retryable failure retries it (with
+// whatever joined the group meanwhile); one refused for good is split, its
+// notifications delivered one by one, so that only what the receiver
+// refuses on its own is dropped. Each notification keeps its id, its
+// journal records and its counts.
+//
 // A notification's id is its identity: Send ignores a notification whose id
 // is queued already or was done lately (the last QueueSize per receiver), so
 // a transition handed over twice is delivered once. Delivery is at least
@@ -171,6 +261,7 @@ type ReceiverStats struct {
 type Dispatcher struct {
 	logger  *slog.Logger
 	opts    DispatcherOptions
+	clock   Clock
 	queues  map[string]*queue
 	lock    *os.File      // flock'ed on opts.Dir; nil without a journal directory
 	deposed chan struct{} // closed when a journal reports ErrFenced
@@ -187,6 +278,10 @@ type queue struct {
 	notifier Notifier
 	wake     chan struct{} // capacity 1: "the queue may have grown"
 	remember int           // how many done ids to keep
+	// batcher is notifier when the queue groups, nil otherwise; group is
+	// then its Grouping, with By sorted and without duplicates.
+	batcher BatchNotifier
+	group   Grouping
 
 	// jmu serialises the calls to journal and is taken before mu, so that
 	// the journal sees the queue's changes in the queue's order while
@@ -195,13 +290,29 @@ type queue struct {
 	journal Journal // nil: in memory only
 
 	mu      sync.Mutex
-	items   []Notification
+	items   []item
 	queued  map[string]int      // ids in items, with their count
 	done    map[string]struct{} // ids delivered or dropped lately
 	doneLog []string            // the ids of done, oldest first
+	// solo are the queued ids to deliver alone: a batch holding them was
+	// refused for good.
+	solo    map[string]struct{}
 	closed  bool
 	stats   ReceiverStats
 	failing failing
+}
+
+// item is a queued notification.
+type item struct {
+	n Notification
+	// at is when it was queued, by the Dispatcher's clock; for one taken
+	// up from a journal, when the journal was opened: its time in the
+	// queue before is not known, and it waits for others to join it once
+	// more rather than not at all.
+	at time.Time
+	// group and incident are keys: of its group by the queue's Grouping,
+	// and of its rule and labels. Empty when the queue does not group.
+	group, incident string
 }
 
 // failing is a receiver's current run of failed delivery attempts.
@@ -236,15 +347,41 @@ func newDispatcher(receivers map[string]Notifier, logger *slog.Logger, opts Disp
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = DefaultQueueSize
 	}
-	d := &Dispatcher{logger: logger, opts: opts, queues: make(map[string]*queue, len(receivers)), deposed: make(chan struct{})}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = DefaultMaxBatch
+	}
+	d := &Dispatcher{logger: logger, opts: opts, clock: opts.Clock, queues: make(map[string]*queue, len(receivers)), deposed: make(chan struct{})}
+	if d.clock == nil {
+		d.clock = wallClock{}
+	}
 	for name, n := range receivers {
 		opts.Metrics.init(name)
-		d.queues[name] = &queue{
+		q := &queue{
 			name: name, notifier: n, wake: make(chan struct{}, 1), remember: opts.QueueSize,
-			queued: make(map[string]int), done: make(map[string]struct{}),
+			queued: make(map[string]int), done: make(map[string]struct{}), solo: make(map[string]struct{}),
 		}
+		if g := opts.Groups[name]; g.Wait > 0 {
+			if b, ok := n.(BatchNotifier); ok {
+				q.batcher = b
+				q.group = Grouping{Wait: g.Wait, By: slices.Compact(slices.Sorted(slices.Values(g.By)))}
+			} else {
+				logger.Debug("receiver queue cannot send batches: it delivers one by one, without group_wait", "receiver", name)
+			}
+		}
+		d.queues[name] = q
 	}
 	return d
+}
+
+// newItem returns n as q queues it at time at.
+func (q *queue) newItem(n Notification, at time.Time) item {
+	it := item{n: n, at: at}
+	if q.batcher != nil {
+		it.group = q.group.key(&n)
+		// The id of no transition at all: one per rule and labels.
+		it.incident = NotificationID(n.Rule, n.Labels, "", time.Time{})
+	}
+	return it
 }
 
 // OpenDispatcher returns a Dispatcher delivering to receivers, by name, like
@@ -332,6 +469,7 @@ func (d *Dispatcher) openJournals(ctx context.Context, open JournalFunc) error {
 		if err != nil {
 			return fmt.Errorf("receiver %q: %w", name, err)
 		}
+		now := d.clock.Now()
 		q.mu.Lock()
 		q.journal = j
 		for _, id := range b.Done {
@@ -341,7 +479,7 @@ func (d *Dispatcher) openJournals(ctx context.Context, open JournalFunc) error {
 			if q.queued[n.ID] > 0 {
 				continue // a journal queues an id once; a broken one is not trusted
 			}
-			q.items = append(q.items, n)
+			q.items = append(q.items, q.newItem(n, now))
 			q.queued[n.ID]++
 		}
 		queued := len(q.items)
@@ -420,7 +558,7 @@ func (d *Dispatcher) Send(receiver string, n Notification) error {
 	}
 	if len(q.items) >= d.opts.QueueSize {
 		q.stats.Overflowed++
-		d.opts.Metrics.add(outOverflowed, receiver)
+		d.opts.Metrics.add(outOverflowed, receiver, 1)
 		q.mu.Unlock()
 		d.logger.Error("notification queue full, notification dropped",
 			"receiver", receiver, "id", n.ID, "rule", n.Rule, "status", n.Status, "queue_size", d.opts.QueueSize)
@@ -437,8 +575,9 @@ func (d *Dispatcher) Send(receiver string, n Notification) error {
 			d.logger.Error("notification not journaled, queued in memory only", "receiver", receiver, "id", n.ID, "err", err)
 		}
 	}
+	it := q.newItem(n, d.clock.Now())
 	q.mu.Lock()
-	q.items = append(q.items, n)
+	q.items = append(q.items, it)
 	q.queued[n.ID]++
 	d.opts.Metrics.addQueued(receiver, 1)
 	q.mu.Unlock()
@@ -558,37 +697,33 @@ func (d *Dispatcher) Failing(attempts int) map[string]string {
 	return out
 }
 
-// deliver is the one goroutine of q: it attempts the head of the queue until
-// it is delivered or found undeliverable, and only then moves on, so a
-// receiver sees its notifications in the order they were sent. It returns
-// when ctx is done or the journal reports ErrFenced.
+// deliver is the one goroutine of q: it attempts the head of the queue (with
+// its batch, when q groups) until it is delivered or found undeliverable,
+// and only then moves on, so a receiver sees its notifications in the order
+// they were sent. It returns when ctx is done or the journal reports
+// ErrFenced.
 func (d *Dispatcher) deliver(ctx context.Context, q *queue) {
 	backoff := d.opts.InitialBackoff
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	// wait sleeps for the backoff, doubling it for next time; false when
-	// ctx ended first.
-	wait := func() bool {
-		if timer == nil {
-			timer = time.NewTimer(backoff)
-		} else {
-			timer.Reset(backoff)
-		}
+	// sleep waits for dur; false when ctx ended first.
+	sleep := func(dur time.Duration) bool {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-timer.C:
+		case <-d.clock.After(dur):
+			return true
+		}
+	}
+	// wait sleeps for the backoff, doubling it for next time.
+	wait := func() bool {
+		if !sleep(backoff) {
+			return false
 		}
 		backoff = min(2*backoff, d.opts.MaxBackoff)
 		return true
 	}
 	attempt := 0
 	for {
-		n, ok := q.head()
+		head, ok := q.head()
 		if !ok {
 			select {
 			case <-ctx.Done():
@@ -604,10 +739,18 @@ func (d *Dispatcher) deliver(ctx context.Context, q *queue) {
 			return
 		default:
 		}
+		if q.batcher != nil {
+			// The head waits for the rest of its group; it stays the head
+			// meanwhile, as only this goroutine takes from the queue.
+			if left := head.at.Add(q.group.Wait).Sub(d.clock.Now()); left > 0 && !sleep(left) {
+				return
+			}
+		}
+		batch, group := q.batch(d.opts.MaxBatch)
 		// The mark before the attempt is what lets a successor know the
-		// receiver may have n already; for a leader's journal it is also
-		// the check that this process still leads.
-		if err := q.attempt(ctx, n.ID); errors.Is(err, ErrFenced) {
+		// receiver may have the batch already; for a leader's journal it
+		// is also the check that this process still leads.
+		if err := q.attempt(ctx, batch); errors.Is(err, ErrFenced) {
 			d.depose(q.name, err)
 			return
 		} else if err != nil {
@@ -615,106 +758,225 @@ func (d *Dispatcher) deliver(ctx context.Context, q *queue) {
 				return
 			}
 			d.logger.Warn("notification journal unavailable, delivery waits",
-				"receiver", q.name, "id", n.ID, "backoff", backoff, "err", err)
+				append(about(q.name, batch), "backoff", backoff, "err", err)...)
 			if !wait() {
 				return
 			}
 			continue
 		}
 		attempt++
-		retry, err := q.notifier.Notify(ctx, &n)
+		retry, err := q.send(ctx, group, batch)
+		count := len(batch)
 		switch {
 		case err == nil:
 			// Delivered even if ctx ended meanwhile: count it, or it would
 			// be sent again.
-			d.pop(ctx, q, n.ID, func(s *ReceiverStats) { s.Sent++ })
-			d.opts.Metrics.add(outSent, q.name)
+			d.pop(ctx, q, batch, func(s *ReceiverStats) { s.Sent += uint64(count) })
+			d.opts.Metrics.add(outSent, q.name, count)
 			q.recover()
-			d.logger.Debug("notification sent", "receiver", q.name, "id", n.ID, "rule", n.Rule, "status", n.Status, "attempts", attempt)
+			d.logger.Debug("notification sent", append(about(q.name, batch), "attempts", attempt)...)
 			backoff, attempt = d.opts.InitialBackoff, 0
 		case ctx.Err() != nil:
 			// Shutting down; the failure is most likely the cancellation
 			// itself, so it says nothing about the receiver.
 			return
 		case retry:
-			q.count(func(s *ReceiverStats) { s.Retried++ })
-			d.opts.Metrics.add(outRetried, q.name)
-			q.fail(err)
+			q.count(func(s *ReceiverStats) { s.Retried += uint64(count) })
+			d.opts.Metrics.add(outRetried, q.name, count)
+			q.fail(d.clock.Now(), err)
 			d.logger.Warn("notification failed, will retry",
-				"receiver", q.name, "id", n.ID, "rule", n.Rule, "status", n.Status,
-				"attempt", attempt, "backoff", backoff, "err", err)
+				append(about(q.name, batch), "attempt", attempt, "backoff", backoff, "err", err)...)
 			if !wait() {
 				return
 			}
+		case count > 1:
+			// Refused for good as a whole, maybe for one of them (a label
+			// the receiver rejects) or for their number: each is tried
+			// alone, so that only what the receiver refuses on its own is
+			// dropped. Duplicates are preferred over silence.
+			q.split(batch)
+			q.fail(d.clock.Now(), err)
+			d.logger.Warn("notification batch refused, its notifications are delivered one by one",
+				append(about(q.name, batch), "attempt", attempt, "err", err)...)
+			attempt = 0
 		default:
-			d.pop(ctx, q, n.ID, func(s *ReceiverStats) { s.Failed++ })
-			d.opts.Metrics.add(outFailed, q.name)
-			q.fail(err)
+			d.pop(ctx, q, batch, func(s *ReceiverStats) { s.Failed++ })
+			d.opts.Metrics.add(outFailed, q.name, 1)
+			q.fail(d.clock.Now(), err)
 			d.logger.Error("notification failed permanently, dropped",
-				"receiver", q.name, "id", n.ID, "rule", n.Rule, "status", n.Status,
-				"attempt", attempt, "err", err)
+				append(about(q.name, batch), "attempt", attempt, "err", err)...)
 			backoff, attempt = d.opts.InitialBackoff, 0
 		}
 	}
 }
 
+// about returns the log attributes naming batch of receiver: the
+// notification, or the first one and how many there are.
+func about(receiver string, batch []Notification) []any {
+	n := batch[0]
+	attrs := []any{"receiver", receiver, "id", n.ID, "rule", n.Rule, "status", n.Status}
+	if len(batch) > 1 {
+		attrs = append(attrs, "batch", len(batch))
+	}
+	return attrs
+}
+
 // head returns a copy of the oldest queued notification.
-func (q *queue) head() (Notification, bool) {
+func (q *queue) head() (item, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.items) == 0 {
-		return Notification{}, false
+		return item{}, false
 	}
 	return q.items[0], true
 }
 
-// attempt marks id in the journal as being delivered.
-func (q *queue) attempt(ctx context.Context, id string) error {
+// batch returns copies of the notifications to deliver next, oldest first,
+// with the labels of their group (nil when q does not group). It is the
+// head alone unless q groups; then the head and, behind it, those of its
+// group, at most max, leaving out those to be delivered alone and every
+// notification of an incident that has one queued before it and left out:
+// one notification per incident, the incident's first, so that its
+// resolution never overtakes its firing.
+func (q *queue) batch(max int) ([]Notification, map[string]string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	head := q.items[0]
+	if q.batcher == nil {
+		return []Notification{head.n}, nil
+	}
+	out := []Notification{head.n}
+	if _, alone := q.solo[head.n.ID]; !alone {
+		// The incidents seen so far: the head's, those in the batch and
+		// those left out.
+		seen := map[string]struct{}{head.incident: {}}
+		for _, it := range q.items[1:] {
+			if len(out) >= max {
+				break
+			}
+			_, before := seen[it.incident]
+			seen[it.incident] = struct{}{}
+			if _, alone := q.solo[it.n.ID]; before || alone || it.group != head.group {
+				continue
+			}
+			out = append(out, it.n)
+		}
+	}
+	return out, q.group.labels(&head.n)
+}
+
+// send delivers batch: through NotifyBatch when q groups, through Notify
+// otherwise (a batch of one).
+func (q *queue) send(ctx context.Context, group map[string]string, batch []Notification) (retry bool, err error) {
+	if q.batcher == nil {
+		return q.notifier.Notify(ctx, &batch[0])
+	}
+	ns := make([]*Notification, len(batch))
+	for i := range batch {
+		ns[i] = &batch[i]
+	}
+	return q.batcher.NotifyBatch(ctx, group, ns)
+}
+
+// split marks the notifications of batch to be delivered alone.
+func (q *queue) split(batch []Notification) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, n := range batch {
+		q.solo[n.ID] = struct{}{}
+	}
+}
+
+// attempt marks the notifications of batch in the journal as being
+// delivered, and stops at the first error.
+func (q *queue) attempt(ctx context.Context, batch []Notification) error {
 	q.jmu.Lock()
 	defer q.jmu.Unlock()
 	if q.journal == nil {
 		return nil
 	}
-	return q.journal.Attempt(ctx, id)
+	for _, n := range batch {
+		if err := q.journal.Attempt(ctx, n.ID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// pop removes id, the oldest queued notification, records it as done and
-// updates the counters, the memory in one step, so Stats never shows it both
-// queued and sent. A failure to journal it is logged: it will be delivered
-// again by whoever opens the journal next, which is better than never.
-func (d *Dispatcher) pop(ctx context.Context, q *queue, id string, update func(*ReceiverStats)) {
+// pop removes the notifications of batch from the queue, records them as
+// done and updates the counters, the memory in one step, so Stats never
+// shows one both queued and sent. A failure to journal one is logged: it
+// will be delivered again by whoever opens the journal next, which is
+// better than never.
+func (d *Dispatcher) pop(ctx context.Context, q *queue, batch []Notification, update func(*ReceiverStats)) {
 	q.jmu.Lock()
 	defer q.jmu.Unlock()
 	q.mu.Lock()
-	q.items[0] = Notification{} // let the maps be collected
-	q.items = q.items[1:]
-	if len(q.items) == 0 {
-		q.items = nil // start the next backlog on a fresh array
+	q.remove(batch)
+	for _, n := range batch {
+		if q.queued[n.ID]--; q.queued[n.ID] <= 0 {
+			delete(q.queued, n.ID)
+		}
+		delete(q.solo, n.ID)
+		q.remember1(n.ID)
 	}
-	if q.queued[id]--; q.queued[id] <= 0 {
-		delete(q.queued, id)
-	}
-	q.remember1(id)
 	update(&q.stats)
-	d.opts.Metrics.addQueued(q.name, -1)
+	d.opts.Metrics.addQueued(q.name, -len(batch))
 	closed := q.closed
 	q.mu.Unlock()
-	if d.opts.Replica != nil {
-		d.opts.Replica.Done(q.name, id)
+	for _, n := range batch {
+		if d.opts.Replica != nil {
+			d.opts.Replica.Done(q.name, n.ID)
+		}
+		if q.journal == nil || closed {
+			continue
+		}
+		// The delivery happened whatever ctx says now: record it even when
+		// shutting down, or it is sent again.
+		switch err := q.journal.Done(context.WithoutCancel(ctx), n.ID); {
+		case errors.Is(err, ErrFenced):
+			// Sent, and the successor will send it again: the one duplicate
+			// a receiver drops by id.
+			d.depose(q.name, err)
+		case err != nil:
+			d.logger.Error("notification done but not journaled; it will be sent again by whoever opens the journal next",
+				"receiver", q.name, "id", n.ID, "err", err)
+		}
 	}
-	if q.journal == nil || closed {
-		return
+}
+
+// remove takes the notifications of batch, the head first, out of items,
+// keeping the order of the rest. Only the part of items up to the last of
+// them is moved: a batch is taken from the front, and a long backlog
+// behind it is not copied for each delivery.
+func (q *queue) remove(batch []Notification) {
+	ids := make(map[string]struct{}, len(batch))
+	for _, n := range batch {
+		ids[n.ID] = struct{}{}
 	}
-	// The delivery happened whatever ctx says now: record it even when
-	// shutting down, or it is sent again.
-	switch err := q.journal.Done(context.WithoutCancel(ctx), id); {
-	case errors.Is(err, ErrFenced):
-		// Sent, and the successor will send it again: the one duplicate
-		// a receiver drops by id.
-		d.depose(q.name, err)
-	case err != nil:
-		d.logger.Error("notification done but not journaled; it will be sent again by whoever opens the journal next",
-			"receiver", q.name, "id", id, "err", err)
+	last, found := -1, 0
+	for i := range q.items {
+		if _, ok := ids[q.items[i].n.ID]; ok {
+			last, found = i, found+1
+			if found == len(ids) {
+				break
+			}
+		}
+	}
+	// Shift the ones kept of items[:last+1] to its end, in order; what is
+	// left before them is the removed ones' room.
+	w := last
+	for r := last; r >= 0; r-- {
+		if _, ok := ids[q.items[r].n.ID]; ok {
+			continue
+		}
+		q.items[w] = q.items[r]
+		w--
+	}
+	clear(q.items[:w+1]) // let the maps be collected
+	q.items = q.items[w+1:]
+	if len(q.items) == 0 {
+		q.items = nil // start the next backlog on a fresh array
 	}
 }
 
@@ -732,12 +994,12 @@ func (q *queue) remember1(id string) {
 	}
 }
 
-// fail counts a failed attempt in the current run of them.
-func (q *queue) fail(err error) {
+// fail counts a failed attempt, made at now, in the current run of them.
+func (q *queue) fail(now time.Time, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.failing.attempts == 0 {
-		q.failing.since = time.Now()
+		q.failing.since = now
 	}
 	q.failing.attempts++
 	q.failing.err = err.Error()

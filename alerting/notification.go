@@ -20,9 +20,13 @@ const (
 
 // Well-known label and annotation names.
 const (
-	LabelHost     = "host"
-	LabelCheck    = "check"
-	LabelSeverity = "severity"
+	// LabelAlertname is the label that names the rule, as in Prometheus
+	// and Alertmanager: notifiers announce n.Rule under it, and group_by
+	// may name it.
+	LabelAlertname = "alertname"
+	LabelHost      = "host"
+	LabelCheck     = "check"
+	LabelSeverity  = "severity"
 
 	AnnotationSummary     = "summary"
 	AnnotationDescription = "description"
@@ -100,4 +104,38 @@ type Notifier interface {
 	// rather than never (a permanent refusal, an invalid message). Notify
 	// must not keep n after it returns.
 	Notify(ctx context.Context, n *Notification) (retry bool, err error)
+}
+
+// Label returns the value of the label name as notifiers announce n:
+// LabelAlertname is the rule, LabelSeverity is n.Severity when n's labels
+// have none, and any other name is n's label. ok is false when n has no
+// such label.
+func (n *Notification) Label(name string) (value string, ok bool) {
+	switch name {
+	case LabelAlertname:
+		return n.Rule, true
+	case LabelSeverity:
+		if v, ok := n.Labels[name]; ok {
+			return v, true
+		}
+		return n.Severity, n.Severity != ""
+	}
+	v, ok := n.Labels[name]
+	return v, ok
+}
+
+// BatchNotifier is a Notifier that can deliver several notifications in
+// one message: one webhook call listing them, one mail. A Dispatcher
+// whose queue groups (Grouping) delivers through NotifyBatch, batches of
+// one included, and through Notify otherwise.
+type BatchNotifier interface {
+	Notifier
+	// NotifyBatch delivers ns, in their queue order, as one message, each
+	// still carrying its own ID. group holds the labels they all share by
+	// the receiver's group_by, as Notification.Label gives them (empty
+	// when group_by is). The outcome is the whole batch's: nil when the
+	// destination took it; on failure, retry says whether the same batch
+	// may succeed later, as for Notify. NotifyBatch must not keep ns or
+	// group after it returns.
+	NotifyBatch(ctx context.Context, group map[string]string, ns []*Notification) (retry bool, err error)
 }

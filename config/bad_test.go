@@ -289,7 +289,7 @@ var badCases = []struct {
 	{
 		// Every failure domain needs an observer: three domains never
 		// form from two nodes.
-		name: "quorum_domains above nodes",
+		name:  "quorum_domains above nodes",
 		files: peerFiles("a\nb\n", "quorum_domains: 3\nchecks:\n  up: {command: [check_dummy, '0'], quorum_domains: 4}\n"),
 		want: "dmonitor.yaml:1:17: quorum_domains: 3 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower quorum_domains\n" +
 			"dmonitor.yaml:3:53: checks.up.quorum_domains: 4 is more than the 2 nodes in nodes.txt: list every observer in nodes.txt, or lower checks.up.quorum_domains",
@@ -571,6 +571,13 @@ var badCases = []struct {
 			"  b: {email: [b@example.org], group_by: [host, 'team-name', host]}\n"},
 		want: "dmonitor.yaml:2:48: receivers.b.group_by[1]: bad label name \"team-name\" (want letters, digits and _, not starting with a digit)\n" +
 			"dmonitor.yaml:2:61: receivers.b.group_by[2]: duplicate label \"host\" (first on line 2)",
+	},
+	{
+		// receivers.default may leave its destinations to alert.d/, but
+		// then alert.d/ must give some.
+		name:  "default receiver with only grouping, no alert.d",
+		files: map[string]string{FileName: "receivers:\n  default: {group_by: [host]}\n"},
+		want:  "dmonitor.yaml:2:3: receivers.default: no destination (want email, webhook, alertmanager or exec, or addresses in alert.d/)",
 	},
 	{
 		// Grouping settings are no destination.

@@ -167,17 +167,22 @@ const (
 	ProbeTCP  = "tcp"
 	ProbeTLS  = "tls"
 	ProbeHTTP = "http"
+	ProbeDNS  = "dns"
+	ProbeICMP = "icmp"
 )
 
 // ProbeSpec is a check that package probe runs in-process instead of a
 // plugin. The options of the probe of Type are filled in, the others are
-// zero; their Host, ServerName and URL may hold {{host}}, and their
-// Timeout is unset: the check's Timeout applies (Check.NewProbe).
+// zero; their Host, ServerName, URL, Name and Server may hold {{host}},
+// and their Timeout is unset: the check's Timeout applies
+// (Check.NewProbe).
 type ProbeSpec struct {
-	Type string // ProbeTCP, ProbeTLS or ProbeHTTP
+	Type string // ProbeTCP, ProbeTLS, ProbeHTTP, ProbeDNS or ProbeICMP
 	TCP  probe.TCP
 	TLS  probe.TLS
 	HTTP probe.HTTP
+	DNS  probe.DNS
+	ICMP probe.ICMP
 }
 
 // NewProbe returns the probe of a probe check for host: its options with
@@ -207,6 +212,14 @@ func (c *Check) NewProbe(host string) (probe.Probe, error) {
 		o := s.HTTP
 		o.URL, o.Timeout = x(o.URL), c.Timeout
 		p, err = probe.NewHTTP(o)
+	case ProbeDNS:
+		o := s.DNS
+		o.Name, o.Server, o.Timeout = x(o.Name), x(o.Server), c.Timeout
+		p, err = probe.NewDNS(o)
+	case ProbeICMP:
+		o := s.ICMP
+		o.Host, o.Timeout = x(o.Host), c.Timeout
+		p, err = probe.NewICMP(o)
 	default:
 		err = fmt.Errorf("unknown probe type %q", s.Type)
 	}

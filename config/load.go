@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net"
 	"net/mail"
 	"net/url"
-	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -171,6 +171,8 @@ type yamlState struct {
 	pluginPath    []string // nil when absent
 	checks        []*checkDef
 	receivers     []*Receiver // in file order
+	// defaultKey is the key receivers.default; nil when absent.
+	defaultKey *yaml.Node
 }
 
 // rel returns path as errors show it: relative to the config directory when
@@ -300,6 +302,13 @@ func (l *loader) load(observer string) *Config {
 				r.Email = append(r.Email, a)
 			}
 		}
+	}
+	if r := cfg.Receivers[DefaultReceiver]; r != nil && !r.hasDestination() {
+		// Only grouping keys in dmonitor.yaml, and no alert.d/ addresses.
+		k := st.defaultKey
+		l.errs = append(l.errs, &Error{File: FileName, Line: k.Line, Col: k.Column,
+			Msg: join("receivers", DefaultReceiver) + ": no destination (want email, webhook, alertmanager or exec, or addresses in " + alertDir + "/)"})
+		delete(cfg.Receivers, DefaultReceiver)
 	}
 	for i, name := range cfg.PartialNotify {
 		if _, ok := cfg.Receivers[name]; !ok && name != DefaultReceiver {
@@ -576,6 +585,9 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 			d.pairs(p, n, func(k, v *yaml.Node) {
 				if r := l.receiver(d, join(p, k.Value), k, v); r != nil {
 					st.receivers = append(st.receivers, r)
+					if r.Name == DefaultReceiver {
+						st.defaultKey = k
+					}
 				}
 			})
 		},
@@ -589,7 +601,8 @@ func (l *loader) receiver(d *decoder, path string, key, n *yaml.Node) *Receiver 
 	if r.Name == "" {
 		d.errorf(key, path, "empty receiver name")
 	}
-	some := false // a destination was given, well formed or not
+	some := false     // a destination was given, well formed or not
+	grouping := false // group_wait or group_by was given
 	d.mapping(path, n, fields{
 		"email": func(p string, n *yaml.Node) {
 			some = true
@@ -651,6 +664,7 @@ func (l *loader) receiver(d *decoder, path string, key, n *yaml.Node) *Receiver 
 			}
 		},
 		"group_wait": func(p string, n *yaml.Node) {
+			grouping = true
 			var v time.Duration
 			if !d.duration(p, n, &v) {
 				return
@@ -662,6 +676,7 @@ func (l *loader) receiver(d *decoder, path string, key, n *yaml.Node) *Receiver 
 			r.GroupWait = v
 		},
 		"group_by": func(p string, n *yaml.Node) {
+			grouping = true
 			var by []string
 			nodes, ok := d.strings(p, n, &by)
 			if !ok {
@@ -684,10 +699,20 @@ func (l *loader) receiver(d *decoder, path string, key, n *yaml.Node) *Receiver 
 		},
 	})
 	if !some {
+		if r.Name == DefaultReceiver && grouping {
+			// How alert.d/'s mail is grouped: its addresses are judged
+			// once alert.d/ is read.
+			return r
+		}
 		d.errorf(key, path, "no destination (want email, webhook, alertmanager or exec)")
 		return nil
 	}
 	return r
+}
+
+// hasDestination reports whether r sends anywhere.
+func (r *Receiver) hasDestination() bool {
+	return len(r.Email) > 0 || r.Webhook != nil || r.Alertmanager != nil || r.Exec != nil
 }
 
 // labelName is what a label name may be, as in rule files: Alertmanager's

@@ -656,6 +656,10 @@ func TestReceiverGrouping(t *testing.T) {
 		// Days are durations here too; group_by: [] is no labels.
 		{"long wait, empty group_by", map[string]string{FileName: "receivers:\n  default: {email: [a@example.org], group_wait: 1d, group_by: []}\n"},
 			&Receiver{Name: "default", Email: []string{"a@example.org"}, GroupWait: 24 * time.Hour}},
+		// receivers.default may only say how alert.d/'s mail is grouped.
+		{"alert.d grouped", map[string]string{"alert.d/oncall@example.org": "",
+			FileName: "receivers:\n  default: {group_wait: 0}\n"},
+			&Receiver{Name: "default", Email: []string{"oncall@example.org"}}},
 		// group_by kept in its order; alertname is a name like any other.
 		{"group_by", map[string]string{FileName: "receivers:\n  default: {webhook: {url: 'http://127.0.0.1:9/'}, group_by: [host, alertname]}\n"},
 			&Receiver{Name: "default", Webhook: &Webhook{URL: "http://127.0.0.1:9/"}, GroupWait: DefaultGroupWait, GroupBy: []string{"host", "alertname"}}},

@@ -3,12 +3,14 @@ package config
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/dmonitor/dmonitor/internal/yamlnode"
+	"github.com/dmonitor/dmonitor/probe"
 )
 
 // probeKeys are the keys of checks.<name>.probe each probe type takes,
@@ -19,7 +21,12 @@ var probeKeys = map[string][]string{
 	ProbeHTTP: {"url", "method", "headers", "body", "expect_status", "body_contains", "body_regexp",
 		"follow_redirects", "max_redirects", "tls_verify", "cert_warn_days", "cert_crit_days",
 		"max_body", "warn", "crit"},
+	ProbeDNS:  {"name", "record_type", "server", "expect", "warn", "crit"},
+	ProbeICMP: {"host", "packets", "interval", "warn", "crit"},
 }
+
+// probeTypes lists the probe types for error messages.
+const probeTypes = ProbeTCP + ", " + ProbeTLS + ", " + ProbeHTTP + ", " + ProbeDNS + " or " + ProbeICMP
 
 // decodeProbe decodes checks.<name>.probe. It reports whether the spec
 // decoded without error; what the probe's constructor judges (a URL's
@@ -30,7 +37,7 @@ func decodeProbe(d *decoder, path string, n *yaml.Node) (*ProbeSpec, bool) {
 	typ := keyNode(n, "type")
 	if typ == nil {
 		if deref(n).Kind == yaml.MappingNode {
-			d.errorf(n, path, "type is required (want %s, %s or %s)", ProbeTCP, ProbeTLS, ProbeHTTP)
+			d.errorf(n, path, "type is required (want %s)", probeTypes)
 		} else {
 			d.errorf(n, path, "want a mapping, got %s", yamlnode.Describe(n))
 		}
@@ -49,11 +56,11 @@ func decodeProbe(d *decoder, path string, n *yaml.Node) (*ProbeSpec, bool) {
 	}
 	keys, known := probeKeys[s.Type]
 	if !known {
-		d.errorf(tv, join(path, "type"), "unknown probe type %q (want %s, %s or %s)", s.Type, ProbeTCP, ProbeTLS, ProbeHTTP)
+		d.errorf(tv, join(path, "type"), "unknown probe type %q (want %s)", s.Type, probeTypes)
 		return nil, false
 	}
 
-	tcp, tls, web := &s.TCP, &s.TLS, &s.HTTP
+	tcp, tls, web, dns, ping := &s.TCP, &s.TLS, &s.HTTP, &s.DNS, &s.ICMP
 	f := fields{"type": func(string, *yaml.Node) {}}
 	// set registers key's decoder for the types that take it.
 	set := func(key string, fn func(p string, n *yaml.Node)) {
@@ -62,7 +69,7 @@ func decodeProbe(d *decoder, path string, n *yaml.Node) (*ProbeSpec, bool) {
 			return
 		}
 		f[key] = func(p string, n *yaml.Node) {
-			d.errorf(n, p, "not an option of a %s probe (it takes %s)", s.Type, strings.Join(keys, ", "))
+			d.errorf(n, p, "not an option of %s probes (they take %s)", s.Type, strings.Join(keys, ", "))
 		}
 	}
 	host := func(dst *string) func(string, *yaml.Node) {
@@ -95,9 +102,26 @@ func decodeProbe(d *decoder, path string, n *yaml.Node) (*ProbeSpec, bool) {
 		set("port", nil)
 		set("warn", func(p string, n *yaml.Node) { d.positiveDuration(p, n, &web.Warn) })
 		set("crit", func(p string, n *yaml.Node) { d.positiveDuration(p, n, &web.Crit) })
+	case ProbeDNS:
+		set("host", nil)
+		set("port", nil)
+		set("warn", func(p string, n *yaml.Node) { d.positiveDuration(p, n, &dns.Warn) })
+		set("crit", func(p string, n *yaml.Node) { d.positiveDuration(p, n, &dns.Crit) })
+	case ProbeICMP:
+		set("host", host(&ping.Host))
+		set("port", nil)
+		// check_ping's -w and -c: "rta,pl%".
+		set("warn", func(p string, n *yaml.Node) { pingThreshold(d, p, n, &ping.Warn) })
+		set("crit", func(p string, n *yaml.Node) { pingThreshold(d, p, n, &ping.Crit) })
 	}
 	set("send", func(p string, n *yaml.Node) { d.str(p, n, &tcp.Send) })
-	set("expect", func(p string, n *yaml.Node) { d.str(p, n, &tcp.Expect) })
+	set("expect", func(p string, n *yaml.Node) {
+		if s.Type == ProbeDNS {
+			dnsExpect(d, p, n, &dns.Expect)
+			return
+		}
+		d.str(p, n, &tcp.Expect)
+	})
 	set("max_bytes", func(p string, n *yaml.Node) { d.positive(p, n, &tcp.MaxBytes) })
 	set("server_name", host(&tls.ServerName))
 	set("warn_days", func(p string, n *yaml.Node) { nonNegative(d, p, n, &tls.WarnDays) })
@@ -152,6 +176,22 @@ func decodeProbe(d *decoder, path string, n *yaml.Node) (*ProbeSpec, bool) {
 			d.errorf(n, p, "must be positive, got %s", n.Value)
 		}
 	})
+	set("name", host(&dns.Name))
+	set("record_type", func(p string, n *yaml.Node) {
+		if d.str(p, n, &dns.RecordType) {
+			dns.RecordType = strings.ToUpper(dns.RecordType)
+			if types := probe.DNSRecordTypes(); !slices.Contains(types, dns.RecordType) {
+				d.errorf(n, p, "unknown record type %q (want %s)", n.Value, strings.Join(types, ", "))
+			}
+		}
+	})
+	set("server", host(&dns.Server))
+	set("packets", func(p string, n *yaml.Node) {
+		if d.positive(p, n, &ping.Packets) && ping.Packets > 65535 {
+			d.errorf(n, p, "%d packets: at most 65535", ping.Packets)
+		}
+	})
+	set("interval", func(p string, n *yaml.Node) { d.positiveDuration(p, n, &ping.Interval) })
 	d.mapping(path, n, f)
 
 	// The target is required; the constructors would say so too, but
@@ -163,6 +203,13 @@ func decodeProbe(d *decoder, path string, n *yaml.Node) (*ProbeSpec, bool) {
 		requireKeys(d, path, n, "host", "port")
 	case ProbeHTTP:
 		requireKeys(d, path, n, "url")
+	case ProbeDNS:
+		requireKeys(d, path, n, "name")
+	case ProbeICMP:
+		// An echo has no target but a host: the check's own by default.
+		if ping.Host == "" {
+			ping.Host = hostPlaceholder
+		}
 	}
 	return s, len(*d.errs) == before
 }
@@ -181,6 +228,39 @@ func placeholders(d *decoder, path string, n *yaml.Node, v string) {
 	if strings.Contains(strings.ReplaceAll(v, hostPlaceholder, ""), "{{") {
 		d.errorf(n, path, "unknown placeholder in %q (only %s is replaced)", v, hostPlaceholder)
 	}
+}
+
+// dnsExpect decodes a dns probe's expected answers: a list of strings,
+// none empty, and those with a / address ranges.
+func dnsExpect(d *decoder, path string, n *yaml.Node, dst *[]string) {
+	nodes, ok := d.strings(path, n, dst)
+	if !ok {
+		return
+	}
+	for i, e := range *dst {
+		ep := fmt.Sprintf("%s[%d]", path, i)
+		switch _, err := netip.ParsePrefix(e); {
+		case e == "":
+			d.errorf(nodes[i], ep, "an expected answer is empty")
+		case strings.Contains(e, "/") && err != nil:
+			d.errorf(nodes[i], ep, "%q is not an address range: %v", e, err)
+		}
+	}
+}
+
+// pingThreshold decodes a threshold written as check_ping's -w and -c,
+// "rta,pl%".
+func pingThreshold(d *decoder, path string, n *yaml.Node, dst *probe.PingThreshold) {
+	var v string
+	if !d.str(path, n, &v) {
+		return
+	}
+	t, err := probe.ParsePingThreshold(v)
+	if err != nil {
+		d.errorf(n, path, "%v", err)
+		return
+	}
+	*dst = t
 }
 
 // nonNegative decodes an integer that must not be below zero.

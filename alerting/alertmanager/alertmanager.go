@@ -1,6 +1,7 @@
 // Package alertmanager is the Prometheus Alertmanager notifier: it posts each
 // notification as an alert to Alertmanager's API (POST /api/v2/alerts), which
 // then groups, silences, inhibits and routes it like an alert of Prometheus.
+// A group of notifications is posted as one list, one request.
 package alertmanager
 
 import (
@@ -66,7 +67,7 @@ type Notifier struct {
 	now          func() time.Time
 }
 
-var _ alerting.Notifier = (*Notifier)(nil)
+var _ alerting.BatchNotifier = (*Notifier)(nil)
 
 // New returns a Notifier for cfg, or an error naming every field that is
 // wrong. It does not connect.
@@ -131,7 +132,24 @@ func (a *Notifier) Notify(ctx context.Context, n *alerting.Notification) (retry 
 	if err != nil {
 		return false, fmt.Errorf("encode alert of notification %s: %w", n.ID, err)
 	}
-	return webhook.Post(ctx, a.client, a.url, a.timeout, n.ID, body)
+	return webhook.Post(ctx, a.client, a.url, a.timeout, []string{n.ID}, body)
+}
+
+// NotifyBatch posts ns as one list of alerts, each as Notify makes it, in
+// one request. group is not sent: Alertmanager groups by its own routes.
+// Its outcome is classified as Notify's; Alertmanager takes or refuses a
+// list as a whole.
+func (a *Notifier) NotifyBatch(ctx context.Context, _ map[string]string, ns []*alerting.Notification) (retry bool, err error) {
+	alerts := make([]postableAlert, len(ns))
+	for i, n := range ns {
+		alerts[i] = a.alert(n)
+	}
+	ids := webhook.IDs(ns)
+	body, err := json.Marshal(alerts)
+	if err != nil {
+		return false, fmt.Errorf("encode alerts of %s: %w", webhook.Describe(ids), err)
+	}
+	return webhook.Post(ctx, a.client, a.url, a.timeout, ids, body)
 }
 
 func (a *Notifier) alert(n *alerting.Notification) postableAlert {

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -278,4 +279,79 @@ func TestNewErrors(t *testing.T) {
 			t.Errorf("New(%+v): %v, want an error about %q", tc.cfg, err, tc.want)
 		}
 	}
+}
+
+// hostIncident is www-http on host: its firing and resolved notification.
+func hostIncident(host string) (firing, resolved *alerting.Notification) {
+	i := alerting.Instance{Rule: "www-http", Labels: map[string]string{"host": host, "check": "http"}}
+	in := alerting.Input{Active: true}
+	i, tr := i.Next(t0, in, alerting.Params{})
+	firing = tr.Notification
+	_, tr = i.Next(t0.Add(5*time.Minute), alerting.Input{}, alerting.Params{})
+	return firing, tr.Notification
+}
+
+// TestAlertmanagerBatch posts a group as one list: a real Alertmanager
+// shows each of its alerts, with its own id, and drops them all when the
+// resolved group follows; a recorder sees one request per group.
+func TestAlertmanagerBatch(t *testing.T) {
+	var firing, resolved []*alerting.Notification
+	for _, h := range []string{"www1", "www2", "www3"} {
+		f, r := hostIncident(h)
+		firing, resolved = append(firing, f), append(resolved, r)
+	}
+	ctx := context.Background()
+
+	t.Run("one request", func(t *testing.T) {
+		type request struct {
+			ids    string
+			alerts int
+		}
+		got := make(chan request, 10)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var list []map[string]any
+			if err := json.NewDecoder(r.Body).Decode(&list); err != nil {
+				t.Errorf("body: %v", err)
+			}
+			got <- request{r.Header.Get(webhook.HeaderNotificationID), len(list)}
+		}))
+		t.Cleanup(srv.Close)
+		am := newNotifier(t, alertmanager.Config{URL: srv.URL})
+		if _, err := am.NotifyBatch(ctx, map[string]string{"alertname": "www-http"}, firing); err != nil {
+			t.Fatal(err)
+		}
+		srv.Close()
+		close(got)
+		var reqs []request
+		for r := range got {
+			reqs = append(reqs, r)
+		}
+		want := request{firing[0].ID + ", " + firing[1].ID + ", " + firing[2].ID, 3}
+		if len(reqs) != 1 || reqs[0] != want {
+			t.Errorf("requests %+v, want one: %+v", reqs, want)
+		}
+	})
+
+	t.Run("alertmanager", func(t *testing.T) {
+		base := startAlertmanager(t)
+		am := newNotifier(t, alertmanager.Config{URL: base})
+		if retry, err := am.NotifyBatch(ctx, nil, firing); err != nil {
+			t.Fatalf("NotifyBatch firing: %v (retry %v)", err, retry)
+		}
+		got := alerts(t, base, "www-http")
+		ids := map[string]string{}
+		for _, a := range got {
+			ids[a.Labels["host"]] = a.Annotations[alertmanager.AnnotationID]
+		}
+		want := map[string]string{"www1": firing[0].ID, "www2": firing[1].ID, "www3": firing[2].ID}
+		if !maps.Equal(ids, want) {
+			t.Errorf("Alertmanager shows %v (host: dmonitor_id), want %v", ids, want)
+		}
+		if retry, err := am.NotifyBatch(ctx, nil, resolved); err != nil {
+			t.Fatalf("NotifyBatch resolved: %v (retry %v)", err, retry)
+		}
+		if got := alerts(t, base, "www-http"); len(got) != 0 {
+			t.Errorf("Alertmanager still lists %d alerts after the resolved group", len(got))
+		}
+	})
 }

@@ -2,8 +2,11 @@ package smtp_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,5 +156,70 @@ func TestDispatcherRelayRefusesThenAccepts(t *testing.T) {
 	expectInOrderOnce(t, srv, d, stop, want)
 	if s := d.Stats()["ops"]; s.Retried != 3 {
 		t.Errorf("retried %d times, want 3", s.Retried)
+	}
+}
+
+// gate is a Clock whose every wait lasts until the test opens the gate,
+// and none after: the test queues all it wants first.
+type gate chan time.Time
+
+func (gate) Now() time.Time                         { return t0 }
+func (g gate) After(time.Duration) <-chan time.Time { return g }
+
+// TestDispatcherGroupsHosts: twenty hosts go down at once and come back:
+// two mails, the first listing the twenty firing alerts, the second the
+// twenty resolved ones, with every id in the header.
+func TestDispatcherGroupsHosts(t *testing.T) {
+	srv := smtptest.Start(t, "127.0.0.1:0")
+	n := newNotifier(t, smtp.Config{Addr: srv.Addr, Timeout: 5 * time.Second})
+	open := make(gate)
+	d := alerting.NewDispatcher(map[string]alerting.Notifier{"ops": n}, nil, alerting.DispatcherOptions{
+		Clock: open, Groups: map[string]alerting.Grouping{"ops": {Wait: time.Second}}})
+	var firing, resolved []*alerting.Notification
+	for i := range 20 {
+		f, r := incident(fmt.Sprintf("www%02d", i), t0)
+		firing, resolved = append(firing, f), append(resolved, r)
+	}
+	for _, n := range append(slices.Clone(firing), resolved...) {
+		if err := d.Send("ops", *n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	close(open)
+
+	for _, want := range []struct {
+		subject string
+		ns      []*alerting.Notification
+	}{
+		{"[FIRING:20] www-http on 20 hosts (http)", firing},
+		{"[RESOLVED:20] www-http on 20 hosts (http)", resolved},
+	} {
+		m := srv.Next(t)
+		if got := m.Msg.Header.Get("Subject"); got != want.subject {
+			t.Errorf("subject %q, want %q", got, want.subject)
+		}
+		ids := make([]string, len(want.ns))
+		for i, n := range want.ns {
+			ids[i] = n.ID
+			if !strings.Contains(m.Body, "Id:          "+n.ID) {
+				t.Errorf("%s: body does not list %s", want.subject, n.ID)
+			}
+		}
+		if got := m.Msg.Header.Get("X-Dmonitor-Notification-Id"); got != strings.Join(ids, ", ") {
+			t.Errorf("%s: X-Dmonitor-Notification-Id %q, want the 20 ids", want.subject, got)
+		}
+	}
+	waitStats(t, d, func(s alerting.ReceiverStats) bool { return s.Sent == 40 && s.Queued == 0 })
+	select {
+	case m := <-srv.Received:
+		t.Errorf("a third mail: %s", m.Msg.Header.Get("Subject"))
+	default:
 	}
 }

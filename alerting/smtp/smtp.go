@@ -1,11 +1,14 @@
 // Package smtp is the e-mail notifier: one plain-text mail per notification,
-// sent through an SMTP relay to a fixed list of addresses.
+// or per group of them, sent through an SMTP relay to a fixed list of
+// addresses.
 package smtp
 
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -55,7 +58,7 @@ type Notifier struct {
 	domain string // of From, for Message-IDs
 }
 
-var _ alerting.Notifier = (*Notifier)(nil)
+var _ alerting.BatchNotifier = (*Notifier)(nil)
 
 // New returns a Notifier for cfg, or an error naming every field that is
 // wrong. It does not connect: a relay that is down is a delivery failure,
@@ -141,13 +144,37 @@ func (s *Notifier) Notify(ctx context.Context, n *alerting.Notification) (retry 
 	if err != nil {
 		return false, fmt.Errorf("build mail for notification %s: %w", n.ID, err)
 	}
+	return s.send(ctx, m, "notification "+n.ID)
+}
+
+// NotifyBatch sends one mail about all of ns to every configured
+// recipient; a batch of one is the mail Notify sends. The mail about
+// several has GroupSubject, GroupBody, the ids of all of them in the
+// X-Dmonitor-Notification-Id header (one list separated by ", "), and a
+// Message-ID made of those ids, the same whenever the same batch is sent
+// again. group is not used: the subject says what the alerts share. The
+// outcome is classified as Notify's.
+func (s *Notifier) NotifyBatch(ctx context.Context, _ map[string]string, ns []*alerting.Notification) (retry bool, err error) {
+	if len(ns) == 1 {
+		return s.Notify(ctx, ns[0])
+	}
+	what := fmt.Sprintf("%d notifications (%s and %d more)", len(ns), ns[0].ID, len(ns)-1)
+	m, err := s.groupMessage(ns)
+	if err != nil {
+		return false, fmt.Errorf("build mail for %s: %w", what, err)
+	}
+	return s.send(ctx, m, what)
+}
+
+// send delivers m, which is about what.
+func (s *Notifier) send(ctx context.Context, m *mail.Msg, what string) (retry bool, err error) {
 	err = s.client.DialAndSendWithContext(ctx, m)
 	if err != nil && m.IsDelivered() {
 		// The relay took the message; only the QUIT after it failed.
 		return false, nil
 	}
 	if err != nil {
-		return retryable(err), fmt.Errorf("mail notification %s via %s: %w", n.ID, s.client.ServerAddr(), err)
+		return retryable(err), fmt.Errorf("mail %s via %s: %w", what, s.client.ServerAddr(), err)
 	}
 	return false, nil
 }
@@ -196,6 +223,116 @@ func (s *Notifier) message(n *alerting.Notification) (*mail.Msg, error) {
 	m.SetGenHeader("Auto-Submitted", "auto-generated") // RFC 3834: no auto-replies
 	m.SetBodyString(mail.TypeTextPlain, Body(n))
 	return m, nil
+}
+
+// groupMessage builds the mail about ns, more than one.
+func (s *Notifier) groupMessage(ns []*alerting.Notification) (*mail.Msg, error) {
+	m := mail.NewMsg()
+	if err := m.From(s.from); err != nil {
+		return nil, err
+	}
+	if err := m.To(s.to...); err != nil {
+		return nil, err
+	}
+	m.Subject(GroupSubject(ns))
+	ids := make([]string, len(ns))
+	var rules []string
+	status := alerting.StatusResolved
+	var date time.Time
+	for i, n := range ns {
+		ids[i] = n.ID
+		if !slices.Contains(rules, n.Rule) {
+			rules = append(rules, n.Rule)
+		}
+		if n.Status == alerting.StatusFiring {
+			status = alerting.StatusFiring
+		}
+		if n.EvaluatedAt.After(date) {
+			date = n.EvaluatedAt
+		}
+	}
+	// The same batch sent twice (a delivery not recorded before a crash)
+	// has the same Message-ID, which a relay or a mailbox can drop.
+	sum := sha256.Sum256([]byte(strings.Join(ids, "\n")))
+	m.SetMessageIDWithValue("group." + hex.EncodeToString(sum[:16]) + "@" + s.domain)
+	// The latest transition's time: the mail tells of all of them.
+	m.SetDateWithValue(date)
+	m.SetGenHeader("X-Dmonitor-Notification-Id", ids...)
+	m.SetGenHeader("X-Dmonitor-Status", string(status))
+	m.SetGenHeader("X-Dmonitor-Rule", rules...)
+	m.SetGenHeader("Auto-Submitted", "auto-generated")
+	m.SetBodyString(mail.TypeTextPlain, GroupBody(ns))
+	return m, nil
+}
+
+// GroupSubject returns the subject of the mail about ns, as Alertmanager's
+// default subject counts them: "[FIRING:3] www-http on 3 hosts (http)" when
+// any fires, "[RESOLVED:3] ..." otherwise, then what they have in common:
+// their rule (or rules, up to three; or how many), their host (or how
+// many hosts), their check.
+func GroupSubject(ns []*alerting.Notification) string {
+	var firing, resolved int
+	var rules, hosts, checks []string
+	add := func(list *[]string, v string) {
+		if v != "" && !slices.Contains(*list, v) {
+			*list = append(*list, v)
+		}
+	}
+	for _, n := range ns {
+		if n.Status == alerting.StatusFiring {
+			firing++
+		} else {
+			resolved++
+		}
+		add(&rules, n.Rule)
+		add(&hosts, n.Labels[alerting.LabelHost])
+		add(&checks, n.Labels[alerting.LabelCheck])
+	}
+	var b strings.Builder
+	if firing > 0 {
+		fmt.Fprintf(&b, "[FIRING:%d]", firing)
+	} else {
+		fmt.Fprintf(&b, "[RESOLVED:%d]", resolved)
+	}
+	slices.Sort(rules)
+	switch {
+	case len(rules) <= 3:
+		fmt.Fprintf(&b, " %s", strings.Join(rules, ", "))
+	default:
+		fmt.Fprintf(&b, " %d rules", len(rules))
+	}
+	switch len(hosts) {
+	case 0:
+	case 1:
+		fmt.Fprintf(&b, " on %s", hosts[0])
+	default:
+		fmt.Fprintf(&b, " on %d hosts", len(hosts))
+	}
+	if len(checks) == 1 {
+		fmt.Fprintf(&b, " (%s)", checks[0])
+	}
+	return b.String()
+}
+
+// GroupBody returns the plain-text body of the mail about ns: how many
+// fire and how many are resolved, then each notification as Body gives
+// it, under its Subject, the firing ones first, each side in queue order.
+func GroupBody(ns []*alerting.Notification) string {
+	var firing, resolved []*alerting.Notification
+	for _, n := range ns {
+		if n.Status == alerting.StatusFiring {
+			firing = append(firing, n)
+		} else {
+			resolved = append(resolved, n)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d firing, %d resolved.\n", len(firing), len(resolved))
+	for i, n := range slices.Concat(firing, resolved) {
+		fmt.Fprintf(&b, "\n=== %d/%d %s ===\n\n", i+1, len(ns), Subject(n))
+		b.WriteString(Body(n))
+	}
+	return b.String()
 }
 
 // Subject returns the mail subject for n:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	netmail "net/mail"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -310,5 +311,122 @@ func TestMessageIDParses(t *testing.T) {
 	ids, err := netmail.ParseAddressList(strings.Trim(got.Msg.Header.Get("Message-Id"), "<>"))
 	if err != nil || len(ids) != 1 || ids[0].Address != firing.ID+"@mon.example.org" {
 		t.Errorf("Message-Id %q: %v %v", got.Msg.Header.Get("Message-Id"), ids, err)
+	}
+}
+
+// TestNotifyBatchMail sends one mail about three notifications and checks
+// what its reader and a duplicate filter see: the count in the subject,
+// every id in the header, each alert in the body, and a Message-ID that
+// the same batch always has.
+func TestNotifyBatchMail(t *testing.T) {
+	srv := smtptest.Start(t, "127.0.0.1:0")
+	n := newNotifier(t, smtp.Config{Addr: srv.Addr})
+	f1, r1 := incident("www1", t0)
+	f2, _ := incident("www2", t0.Add(time.Minute))
+	f3, _ := incident("www3", t0.Add(2*time.Minute))
+	batch := []*alerting.Notification{f2, r1, f3}
+
+	if retry, err := n.NotifyBatch(context.Background(), nil, batch); err != nil {
+		t.Fatalf("NotifyBatch: %v (retry %v)", err, retry)
+	}
+	got := srv.Next(t)
+	h := got.Msg.Header
+	for name, want := range map[string]string{
+		"Subject":                    "[FIRING:2] www-http on 3 hosts (http)",
+		"X-Dmonitor-Notification-Id": f2.ID + ", " + r1.ID + ", " + f3.ID,
+		"X-Dmonitor-Status":          "firing",
+		"X-Dmonitor-Rule":            "www-http",
+		"Auto-Submitted":             "auto-generated",
+	} {
+		if h.Get(name) != want {
+			t.Errorf("header %s: %q, want %q", name, h.Get(name), want)
+		}
+	}
+	// The latest transition: www1's resolution, five minutes after t0.
+	if date, err := h.Date(); err != nil || !date.Equal(t0.Add(5*time.Minute)) {
+		t.Errorf("Date %v (%v), want the latest transition time", date, err)
+	}
+	msgID := h.Get("Message-Id")
+	if !regexp.MustCompile(`^<group\.[0-9a-f]{32}@example\.org>$`).MatchString(msgID) {
+		t.Errorf("Message-Id %q", msgID)
+	}
+	// The firing ones first, then the resolved one, each with its id.
+	want := []string{
+		"2 firing, 1 resolved.",
+		"=== 1/3 [FIRING] www-http on www2 (http) ===",
+		"www2 http down from 2 of 3 observers",
+		"Id:          " + f2.ID,
+		"=== 2/3 [FIRING] www-http on www3 (http) ===",
+		"Id:          " + f3.ID,
+		"=== 3/3 [RESOLVED] www-http on www1 (http) ===",
+		"Resolved at: 2025-03-01T12:05:00Z",
+		"Id:          " + r1.ID,
+	}
+	at := 0
+	for _, w := range want {
+		i := strings.Index(got.Body[at:], w)
+		if i < 0 {
+			t.Fatalf("body lacks %q after offset %d:\n%s", w, at, got.Body)
+		}
+		at += i + len(w)
+	}
+
+	// The same batch again has the same Message-ID; another has another.
+	if _, err := n.NotifyBatch(context.Background(), nil, batch); err != nil {
+		t.Fatal(err)
+	}
+	if again := srv.Next(t).Msg.Header.Get("Message-Id"); again != msgID {
+		t.Errorf("the same batch sent again has Message-Id %q, the first %q", again, msgID)
+	}
+	if _, err := n.NotifyBatch(context.Background(), nil, []*alerting.Notification{f1, f2}); err != nil {
+		t.Fatal(err)
+	}
+	if other := srv.Next(t).Msg.Header.Get("Message-Id"); other == msgID {
+		t.Errorf("another batch has the same Message-Id %q", other)
+	}
+
+	// A batch of one is the mail Notify sends.
+	if _, err := n.NotifyBatch(context.Background(), nil, []*alerting.Notification{f1}); err != nil {
+		t.Fatal(err)
+	}
+	one := srv.Next(t).Msg.Header
+	if one.Get("Subject") != "[FIRING] www-http on www1 (http)" || one.Get("Message-Id") != "<"+f1.ID+"@example.org>" {
+		t.Errorf("batch of one: subject %q, Message-Id %q", one.Get("Subject"), one.Get("Message-Id"))
+	}
+}
+
+func TestGroupSubject(t *testing.T) {
+	n := func(rule, host, check string, status alerting.Status) *alerting.Notification {
+		l := map[string]string{}
+		if host != "" {
+			l["host"] = host
+		}
+		if check != "" {
+			l["check"] = check
+		}
+		return &alerting.Notification{Rule: rule, Status: status, Labels: l}
+	}
+	f, r := alerting.StatusFiring, alerting.StatusResolved
+	tests := []struct {
+		name string
+		ns   []*alerting.Notification
+		want string
+	}{
+		// All resolved: counted as such.
+		{"resolved", []*alerting.Notification{n("www-http", "www1", "http", r), n("www-http", "www2", "http", r)},
+			"[RESOLVED:2] www-http on 2 hosts (http)"},
+		// One host, several rules and checks.
+		{"one host", []*alerting.Notification{n("host-up", "db1", "ping", f), n("mysql", "db1", "mysql", f)},
+			"[FIRING:2] host-up, mysql on db1"},
+		// Many rules are counted, not listed; no host at all.
+		{"many rules", []*alerting.Notification{n("a", "", "", f), n("b", "", "", f), n("c", "", "", r), n("d", "", "", f)},
+			"[FIRING:3] 4 rules"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := smtp.GroupSubject(tt.ns); got != tt.want {
+				t.Errorf("GroupSubject = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

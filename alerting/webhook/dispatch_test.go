@@ -2,9 +2,11 @@ package webhook_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -122,5 +124,68 @@ func TestDispatcherReceiverDownThenUp(t *testing.T) {
 	}
 	if s.Failed != 0 || s.Overflowed != 0 {
 		t.Errorf("stats %+v: nothing may be failed or dropped", s)
+	}
+}
+
+// gate is a Clock whose every wait lasts until the test opens the gate,
+// and none after: the test queues all it wants first.
+type gate chan time.Time
+
+func (gate) Now() time.Time                         { return t0 }
+func (g gate) After(time.Duration) <-chan time.Time { return g }
+
+// TestDispatcherGroupsHosts: twenty hosts go down at once and come back:
+// the webhook is called twice, every firing alert in the first call, every
+// resolved one in the second, each alert with its own id.
+func TestDispatcherGroupsHosts(t *testing.T) {
+	h, got := recording(t)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	w := newNotifier(t, webhook.Config{URL: srv.URL, Receiver: "hooks"})
+	open := make(gate)
+	d := alerting.NewDispatcher(map[string]alerting.Notifier{"hooks": w}, nil, alerting.DispatcherOptions{
+		Clock: open, Groups: map[string]alerting.Grouping{"hooks": {Wait: time.Second, By: []string{"alertname"}}}})
+	var firing, resolved []*alerting.Notification
+	for i := range 20 {
+		f, r := incident(fmt.Sprintf("www%02d", i), t0)
+		firing, resolved = append(firing, f), append(resolved, r)
+	}
+	for _, n := range append(slices.Clone(firing), resolved...) {
+		if err := d.Send("hooks", *n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	close(open)
+
+	for _, want := range []struct {
+		status string
+		ns     []*alerting.Notification
+	}{{"firing", firing}, {"resolved", resolved}} {
+		r := next(t, got)
+		field(t, r.body, "status", want.status)
+		field(t, r.body, "groupLabels", map[string]any{"alertname": "www-http"})
+		alerts, _ := r.body["alerts"].([]any)
+		if len(alerts) != len(want.ns) {
+			t.Fatalf("%s call: %d alerts, want %d", want.status, len(alerts), len(want.ns))
+		}
+		for i, n := range want.ns {
+			a := alerts[i].(map[string]any)
+			if a["id"] != n.ID || a["status"] != want.status {
+				t.Errorf("%s call, alert %d: %v %v, want %s %s", want.status, i, a["status"], a["id"], want.status, n.ID)
+			}
+		}
+	}
+	waitStats(t, d, func(s alerting.ReceiverStats) bool { return s.Sent == 40 && s.Queued == 0 })
+	select {
+	case r := <-got:
+		t.Errorf("a third call: %s", r.id)
+	default:
 	}
 }

@@ -15,17 +15,20 @@ import (
 const Version = "4"
 
 // LabelAlertname is the label that names the rule, as in Prometheus.
-const LabelAlertname = "alertname"
+const LabelAlertname = alerting.LabelAlertname
 
 // Message is the JSON body of a webhook notification: Alertmanager's webhook
 // payload (version 4), so tools that accept Alertmanager webhooks accept it.
-// dmonitor does not group: a Message always holds exactly one alert, so the
-// group and common labels are that alert's labels.
+// Payload's Message holds one alert, and its group and common labels are
+// that alert's labels; GroupPayload's holds a group of alerts, as an
+// Alertmanager route's group_by gathers them.
 type Message struct {
-	Version           string            `json:"version"`
-	GroupKey          string            `json:"groupKey"`
-	TruncatedAlerts   int               `json:"truncatedAlerts"`
-	Status            string            `json:"status"` // "firing" or "resolved"
+	Version         string `json:"version"`
+	GroupKey        string `json:"groupKey"`
+	TruncatedAlerts int    `json:"truncatedAlerts"`
+	// Status is "firing" when any of the alerts fires, "resolved" when all
+	// are resolved.
+	Status            string            `json:"status"`
 	Receiver          string            `json:"receiver"`
 	GroupLabels       map[string]string `json:"groupLabels"`
 	CommonLabels      map[string]string `json:"commonLabels"`
@@ -66,48 +69,112 @@ func Labels(n *alerting.Notification) map[string]string {
 	return l
 }
 
-// Payload returns the Message announcing n to the receiver named receiver.
-// externalURL is the URL of this dmonitor (its control API), or empty; the
-// alert's generatorURL is its status page, externalURL + "/status". Times
-// are in UTC. Payload does not keep n.
+// Payload returns the Message announcing n alone to the receiver named
+// receiver: its group is the alert itself, so groupLabels, commonLabels and
+// groupKey are made of all its labels. externalURL is the URL of this
+// dmonitor (its control API), or empty; the alert's generatorURL is its
+// status page, externalURL + "/status". Times are in UTC. Payload does not
+// keep n.
 func Payload(receiver, externalURL string, n *alerting.Notification) Message {
-	labels := Labels(n)
-	set := toLabelSet(labels)
-	annotations := maps.Clone(n.Annotations)
-	if annotations == nil {
-		annotations = map[string]string{} // "{}", never null, in the JSON
-	}
-	var generator string
-	if externalURL != "" {
-		generator = strings.TrimSuffix(externalURL, "/") + "/status"
-	}
-	status := string(n.Status)
-	alert := Alert{
-		ID:           n.ID,
-		Status:       status,
-		Labels:       labels,
-		Annotations:  annotations,
-		StartsAt:     n.StartsAt.UTC(),
-		GeneratorURL: generator,
-		Fingerprint:  set.Fingerprint().String(),
-	}
-	if n.Status == alerting.StatusResolved {
-		alert.EndsAt = n.EndsAt.UTC()
-	}
+	a := alert(generator(externalURL), n)
 	return Message{
 		Version: Version,
 		// Alertmanager's form, route key ":" group labels, with the root
 		// route's key: one group per alert, the same while it fires and
 		// once it is resolved.
-		GroupKey:          "{}:" + set.String(),
-		Status:            status,
+		GroupKey:          "{}:" + toLabelSet(a.Labels).String(),
+		Status:            a.Status,
 		Receiver:          receiver,
-		GroupLabels:       maps.Clone(labels),
-		CommonLabels:      maps.Clone(labels),
-		CommonAnnotations: maps.Clone(annotations),
+		GroupLabels:       maps.Clone(a.Labels),
+		CommonLabels:      maps.Clone(a.Labels),
+		CommonAnnotations: maps.Clone(a.Annotations),
 		ExternalURL:       externalURL,
-		Alerts:            []Alert{alert},
+		Alerts:            []Alert{a},
 	}
+}
+
+// GroupPayload returns the Message announcing ns, one alert each in their
+// order, to the receiver named receiver, as Alertmanager announces a group:
+// groupLabels is group (the labels named by the receiver's group_by, see
+// alerting.BatchNotifier), groupKey is "{}:" and group as a label set
+// (the same for every message of the group), commonLabels and
+// commonAnnotations are those every alert has with the same value, and
+// status is firing when any alert fires. externalURL is as for Payload.
+// GroupPayload does not keep ns or group.
+func GroupPayload(receiver, externalURL string, group map[string]string, ns []*alerting.Notification) Message {
+	gen := generator(externalURL)
+	alerts := make([]Alert, len(ns))
+	status := alerting.StatusResolved
+	for i, n := range ns {
+		alerts[i] = alert(gen, n)
+		if n.Status == alerting.StatusFiring {
+			status = alerting.StatusFiring
+		}
+	}
+	groupLabels := maps.Clone(group)
+	if groupLabels == nil {
+		groupLabels = map[string]string{}
+	}
+	m := Message{
+		Version:           Version,
+		GroupKey:          "{}:" + toLabelSet(groupLabels).String(),
+		Status:            string(status),
+		Receiver:          receiver,
+		GroupLabels:       groupLabels,
+		CommonLabels:      map[string]string{},
+		CommonAnnotations: map[string]string{},
+		ExternalURL:       externalURL,
+		Alerts:            alerts,
+	}
+	if len(alerts) > 0 {
+		m.CommonLabels = common(alerts, func(a Alert) map[string]string { return a.Labels })
+		m.CommonAnnotations = common(alerts, func(a Alert) map[string]string { return a.Annotations })
+	}
+	return m
+}
+
+// common returns the pairs of field that every alert has.
+func common(alerts []Alert, field func(Alert) map[string]string) map[string]string {
+	out := maps.Clone(field(alerts[0]))
+	for _, a := range alerts[1:] {
+		m := field(a)
+		maps.DeleteFunc(out, func(k, v string) bool {
+			w, ok := m[k]
+			return !ok || w != v
+		})
+	}
+	return out
+}
+
+// generator returns the generatorURL of the alerts: the status page of
+// externalURL, or "" without one.
+func generator(externalURL string) string {
+	if externalURL == "" {
+		return ""
+	}
+	return strings.TrimSuffix(externalURL, "/") + "/status"
+}
+
+// alert returns n as an Alert of a Message.
+func alert(generatorURL string, n *alerting.Notification) Alert {
+	labels := Labels(n)
+	annotations := maps.Clone(n.Annotations)
+	if annotations == nil {
+		annotations = map[string]string{} // "{}", never null, in the JSON
+	}
+	a := Alert{
+		ID:           n.ID,
+		Status:       string(n.Status),
+		Labels:       labels,
+		Annotations:  annotations,
+		StartsAt:     n.StartsAt.UTC(),
+		GeneratorURL: generatorURL,
+		Fingerprint:  toLabelSet(labels).Fingerprint().String(),
+	}
+	if n.Status == alerting.StatusResolved {
+		a.EndsAt = n.EndsAt.UTC()
+	}
+	return a
 }
 
 func toLabelSet(m map[string]string) model.LabelSet {

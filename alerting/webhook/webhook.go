@@ -1,6 +1,7 @@
 // Package webhook is the generic webhook notifier: it POSTs Alertmanager's
-// webhook payload (version 4) about each notification to a URL. Payload and
-// Message are also the JSON that alerting/exec writes to a command's stdin.
+// webhook payload (version 4) about a notification, or a group of them, to a
+// URL. Payload and Message are also the JSON that alerting/exec writes to a
+// command's stdin.
 package webhook
 
 import (
@@ -24,7 +25,9 @@ import (
 const DefaultTimeout = 10 * time.Second
 
 // HeaderNotificationID carries the notification's id in every request, so a
-// receiver can drop a duplicate without parsing the body.
+// receiver can drop a duplicate without parsing the body. A request about a
+// group carries the ids of all its alerts, in their order, as one list
+// separated by ", " (HTTP's list syntax; each id is hex).
 const HeaderNotificationID = "X-Dmonitor-Notification-Id"
 
 // maxErrorBody is how much of a refusal's body goes into the error.
@@ -54,7 +57,7 @@ type Notifier struct {
 	client      *http.Client
 }
 
-var _ alerting.Notifier = (*Notifier)(nil)
+var _ alerting.BatchNotifier = (*Notifier)(nil)
 
 // New returns a Notifier for cfg, or an error naming every field that is
 // wrong. It does not connect: a receiver that is down is a delivery failure,
@@ -112,27 +115,62 @@ func (w *Notifier) Notify(ctx context.Context, n *alerting.Notification) (retry 
 	if err != nil {
 		return false, fmt.Errorf("encode webhook payload of notification %s: %w", n.ID, err)
 	}
-	return Post(ctx, w.client, w.url, w.timeout, n.ID, body)
+	return Post(ctx, w.client, w.url, w.timeout, []string{n.ID}, body)
 }
 
-// Post POSTs body as JSON to u with n's id in HeaderNotificationID, within
+// NotifyBatch posts GroupPayload(receiver, externalURL, group, ns) to the
+// URL: one request with one alert per notification, the ids of all in
+// HeaderNotificationID. Its outcome is classified as Notify's.
+func (w *Notifier) NotifyBatch(ctx context.Context, group map[string]string, ns []*alerting.Notification) (retry bool, err error) {
+	ids := IDs(ns)
+	body, err := json.Marshal(GroupPayload(w.receiver, w.externalURL, group, ns))
+	if err != nil {
+		return false, fmt.Errorf("encode webhook payload of %s: %w", Describe(ids), err)
+	}
+	return Post(ctx, w.client, w.url, w.timeout, ids, body)
+}
+
+// IDs returns the ids of ns, in order.
+func IDs(ns []*alerting.Notification) []string {
+	ids := make([]string, len(ns))
+	for i, n := range ns {
+		ids[i] = n.ID
+	}
+	return ids
+}
+
+// Describe names the notifications ids in an error: "notification ID", or
+// "3 notifications (ID and 2 more)", the first id being the one a log
+// names too.
+func Describe(ids []string) string {
+	switch len(ids) {
+	case 0:
+		return "no notification"
+	case 1:
+		return "notification " + ids[0]
+	}
+	return fmt.Sprintf("%d notifications (%s and %d more)", len(ids), ids[0], len(ids)-1)
+}
+
+// Post POSTs body as JSON to u with ids in HeaderNotificationID, within
 // timeout, and classifies the outcome as Notify documents. The error names
-// the notification and the URL (without its password). It is shared with
+// the notifications and the URL (without its password). It is shared with
 // the Alertmanager notifier, whose API answers the same way.
-func Post(ctx context.Context, client *http.Client, u *url.URL, timeout time.Duration, id string, body []byte) (retry bool, err error) {
+func Post(ctx context.Context, client *http.Client, u *url.URL, timeout time.Duration, ids []string, body []byte) (retry bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	what := Describe(ids)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {
-		return false, fmt.Errorf("notification %s to %s: %w", id, u.Redacted(), err)
+		return false, fmt.Errorf("%s to %s: %w", what, u.Redacted(), err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "dmonitor")
-	req.Header.Set(HeaderNotificationID, id)
+	req.Header.Set(HeaderNotificationID, strings.Join(ids, ", "))
 	resp, err := client.Do(req)
 	if err != nil {
 		// Do's error already names the method and the redacted URL.
-		return true, fmt.Errorf("notification %s: %w", id, err)
+		return true, fmt.Errorf("%s: %w", what, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 == 2 {
@@ -143,5 +181,5 @@ func Post(ctx context.Context, client *http.Client, u *url.URL, timeout time.Dur
 	}
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	retry = resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests
-	return retry, fmt.Errorf("notification %s to %s: %s: %s", id, u.Redacted(), resp.Status, strings.TrimSpace(string(msg)))
+	return retry, fmt.Errorf("%s to %s: %s: %s", what, u.Redacted(), resp.Status, strings.TrimSpace(string(msg)))
 }

@@ -302,3 +302,103 @@ func TestNewErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestNotifyBatchPayload posts a group of three alerts, two firing and one
+// resolved, and checks every group field as Alertmanager fills it and each
+// alert as Payload makes it, with its own id.
+func TestNotifyBatchPayload(t *testing.T) {
+	srv, got := recorder(t)
+	w := newNotifier(t, webhook.Config{URL: srv.URL + "/alerts", Receiver: "hooks", ExternalURL: "http://dmonitor.example.org:2929"})
+	f1, r1 := incident("www1", t0)
+	f2, _ := incident("www2", t0.Add(time.Minute))
+	// Another rule's labels and annotations: only what all three share is
+	// common.
+	f3, _ := incident("www3", t0.Add(2*time.Minute))
+	f3.Rule = "www-tls"
+	f3.Annotations = map[string]string{"outputs": f1.Annotations["outputs"]}
+	ns := []*alerting.Notification{f2, r1, f3}
+	group := map[string]string{"check": "http"}
+
+	if retry, err := w.NotifyBatch(context.Background(), group, ns); err != nil {
+		t.Fatalf("NotifyBatch: %v (retry %v)", err, retry)
+	}
+	r := next(t, got)
+	if want := f2.ID + ", " + r1.ID + ", " + f3.ID; r.id != want {
+		t.Errorf("header %s %q, want every id, %q", webhook.HeaderNotificationID, r.id, want)
+	}
+	b := r.body
+	wantKeys(t, "batch payload", b, "version", "groupKey", "truncatedAlerts", "status", "receiver",
+		"groupLabels", "commonLabels", "commonAnnotations", "externalURL", "alerts")
+	field(t, b, "version", "4")
+	// Alertmanager's form: the route key and the group labels.
+	field(t, b, "groupKey", `{}:{check="http"}`)
+	field(t, b, "truncatedAlerts", 0.0)
+	// One alert fires: the group fires.
+	field(t, b, "status", "firing")
+	field(t, b, "receiver", "hooks")
+	field(t, b, "groupLabels", map[string]any{"check": "http"})
+	field(t, b, "commonLabels", map[string]any{"check": "http", "severity": "critical", "team": "web"})
+	field(t, b, "commonAnnotations", map[string]any{"outputs": f1.Annotations["outputs"]})
+	field(t, b, "externalURL", "http://dmonitor.example.org:2929")
+	alerts, _ := b["alerts"].([]any)
+	if len(alerts) != 3 {
+		t.Fatalf("alerts %v, want three", b["alerts"])
+	}
+	for i, n := range ns {
+		a, _ := alerts[i].(map[string]any)
+		single := webhook.Payload("hooks", "http://dmonitor.example.org:2929", n).Alerts[0]
+		wantKeys(t, "alert", a, "id", "status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint")
+		field(t, a, "id", n.ID)
+		field(t, a, "status", string(n.Status))
+		field(t, a, "startsAt", single.StartsAt.Format(time.RFC3339))
+		field(t, a, "endsAt", single.EndsAt.Format(time.RFC3339))
+		field(t, a, "fingerprint", single.Fingerprint)
+		field(t, a, "generatorURL", "http://dmonitor.example.org:2929/status")
+		field(t, a, "labels", toAny(single.Labels))
+		field(t, a, "annotations", toAny(single.Annotations))
+	}
+
+	// All resolved: the group is resolved. No group_by: no group labels,
+	// and one groupKey for the receiver.
+	_, r2 := incident("www2", t0.Add(time.Minute))
+	if _, err := w.NotifyBatch(context.Background(), map[string]string{}, []*alerting.Notification{r1, r2}); err != nil {
+		t.Fatal(err)
+	}
+	b = next(t, got).body
+	field(t, b, "status", "resolved")
+	field(t, b, "groupKey", "{}:{}")
+	field(t, b, "groupLabels", map[string]any{})
+	field(t, b, "commonLabels", map[string]any{"alertname": "www-http", "check": "http", "severity": "critical", "team": "web"})
+}
+
+func toAny(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// TestNotifyBatchRetryClassification: a group is refused or retried as one
+// request is, and the error names how many notifications it held.
+func TestNotifyBatchRetryClassification(t *testing.T) {
+	f1, _ := incident("www1", t0)
+	f2, _ := incident("www2", t0)
+	for _, tc := range []struct {
+		status int
+		retry  bool
+	}{{503, true}, {429, true}, {400, false}, {413, false}} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(tc.status)
+		}))
+		t.Cleanup(srv.Close)
+		w := newNotifier(t, webhook.Config{URL: srv.URL, Receiver: "hooks"})
+		retry, err := w.NotifyBatch(context.Background(), nil, []*alerting.Notification{f1, f2})
+		if err == nil || retry != tc.retry {
+			t.Errorf("%d: retry %v, err %v; want retry %v and an error", tc.status, retry, err, tc.retry)
+		}
+		if err != nil && !strings.Contains(err.Error(), "2 notifications ("+f1.ID+" and 1 more)") {
+			t.Errorf("%d: error %q does not name the notifications", tc.status, err)
+		}
+	}
+}

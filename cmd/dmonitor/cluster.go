@@ -56,7 +56,7 @@ func (c *cluster) termSender(rs receivers, metrics *alerting.Metrics, log *slog.
 	return func(epoch int64) (evaluator.Sender, func(), error) {
 		ctx, cancel := context.WithCancel(context.Background())
 		d, err := c.state.OpenDispatcher(ctx, epoch, rs.queues, log.With("component", "notify", "epoch", epoch),
-			alerting.DispatcherOptions{Metrics: metrics})
+			rs.options(alerting.DispatcherOptions{Metrics: metrics}))
 		if err != nil {
 			cancel()
 			return nil, nil, fmt.Errorf("notification queues of term %d: %w", epoch, err)

@@ -427,3 +427,87 @@ func TestFailureDomainsEndToEnd(t *testing.T) {
 	}
 	c.stopNodes()
 }
+
+// TestGroupingEndToEnd: twenty independent hosts down at once reach each
+// destination of the receiver in at most two notifications, all twenty
+// alerts in them, each with its own id; their recovery likewise.
+func TestGroupingEndToEnd(t *testing.T) {
+	requirePlugins(t)
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	hooks := startHookSink(t)
+	_, port, _ := strings.Cut(loopback.FreeAddr(t), ":")
+	files := map[string]string{"alert.d/oncall@example.org": ""}
+	var svcs []*tcpService
+	for i := 1; i <= 20; i++ {
+		host := fmt.Sprintf("127.0.0.%d", i)
+		svcs = append(svcs, startService(t, host+":"+port))
+		files["hosts.d/"+host+"/svc"] = ""
+	}
+	control := loopback.FreeAddr(t)
+	dir := t.TempDir()
+	// group_wait covers the interval over which the checks are splayed.
+	files["dmonitor.yaml"] = fmt.Sprintf(`observer: e2e
+interval: 1s
+control: {listen: %q}
+tsdb: {listen: ""}
+smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+receivers:
+  default:
+    group_wait: 3s
+    webhook: {url: %q}
+checks:
+  svc:
+    command: [check_tcp, -H, "{{host}}", -p, %q]
+`, control, mail.Addr, hooks.URL, port)
+	writeTree(t, dir, files)
+	d := startDaemon(t, dir, control)
+	await.Until(t, "every host up", func() bool {
+		n := 0
+		for _, in := range d.instances(t) {
+			if in.State == "ok" {
+				n++
+			}
+		}
+		return n == 20
+	})
+
+	// collect takes the webhook calls and mails until every host has an
+	// alert of status in them, and checks there are at most two of each.
+	collect := func(status string) {
+		t.Helper()
+		calls, mails := 0, 0
+		hooked, mailed := map[string]bool{}, map[string]bool{}
+		await.Until(t, "20 "+status+" alerts by webhook and mail", func() bool {
+			select {
+			case c := <-hooks.calls:
+				calls++
+				for _, a := range c {
+					if a.Status != status || a.ID == "" {
+						t.Errorf("webhook alert %+v, want %s with an id", a, status)
+					}
+					hooked[a.Labels["host"]] = true
+				}
+			case m := <-mail.Received:
+				mails++
+				for id := range strings.SplitSeq(m.Msg.Header.Get("X-Dmonitor-Notification-Id"), ", ") {
+					mailed[id] = true
+				}
+			default:
+			}
+			return len(hooked) == 20 && len(mailed) == 20
+		})
+		if calls > 2 || mails > 2 {
+			t.Errorf("20 hosts %s: %d webhook calls and %d mails, want at most two of each", status, calls, mails)
+		}
+	}
+	for _, s := range svcs {
+		s.l.Close()
+	}
+	collect("firing")
+	for _, s := range svcs {
+		startService(t, s.addr)
+	}
+	collect("resolved")
+	d.stop(t)
+	hooks.none(t, "after the recovery")
+}

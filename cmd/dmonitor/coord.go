@@ -103,7 +103,7 @@ func openCoordination(cfg *config.Config, token string, rs receivers, reg promet
 		c.silences = fileSilences
 	}
 	metrics := alerting.NewMetrics(reg)
-	dopts := alerting.DispatcherOptions{Dir: filepath.Join(cfg.DataDir, "notify"), Metrics: metrics}
+	dopts := rs.options(alerting.DispatcherOptions{Dir: filepath.Join(cfg.DataDir, "notify"), Metrics: metrics})
 	if peers {
 		var shared peershare.SilenceStore
 		if c.mode == config.ModePeer {
@@ -169,7 +169,7 @@ func openCoordination(cfg *config.Config, token string, rs receivers, reg promet
 			// No queues on this node's disk: those of the terms live
 			// in Redis. Saying that no node leads must not need Redis.
 			d := alerting.NewDispatcher(rs.queues, log.With("component", "notify", "queues", "fallback"),
-				alerting.DispatcherOptions{Metrics: metrics})
+				rs.options(alerting.DispatcherOptions{Metrics: metrics}))
 			c.fallback = router{d, rs.routes}
 			c.run = append(c.run, d.Run)
 			break

@@ -180,6 +180,7 @@ interval: 1s
 control: {listen: %q}
 tsdb: {listen: ""}
 smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+receivers: {default: {group_wait: 0s}} # one mail per alert, as counted below
 checks:
   gw:
     command: [check_tcp, -H, "{{host}}", -p, %q]

@@ -247,6 +247,7 @@ interval: 2s
 control: {listen: %q}
 tsdb: {backend: opentsdb, url: "http://%s"}
 smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+receivers: {default: {group_wait: 0s}} # one mail per page, as counted below
 checks:
   flip:
     command: [plugins/check_flip, %q, "{{host}}"]

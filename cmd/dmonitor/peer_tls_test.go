@@ -35,6 +35,7 @@ interval: 1s
 control: {listen: %q, token_file: token, tls_cert_file: cert.pem, tls_key_file: key.pem, tls_ca_file: ca.pem}
 tsdb: {listen: ""}
 smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+receivers: {default: {group_wait: 0s}} # one mail per alert, as counted below
 `, addr, addr, mail.Addr),
 			"nodes.txt":                  strings.Join(addrs, "\n") + "\n",
 			"token":                      clusterToken + "\n",

@@ -70,6 +70,7 @@ interval: 1s
 control: {listen: %q, token_file: token}
 tsdb: {listen: ""}
 smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+receivers: {default: {group_wait: 0s}} # one mail per alert, as counted below
 checks:
   ctl:
     command: [check_ctl, "{{host}}"]

@@ -28,6 +28,7 @@ import (
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/control"
 	"github.com/dmonitor/dmonitor/evaluator"
+	"github.com/dmonitor/dmonitor/evaluator/leader"
 	"github.com/dmonitor/dmonitor/internal/httpserve"
 	"github.com/dmonitor/dmonitor/plugin"
 	"github.com/dmonitor/dmonitor/rules"
@@ -330,12 +331,23 @@ type silenceStore interface {
 type receivers struct {
 	queues map[string]alerting.Notifier // "ops/email" → its notifier
 	routes map[string][]string          // "ops" → its queues
+	// groups are the receivers' group_wait and group_by, by queue: each
+	// destination of a receiver groups alike.
+	groups map[string]alerting.Grouping
+}
+
+// options returns opts with the receivers' grouping: what every
+// Dispatcher of rs is built with.
+func (rs receivers) options(opts alerting.DispatcherOptions) alerting.DispatcherOptions {
+	opts.Groups = rs.groups
+	return opts
 }
 
 // buildReceivers builds a notifier for every destination of every receiver,
 // or reports every one that is wrong.
 func buildReceivers(cfg *config.Config, log *slog.Logger) (receivers, error) {
-	rs := receivers{queues: make(map[string]alerting.Notifier), routes: make(map[string][]string)}
+	rs := receivers{queues: make(map[string]alerting.Notifier), routes: make(map[string][]string),
+		groups: make(map[string]alerting.Grouping)}
 	externalURL := ""
 	if cfg.Control.Listen != "" {
 		externalURL = "http://" + cfg.Control.Listen
@@ -352,6 +364,8 @@ func buildReceivers(cfg *config.Config, log *slog.Logger) (receivers, error) {
 		q := name + "/" + kind
 		rs.queues[q] = n
 		rs.routes[name] = append(rs.routes[name], q)
+		r := cfg.Receivers[name]
+		rs.groups[q] = alerting.Grouping{Wait: r.GroupWait, By: r.GroupBy}
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Receivers)) {
 		r := cfg.Receivers[name]
@@ -375,7 +389,8 @@ func buildReceivers(cfg *config.Config, log *slog.Logger) (receivers, error) {
 			add(name, "exec", n, err)
 		}
 		if qs := rs.routes[name]; len(qs) > 0 {
-			log.Info("receiver ready", "receiver", name, "destinations", strings.Join(qs, ","))
+			log.Info("receiver ready", "receiver", name, "destinations", strings.Join(qs, ","),
+				"group_wait", r.GroupWait, "group_by", strings.Join(r.GroupBy, ","))
 		}
 	}
 	return rs, errors.Join(errs...)
@@ -408,5 +423,5 @@ func (r router) Failing(attempts int) map[string]string { return r.d.Failing(att
 // of cfg's targets (Set.Warnings).
 func loadRules(cfg *config.Config) (*rules.Set, error) {
 	names := append(slices.Collect(maps.Keys(cfg.Receivers)), config.DefaultReceiver)
-	return rules.Load(filepath.Join(cfg.Dir, "rules.d"), rules.Options{Receivers: names, Config: cfg})
+	return rules.Load(filepath.Join(cfg.Dir, "rules.d"), rules.Options{Receivers: names, Config: cfg, Reserved: leader.BuiltinRules()})
 }

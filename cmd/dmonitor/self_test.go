@@ -201,7 +201,8 @@ func TestDiskFullThenFreed(t *testing.T) {
 	mail := smtptest.Start(t, "127.0.0.1:0")
 	control := loopback.FreeAddr(t)
 	dir := t.TempDir()
-	selfTree(t, dir, control, mail, fmt.Sprintf("data_dir: %q\n", data))
+	// One mail per self alert, as counted below.
+	selfTree(t, dir, control, mail, fmt.Sprintf("data_dir: %q\nreceivers: {default: {group_wait: 0s}}\n", data))
 	begin := time.Now()
 	d := startDaemon(t, dir, control)
 	var stored float64

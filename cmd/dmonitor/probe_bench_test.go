@@ -1,0 +1,419 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dmonitor/dmonitor/internal/redistest"
+)
+
+// The probe benchmarks are the daemon benchmarks of bench_test.go for
+// in-process probes (issue 12): the real binary probing loopback targets
+// that this process serves, measured from outside as the plugin checks are.
+//
+// Set DMONITOR_BENCH_PROFILES to a directory to have them save the
+// daemon's profiles there (a heap profile once every check has run, a 10 s
+// CPU profile after the measuring window, so that profiling does not
+// perturb what is measured); read them with `go tool pprof -top FILE`.
+
+// probeListeners is how many loopback ports the probes are spread over, so
+// that no single port's accept queue or four-tuples limit the rate.
+const probeListeners = 8
+
+// tcpTargets starts n loopback TCP listeners that accept each connection
+// and close it, as a port a tcp probe without send or expect checks, and
+// returns their ports. They are closed, and their goroutines waited for,
+// at cleanup.
+func tcpTargets(b testing.TB, n int) []int {
+	b.Helper()
+	ports := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		wg.Go(func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		})
+		b.Cleanup(func() { l.Close() })
+	}
+	// Registered first, so run last: after every listener is closed.
+	b.Cleanup(wg.Wait)
+	return ports
+}
+
+// httpTargets starts n loopback HTTP servers answering every request with
+// 200 and a short body, without keep-alive (probes open a connection a
+// run, as check_http), and returns their ports.
+func httpTargets(b testing.TB, n int) []int {
+	b.Helper()
+	ports := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = io.WriteString(w, "all good\n")
+		})}
+		srv.SetKeepAlivesEnabled(false)
+		wg.Go(func() { _ = srv.Serve(l) })
+		b.Cleanup(func() { _ = srv.Close() })
+	}
+	b.Cleanup(wg.Wait)
+	return ports
+}
+
+// metricSum returns the sum of every series of the daemon's /metrics
+// whose name is name, whatever its labels.
+func (d *benchDaemon) metricSum(b testing.TB, name string) float64 {
+	b.Helper()
+	resp, err := http.Get("http://" + d.control + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		series, val, ok := strings.Cut(sc.Text(), " ")
+		if !ok || strings.HasPrefix(series, "#") {
+			continue
+		}
+		if n, _, _ := strings.Cut(series, "{"); n != name {
+			continue
+		}
+		v, err := strconv.ParseFloat(val, 64)
+		if err != nil {
+			b.Fatalf("/metrics: %q: %v", sc.Text(), err)
+		}
+		sum += v
+	}
+	if err := sc.Err(); err != nil {
+		b.Fatalf("/metrics: %v", err)
+	}
+	return sum
+}
+
+// saveProfile saves the daemon's /debug/pprof/<path> as <name>.pb.gz in
+// $DMONITOR_BENCH_PROFILES, when it is set.
+func (d *benchDaemon) saveProfile(b testing.TB, name, path string) {
+	b.Helper()
+	dir := os.Getenv("DMONITOR_BENCH_PROFILES")
+	if dir == "" {
+		return
+	}
+	resp, err := http.Get("http://" + d.control + "/debug/pprof/" + path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("/debug/pprof/%s: %s", path, resp.Status)
+	}
+	file := filepath.Join(dir, name+".pb.gz")
+	f, err := os.Create(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		b.Fatalf("/debug/pprof/%s: %v", path, err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("profile saved: %s", file)
+}
+
+// machineIdle returns the idle and the total CPU time of the machine, in
+// clock ticks, from the first line of /proc/stat. The share of idle time
+// over a window shows whether the daemon and its targets had the machine's
+// cores to themselves or shared them with other work.
+func machineIdle(b testing.TB) (idle, total float64) {
+	b.Helper()
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		b.Fatalf("/proc/stat: unexpected first line %q", line)
+	}
+	// user nice system idle iowait irq softirq steal (guest is in user).
+	for i, s := range f[1:min(len(f), 9)] {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			b.Fatalf("/proc/stat: %q: %v", line, err)
+		}
+		total += v
+		if i == 3 || i == 4 {
+			idle += v
+		}
+	}
+	return idle, total
+}
+
+// daemonWindow is what one measuring window of a running daemon saw.
+type daemonWindow struct {
+	checks, skipped, points float64
+	wall, cpu               time.Duration
+	// selfCPU is this process's CPU time meanwhile: the loopback targets
+	// it serves, and the benchmark's own polling.
+	selfCPU time.Duration
+	idle    float64 // the machine's idle share of the window, 0 to 1
+}
+
+// measureDaemon waits until the daemon has completed ramp checks, then
+// measures it for benchWindow, and fails unless every check was OK, every
+// point reached the store and each check wrote perCheck points. prof names
+// the CPU profile saved after the window, if profiles are asked for.
+func measureDaemon(b *testing.B, d *benchDaemon, ramp int, perCheck float64, prof string) daemonWindow {
+	b.Helper()
+	awaitBench(b, "the ramp's checks", 2*time.Minute, func() bool { return d.sample(b).checks >= float64(ramp) })
+	i0, t0 := machineIdle(b)
+	self0 := benchSelfCPU()
+	s0 := d.sample(b)
+	time.Sleep(benchWindow) // the measuring window itself, not a wait for an event
+	s1 := d.sample(b)
+	self1 := benchSelfCPU()
+	i1, t1 := machineIdle(b)
+	if prof != "" {
+		d.saveProfile(b, prof, "profile?seconds=10")
+	}
+	dropped := d.metricSum(b, "dmonitor_writer_dropped_points_total")
+
+	w := daemonWindow{
+		checks: s1.checks - s0.checks, skipped: s1.skipped - s0.skipped, points: s1.points - s0.points,
+		wall: s1.at.Sub(s0.at), cpu: s1.cpu - s0.cpu, selfCPU: self1 - self0,
+		idle: (i1 - i0) / (t1 - t0),
+	}
+	switch {
+	case w.checks <= 0:
+		b.Fatalf("no checks completed in %v", w.wall)
+	case s1.notOK > 0:
+		b.Fatalf("%v of %v checks were not OK: the daemon did not run them as configured, or a target failed", s1.notOK, s1.checks)
+	case s1.appendErrors > 0 || dropped > 0:
+		b.Fatalf("%v appends to the store failed and %v points were dropped: results were not written", s1.appendErrors, dropped)
+	// Points are counted once appended, checks once queued, so the
+	// writer's queue lets them part a little at the edges of the window;
+	// the heartbeat adds a point a second.
+	case w.points < 0.95*perCheck*w.checks:
+		b.Fatalf("%v points written for %v checks, want %v per check: results are not reaching the store", w.points, w.checks, perCheck)
+	}
+	return w
+}
+
+// BenchmarkProbesVsFloor runs, in the real daemon, tcp probes (and http
+// probes in the second sub-benchmark) against loopback listeners of this
+// process, more checks at a 1 s interval than the machine can run, so that
+// the daemon is CPU-bound and skips the runs that come due while the
+// previous run of the same check is still waiting for a probe slot. Every
+// result is written to the embedded store. In the same run it measures the
+// fork floor of BenchmarkDaemonVsFloor (a bare os/exec loop of check_dummy
+// with as many workers): probes/floor is how many probe checks the daemon
+// completes for each plugin run the machine could fork, the issue's target
+// being 10.
+func BenchmarkProbesVsFloor(b *testing.B) {
+	plugin := benchPlugin(b)
+	const workers = 64
+	bin := buildDaemon(b)
+	kinds := []struct {
+		name     string
+		targets  int
+		perCheck float64 // points per check: status, duration, perfdata
+		ports    func(testing.TB, int) []int
+		probe    func(port int) string
+	}{
+		{"tcp", 40000, 3, tcpTargets, func(port int) string {
+			return fmt.Sprintf("{type: tcp, host: 127.0.0.1, port: %d}", port)
+		}},
+		{"http", 20000, 4, httpTargets, func(port int) string {
+			return fmt.Sprintf("{type: http, url: \"http://127.0.0.1:%d/\", expect_status: [200], body_contains: good}", port)
+		}},
+	}
+	for _, k := range kinds {
+		b.Run(k.name, func(b *testing.B) {
+			control := benchControl(b)
+			var yaml strings.Builder
+			fmt.Fprintf(&yaml, "observer: bench\ninterval: 1s\ntimeout: 5s\nworkers: %d\ntsdb: {listen: \"\"}\ncontrol: {listen: %q}\nchecks:\n", workers, control)
+			ports := k.ports(b, probeListeners)
+			checks := make([]string, len(ports))
+			for i, p := range ports {
+				checks[i] = fmt.Sprintf("%s%d", k.name, i)
+				fmt.Fprintf(&yaml, "  %s:\n    probe: %s\n", checks[i], k.probe(p))
+			}
+			dir := writeBenchTree(b, yaml.String(), benchHosts(k.targets/len(checks)), checks)
+
+			var dw daemonWindow
+			var fRuns int64
+			var fWall, fCPU time.Duration
+			for b.Loop() {
+				d := startBenchDaemon(b, bin, dir, control)
+				// Two intervals' worth of checks: the splay's ramp has
+				// passed and the store's series exist.
+				w := measureDaemon(b, d, 2*k.targets, k.perCheck, "probes-"+k.name+"-cpu")
+				d.stop(b)
+				dw.checks += w.checks
+				dw.skipped += w.skipped
+				dw.points += w.points
+				dw.wall += w.wall
+				dw.cpu += w.cpu
+				dw.selfCPU += w.selfCPU
+				dw.idle = w.idle
+
+				runs, wall, cpu := execFloor(b, workers, benchWindow, plugin, "0", "ok")
+				fRuns += runs
+				fWall += wall
+				fCPU += cpu
+			}
+			dRate, fRate := dw.checks/dw.wall.Seconds(), float64(fRuns)/fWall.Seconds()
+			b.ReportMetric(dRate, "probe_checks/s")
+			b.ReportMetric(fRate, "floor_runs/s")
+			b.ReportMetric(dRate/fRate, "probes/floor")
+			b.ReportMetric(dw.cpu.Seconds()*1e6/dw.checks, "daemon_cpu_us/probe")
+			b.ReportMetric(fCPU.Seconds()*1e6/float64(fRuns), "floor_cpu_us/run")
+			b.ReportMetric(dw.cpu.Seconds()/dw.wall.Seconds(), "daemon_cores")
+			b.ReportMetric(dw.selfCPU.Seconds()/dw.wall.Seconds(), "targets_cores")
+			b.ReportMetric(100*dw.idle, "machine_idle_%")
+			b.ReportMetric(dw.skipped/dw.wall.Seconds(), "skipped/s")
+			b.ReportMetric(dw.points/dw.checks, "points/check")
+		})
+	}
+}
+
+// BenchmarkRSS100kProbes runs the daemon with 100,000 tcp probe checks
+// (10,000 hosts with 10 checks each, every check probing one of ten
+// loopback listeners) at a 60 s interval, about 1,700 probes a second,
+// until every check has run and its series exist in the store; then it
+// reports the daemon's resident memory, its peak and the Go heap in use,
+// and the memory per check above an idle daemon measured in the same run.
+// The issue's target is an RSS under 400 MiB.
+func BenchmarkRSS100kProbes(b *testing.B) {
+	const hosts, perHost = 10000, 10
+	const targets = hosts * perHost
+	bin := buildDaemon(b)
+	control := benchControl(b)
+	head := fmt.Sprintf("observer: bench\ninterval: 60s\ntimeout: 5s\ntsdb: {listen: \"\"}\ncontrol: {listen: %q}\n", control)
+	idleDir := writeBenchTree(b, head, nil, nil)
+	var yaml strings.Builder
+	yaml.WriteString(head + "checks:\n")
+	ports := tcpTargets(b, perHost)
+	checks := make([]string, perHost)
+	for i, p := range ports {
+		checks[i] = fmt.Sprintf("port%d", i)
+		fmt.Fprintf(&yaml, "  %s:\n    probe: {type: tcp, host: 127.0.0.1, port: %d}\n", checks[i], p)
+	}
+	dir := writeBenchTree(b, yaml.String(), benchHosts(hosts), checks)
+
+	var idleRSS, rss, hwm, heap, ran float64
+	var took time.Duration
+	for b.Loop() {
+		d := startBenchDaemon(b, bin, idleDir, control)
+		idleRSS, _ = procMemKiB(b, d.cmd.Process.Pid)
+		d.stop(b)
+
+		start := time.Now()
+		d = startBenchDaemon(b, bin, dir, control)
+		// Each check runs once in its first interval, splayed over it: 10%
+		// more runs than checks is past the first interval's last one.
+		var s daemonSample
+		awaitBench(b, "every check to have run", 3*time.Minute, func() bool {
+			s = d.sample(b)
+			return s.checks >= targets*11/10
+		})
+		took = time.Since(start)
+		rss, hwm = procMemKiB(b, d.cmd.Process.Pid)
+		d.saveProfile(b, "rss100k-heap", "heap")
+		dropped := d.metricSum(b, "dmonitor_writer_dropped_points_total")
+		d.stop(b)
+		switch {
+		case s.notOK > 0:
+			b.Fatalf("%v of %v probe checks were not OK", s.notOK, s.checks)
+		case s.appendErrors > 0 || dropped > 0 || s.points < 3*targets:
+			b.Fatalf("%v points written, %v append errors, %v dropped after %v checks: want at least %d points", s.points, s.appendErrors, dropped, s.checks, 3*targets)
+		}
+		ran, heap = s.checks, s.heapInuse
+	}
+	b.ReportMetric(rss/1024, "rss_MiB")
+	b.ReportMetric(hwm/1024, "hwm_MiB")
+	b.ReportMetric(heap/(1<<20), "heap_inuse_MiB")
+	b.ReportMetric(idleRSS/1024, "idle_rss_MiB")
+	b.ReportMetric((rss-idleRSS)/targets, "KiB/check")
+	b.ReportMetric(ran, "checks_run")
+	b.ReportMetric(took.Seconds(), "s_to_all_run")
+}
+
+// BenchmarkDaemonVsFloorRedis is BenchmarkDaemonVsFloor on a node in redis
+// mode (redis.url set, a real redis-server), where each result is also
+// published to Redis: 2,000 check_dummy checks at 1 s against the bare
+// os/exec floor in the same run, and each one's own CPU per run. The
+// issue's target is a cpu_ratio of at most 1.3.
+func BenchmarkDaemonVsFloorRedis(b *testing.B) {
+	plugin := benchPlugin(b)
+	const targets, workers = 2000, 64
+	bin := buildDaemon(b)
+	rd := redistest.Start(b)
+	control := benchControl(b)
+	dir := writeBenchTree(b, fmt.Sprintf(`observer: bench
+interval: 1s
+workers: %d
+tsdb: {listen: ""}
+control: {listen: %q}
+redis: {url: %q}
+checks:
+  dummy:
+    command: [check_dummy, "0", "ok"]
+`, workers, control, rd.URL()), benchHosts(targets), []string{"dummy"})
+
+	var dw daemonWindow
+	var fRuns int64
+	var fWall, fCPU time.Duration
+	for b.Loop() {
+		d := startBenchDaemon(b, bin, dir, control)
+		w := measureDaemon(b, d, 2*targets, 2, "redis-cpu")
+		d.stop(b)
+		dw.checks += w.checks
+		dw.skipped += w.skipped
+		dw.wall += w.wall
+		dw.cpu += w.cpu
+		dw.idle = w.idle
+
+		runs, wall, cpu := execFloor(b, workers, benchWindow, plugin, "0", "ok")
+		fRuns += runs
+		fWall += wall
+		fCPU += cpu
+	}
+	dRate, fRate := dw.checks/dw.wall.Seconds(), float64(fRuns)/fWall.Seconds()
+	dCPUPer := dw.cpu.Seconds() * 1e3 / dw.checks
+	fCPUPer := fCPU.Seconds() * 1e3 / float64(fRuns)
+	b.ReportMetric(dRate, "daemon_checks/s")
+	b.ReportMetric(fRate, "floor_runs/s")
+	b.ReportMetric(dRate/fRate, "daemon/floor")
+	b.ReportMetric(dCPUPer, "daemon_cpu_ms/check")
+	b.ReportMetric(fCPUPer, "floor_cpu_ms/check")
+	b.ReportMetric(dCPUPer/fCPUPer, "cpu_ratio")
+	b.ReportMetric(dw.skipped/dw.wall.Seconds(), "daemon_skipped/s")
+	b.ReportMetric(100*dw.idle, "machine_idle_%")
+}
