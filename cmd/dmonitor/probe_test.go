@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/miekg/dns"
+
 	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 )
@@ -95,5 +97,49 @@ func TestCheckCommandRunsProbe(t *testing.T) {
 	code, out, stderr := runMain(t, "check", "--config", dir, "127.0.0.1", "port")
 	if code != 0 || !strings.Contains(out, "TCP OK") || !strings.Contains(out, "time = ") {
 		t.Errorf("dmonitor check on a tcp probe: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// `dmonitor check` runs a dns probe check against a DNS server on
+// loopback: the expected answer found is OK, another is CRITICAL naming
+// both, as check_dns says.
+func TestCheckCommandRunsDNSProbe(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if q := r.Question[0]; q.Name == "www.test." && q.Qtype == dns.TypeA {
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+				A: net.IPv4(127, 0, 0, 7)})
+		} else {
+			m.Rcode = dns.RcodeNameError
+		}
+		_ = w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = srv.Shutdown() })
+
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml": fmt.Sprintf(`checks:
+  www:
+    probe: {type: dns, name: www.test, record_type: A, server: %q, expect: [127.0.0.7]}
+  moved:
+    probe: {type: dns, name: www.test, record_type: A, server: %q, expect: [127.0.0.8]}
+`, pc.LocalAddr().String(), pc.LocalAddr().String()),
+	})
+	code, out, stderr := runMain(t, "check", "--config", dir, "127.0.0.1", "www")
+	if code != 0 || !strings.Contains(out, "DNS OK") || !strings.Contains(out, "127.0.0.7") {
+		t.Errorf("dmonitor check on a dns probe: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, stderr = runMain(t, "check", "--config", dir, "127.0.0.1", "moved")
+	if code != 2 || !strings.Contains(out, "DNS CRITICAL - expected '127.0.0.8' but got '127.0.0.7'") {
+		t.Errorf("dmonitor check on a dns probe expecting another answer: exit %d\n%s%s", code, out, stderr)
 	}
 }
