@@ -342,6 +342,27 @@ func (d DualShare) Publish(ctx context.Context, r check.Result) error {
 	return nil
 }
 
+// PublishAll is Publish for many results: one round trip to Redis when
+// its share pipelines them (see observer's batchPublisher).
+func (d DualShare) PublishAll(ctx context.Context, rs []check.Result) error {
+	for _, r := range rs {
+		_ = d.Peers.Publish(ctx, r)
+	}
+	if d.redisAway() {
+		return nil
+	}
+	if bp, ok := d.Redis.(interface {
+		PublishAll(context.Context, []check.Result) error
+	}); ok {
+		_ = bp.PublishAll(ctx, rs) // unreachable Redis is the failover lease's to report
+		return nil
+	}
+	for _, r := range rs {
+		_ = d.Redis.Publish(ctx, r)
+	}
+	return nil
+}
+
 func (d DualShare) Subscribe(ctx context.Context, fn func(check.Result)) error {
 	var mu sync.Mutex
 	one := func(r check.Result) { mu.Lock(); defer mu.Unlock(); fn(r) }

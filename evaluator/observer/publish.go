@@ -89,6 +89,18 @@ func (ob *Observer) publishLoop(ctx context.Context) {
 	}
 }
 
+// batchPublisher is a Share that publishes many results in one round trip
+// (redisshare pipelines them): at thousands of checks a second, one round
+// trip per result leaves the other observers seconds behind, past the
+// freshness their quorum needs.
+type batchPublisher interface {
+	PublishAll(ctx context.Context, rs []check.Result) error
+}
+
+// publishChunk bounds one PublishAll: a pipeline of this many results is
+// about 150 KB.
+const publishChunk = 500
+
 // publishQueued sends everything queued; false when the share failed, with
 // what was not sent queued again (unless a newer result replaced it).
 func (ob *Observer) publishQueued(ctx context.Context) bool {
@@ -96,6 +108,13 @@ func (ob *Observer) publishQueued(ctx context.Context) bool {
 	batch := ob.out
 	ob.out = make(map[instanceKey]outgoing, len(batch))
 	ob.outMu.Unlock()
+	if bp, ok := ob.share.(batchPublisher); ok && len(batch) > 1 {
+		if err := ob.publishAll(ctx, bp, batch); err != nil {
+			ob.shareErr("publish results", err)
+			ob.requeue(batch)
+			return false
+		}
+	}
 	for k, o := range batch {
 		if ctx.Err() != nil {
 			return true
@@ -108,6 +127,43 @@ func (ob *Observer) publishQueued(ctx context.Context) bool {
 		delete(batch, k)
 	}
 	return true
+}
+
+// publishAll publishes the results of batch in chunks, and leaves in batch
+// only what is still to send: the confirmation requests, and on failure
+// the results of the chunk that failed and of those after it.
+func (ob *Observer) publishAll(ctx context.Context, bp batchPublisher, batch map[instanceKey]outgoing) error {
+	keys := make([]instanceKey, 0, len(batch))
+	for k, o := range batch {
+		if o.hasRes {
+			keys = append(keys, k)
+		}
+	}
+	rs := make([]check.Result, 0, min(len(keys), publishChunk))
+	for len(keys) > 0 {
+		chunk := keys[:min(len(keys), publishChunk)]
+		rs = rs[:0]
+		for _, k := range chunk {
+			rs = append(rs, batch[k].result)
+		}
+		pctx, cancel := context.WithTimeout(ctx, shareTimeout)
+		err := bp.PublishAll(pctx, rs)
+		cancel()
+		if err != nil {
+			return err
+		}
+		ob.shareDown.Store(false)
+		for _, k := range chunk {
+			if o := batch[k]; o.confirm {
+				o.hasRes = false
+				batch[k] = o
+			} else {
+				delete(batch, k)
+			}
+		}
+		keys = keys[len(chunk):]
+	}
+	return nil
 }
 
 // requeue puts back what failed to go out, under anything newer.
