@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,8 +224,8 @@ func (w *Writer) flush(ctx context.Context) {
 		for b := range chunks(batch, maxBatch) {
 			w.append(ctx, b)
 		}
-		for _, a := range notes {
-			w.putAnnotation(ctx, w.merge(a))
+		for _, a := range w.merge(notes) {
+			w.putAnnotation(ctx, a)
 		}
 	}
 }
@@ -248,39 +249,59 @@ const mergeWindow = 10
 // several alert transitions in the same second: how many.
 const TransitionsKey = "transitions"
 
-// merge returns a with the global annotations written before in the same
+// maxListed bounds the transitions one merged annotation lists by name;
+// it counts them all.
+const maxListed = 50
+
+// merge returns the annotations to write for notes: each global one
+// (no TSUID) merged with those written before in the same second, once per
 // second: OpenTSDB keeps one global annotation per start second, so a
 // second one would replace the first. The one written instead lists them
-// all, and says how many in its custom field TransitionsKey.
-func (w *Writer) merge(a tsdb.Annotation) tsdb.Annotation {
-	if a.TSUID != "" {
-		return a
-	}
-	sec := a.Start.Unix()
-	same := append(w.seconds[sec], a)
-	w.seconds[sec] = same
-	for k := range w.seconds {
-		if k < sec-mergeWindow {
-			delete(w.seconds, k)
+// (up to maxListed), and says how many in its custom field TransitionsKey.
+// A burst of n transitions in one second is one write, not n growing ones.
+func (w *Writer) merge(notes []tsdb.Annotation) []tsdb.Annotation {
+	var out []tsdb.Annotation
+	var touched []int64
+	for _, a := range notes {
+		if a.TSUID != "" {
+			out = append(out, a)
+			continue
 		}
-	}
-	if len(same) == 1 {
-		return a
-	}
-	descs, notes := make([]string, len(same)), make([]string, 0, len(same))
-	for i, s := range same {
-		descs[i] = s.Description
-		if s.Notes != "" {
-			notes = append(notes, s.Notes)
+		sec := a.Start.Unix()
+		if !slices.Contains(touched, sec) {
+			touched = append(touched, sec)
 		}
+		w.seconds[sec] = append(w.seconds[sec], a)
 	}
-	m := tsdb.Annotation{
-		Start:       time.Unix(sec, 0),
-		Description: fmt.Sprintf("%d alert transitions: %s", len(same), strings.Join(descs, "; ")),
-		Notes:       strings.Join(notes, "\n"),
-		Custom:      map[string]string{TransitionsKey: strconv.Itoa(len(same))},
+	for _, sec := range touched {
+		for k := range w.seconds {
+			if k < sec-mergeWindow {
+				delete(w.seconds, k)
+			}
+		}
+		same := w.seconds[sec]
+		if len(same) == 1 {
+			out = append(out, same[0])
+			continue
+		}
+		descs, notes := make([]string, 0, min(len(same), maxListed)), make([]string, 0, min(len(same), maxListed))
+		for _, s := range same[:min(len(same), maxListed)] {
+			descs = append(descs, s.Description)
+			if s.Notes != "" {
+				notes = append(notes, s.Notes)
+			}
+		}
+		if more := len(same) - len(descs); more > 0 {
+			descs = append(descs, fmt.Sprintf("and %d more", more))
+		}
+		out = append(out, tsdb.Annotation{
+			Start:       time.Unix(sec, 0),
+			Description: fmt.Sprintf("%d alert transitions: %s", len(same), strings.Join(descs, "; ")),
+			Notes:       strings.Join(notes, "\n"),
+			Custom:      map[string]string{TransitionsKey: strconv.Itoa(len(same))},
+		})
 	}
-	return m
+	return out
 }
 
 func (w *Writer) putAnnotation(ctx context.Context, a tsdb.Annotation) {

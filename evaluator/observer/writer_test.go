@@ -3,6 +3,7 @@ package observer
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,6 +53,13 @@ func (s *hungStore) PutAnnotation(ctx context.Context, a tsdb.Annotation) error 
 	defer s.mu.Unlock()
 	s.got = append(s.got, "note:"+a.Description)
 	return nil
+}
+
+// count is how many points and annotations the store has taken.
+func (s *hungStore) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.got)
 }
 
 func (s *hungStore) inFlight() bool {
@@ -124,21 +132,34 @@ func TestWriterFlushesInOrder(t *testing.T) {
 }
 
 // OpenTSDB keeps one global annotation per start second: the transitions
-// of one second end up in one annotation that lists them all.
+// of one second end up in one annotation that lists them all (up to 50,
+// counting the rest), written once for what one flush holds; a later
+// transition of the same second rewrites it with all of them.
 func TestWriterMergesAnnotationsOfOneSecond(t *testing.T) {
 	store := newHungStore()
 	close(store.release)
 	w := NewWriter(store, store, WriterOptions{})
-	done := make(chan struct{})
-	go func() { defer close(done); w.Run() }()
 	t0 := time.Unix(1000, 0)
 	for i, d := range []time.Duration{100 * time.Millisecond, 300 * time.Millisecond, 900 * time.Millisecond, 1100 * time.Millisecond} {
 		w.Annotate(tsdb.Annotation{Start: t0.Add(d), Description: fmt.Sprint("t", i)})
 	}
+	var burst []string
+	for i := range 60 {
+		w.Annotate(tsdb.Annotation{Start: t0.Add(5 * time.Second), Description: fmt.Sprint("b", i)})
+		if i < 50 {
+			burst = append(burst, fmt.Sprint("b", i))
+		}
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run() }() // all queued: one flush
+	await.Until(t, "the first flush", func() bool { return store.count() >= 3 })
+	w.Annotate(tsdb.Annotation{Start: t0.Add(200 * time.Millisecond), Description: "late"})
 	w.Close(context.Background())
 	<-done
-	want := []string{"note:t0", "note:2 alert transitions: t0; t1", "note:3 alert transitions: t0; t1; t2", "note:t3"}
+	want := []string{"note:3 alert transitions: t0; t1; t2", "note:t3",
+		"note:60 alert transitions: " + strings.Join(burst, "; ") + "; and 10 more",
+		"note:4 alert transitions: t0; t1; t2; late"}
 	if fmt.Sprint(store.got) != fmt.Sprint(want) {
-		t.Errorf("annotations written %q, want %q (the last of each second stands for all of it)", store.got, want)
+		t.Errorf("annotations written %q,\nwant %q (one per second and flush, the last of each second standing for all of it)", store.got, want)
 	}
 }
