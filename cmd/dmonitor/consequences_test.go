@@ -71,6 +71,17 @@ func (s *hookSink) none(t *testing.T, after string) {
 	}
 }
 
+// inState counts the instances of rule ("": any) in state on d's /status.
+func (d *daemon) inState(t *testing.T, rule, state string) int {
+	n := 0
+	for _, in := range d.instances(t) {
+		if (rule == "" || in.Rule == rule) && in.State == state {
+			n++
+		}
+	}
+	return n
+}
+
 // alertsOf returns the alerts of rule among calls, by check.
 func alertsOf(calls [][]hookAlert, rule string) map[string][]hookAlert {
 	out := make(map[string][]hookAlert)
@@ -127,15 +138,7 @@ checks:
 `
 	writeTree(t, dir, files)
 	d := startDaemon(t, dir, control)
-	await.Until(t, "every check ok", func() bool {
-		ok := 0
-		for _, in := range d.instances(t) {
-			if in.State == "ok" {
-				ok++
-			}
-		}
-		return ok == 21
-	})
+	await.Until(t, "every check ok", func() bool { return d.inState(t, "", "ok") == 21 })
 
 	gw.l.Close()
 	for _, s := range svcs {
@@ -154,15 +157,7 @@ checks:
 			t.Errorf("the page does not name %s: %q", n, held)
 		}
 	}
-	await.Until(t, "every service held back", func() bool {
-		n := 0
-		for _, in := range d.instances(t) {
-			if in.Rule == "service" && in.State == "suppressed" {
-				n++
-			}
-		}
-		return n == 20
-	})
+	await.Until(t, "every service held back", func() bool { return d.inState(t, "service", "suppressed") == 20 })
 	hooks.none(t, "host down")
 
 	// The host is back, and 17 services with it; three stay down.
@@ -461,15 +456,7 @@ checks:
 `, control, mail.Addr, hooks.URL, port)
 	writeTree(t, dir, files)
 	d := startDaemon(t, dir, control)
-	await.Until(t, "every host up", func() bool {
-		n := 0
-		for _, in := range d.instances(t) {
-			if in.State == "ok" {
-				n++
-			}
-		}
-		return n == 20
-	})
+	await.Until(t, "every host up", func() bool { return d.inState(t, "", "ok") == 20 })
 
 	// collect takes the webhook calls and mails until every host has an
 	// alert of status in them, and checks there are at most two of each.

@@ -1,6 +1,8 @@
 package leader
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -217,18 +219,6 @@ func TestSilentObserverAlerts(t *testing.T) {
 // unknown), or when db is down. Each parent is firing (critical), unknown
 // (no fresh result) or available (ok).
 func TestRedundancyGroups(t *testing.T) {
-	const groupRules = `
-rules:
-  - name: lb-a
-    select: {check: lb-a}
-  - name: lb-b
-    select: {check: lb-b}
-  - name: db
-    select: {check: db}
-  - name: app
-    select: {check: app}
-    depends_on: [{any: [lb-a, lb-b]}, db]
-`
 	const (
 		up      = "available"
 		failed  = "failed"
@@ -249,19 +239,7 @@ rules:
 		{"balancers up, db unknown: a plain parent not known to be fine holds it back", up, up, unknown, alerting.Suppressed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			set, err := rules.Parse("groups.yaml", []byte(groupRules), rules.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := &config.Config{Checks: map[string]*config.Check{}}
-			var keys []instanceKey
-			for _, name := range []string{"lb-a", "lb-b", "db", "app"} {
-				c := &config.Check{Name: name, Interval: 10 * time.Second, Timeout: 2 * time.Second, Quorum: 1}
-				cfg.Checks[name] = c
-				cfg.Targets = append(cfg.Targets, config.Target{Host: "site", Check: c})
-				keys = append(keys, instanceKey{"site", name})
-			}
-			g, w := newEngine(cfg, set, 0, nil), &world{results: map[instanceKey][]check.Result{}}
+			g, w, keys := siteEngine(t, groupRules, "lb-a", "lb-b", "db", "app")
 			t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 			for chk, s := range map[string]string{"lb-a": tc.lbA, "lb-b": tc.lbB, "db": tc.db} {
 				switch s {
@@ -561,30 +539,7 @@ func TestParentWaitSendsNothing(t *testing.T) {
 // TestHeldBackNamesTheRightParent: a child held back by db, while lb-a
 // is down but lb-b carries the pair, is not listed in lb-a's page.
 func TestHeldBackNamesTheRightParent(t *testing.T) {
-	set, err := rules.Parse("r.yaml", []byte(`
-rules:
-  - name: lb-a
-    select: {check: lb-a}
-  - name: lb-b
-    select: {check: lb-b}
-  - name: db
-    select: {check: db}
-  - name: app
-    select: {check: app}
-    depends_on: [{any: [lb-a, lb-b]}, db]
-`), rules.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &config.Config{Checks: map[string]*config.Check{}}
-	var keys []instanceKey
-	for _, name := range []string{"app", "db", "lb-a", "lb-b"} {
-		c := &config.Check{Name: name, Interval: 10 * time.Second, Timeout: 2 * time.Second, Quorum: 1}
-		cfg.Checks[name] = c
-		cfg.Targets = append(cfg.Targets, config.Target{Host: "site", Check: c})
-		keys = append(keys, instanceKey{"site", name})
-	}
-	g, w := newEngine(cfg, set, 0, nil), &world{results: map[instanceKey][]check.Result{}}
+	g, w, keys := siteEngine(t, groupRules, "app", "db", "lb-a", "lb-b")
 	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 	w.set("site", "lb-a", check.Critical, t0)
 	w.set("site", "lb-b", check.OK, t0)
@@ -635,3 +590,37 @@ rules:
 		t.Errorf("child is %v, want held back", s)
 	}
 }
+
+// siteEngine is an engine over rulesYAML with one target per check on the
+// host "site", and the hand-driven results of its world.
+func siteEngine(t *testing.T, rulesYAML string, checks ...string) (*engine, *world, []instanceKey) {
+	t.Helper()
+	set, err := rules.Parse("site.yaml", []byte(rulesYAML), rules.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Checks: map[string]*config.Check{}}
+	var keys []instanceKey
+	for _, name := range checks {
+		c := &config.Check{Name: name, Interval: 10 * time.Second, Timeout: 2 * time.Second, Quorum: 1}
+		cfg.Checks[name] = c
+		cfg.Targets = append(cfg.Targets, config.Target{Host: "site", Check: c})
+		keys = append(keys, instanceKey{"site", name})
+	}
+	slices.SortFunc(cfg.Targets, func(a, b config.Target) int { return strings.Compare(a.Check.Name, b.Check.Name) })
+	return newEngine(cfg, set, 0, nil), &world{results: map[instanceKey][]check.Result{}}, keys
+}
+
+// groupRules: an app behind a pair of balancers and a database.
+const groupRules = `
+rules:
+  - name: lb-a
+    select: {check: lb-a}
+  - name: lb-b
+    select: {check: lb-b}
+  - name: db
+    select: {check: db}
+  - name: app
+    select: {check: app}
+    depends_on: [{any: [lb-a, lb-b]}, db]
+`
