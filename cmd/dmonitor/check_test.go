@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -19,9 +17,6 @@ func TestCheckPrintsPerfdataAsWritten(t *testing.T) {
 		"plugins/check_disk_free": "#!/bin/sh\n" +
 			"echo 'DISK OK - 31% free on /|free=82138904KB;26421208:;13210604:;0;264212084 load1=0.500;4;8;0; tiny=1.0E-7s'\n",
 	})
-	if err := os.Chmod(filepath.Join(dir, "plugins", "check_disk_free"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	code, out, stderr := runMain(t, "check", "--config", dir, "localhost", "disk_free")
 	if code != 0 {
 		t.Fatalf("exit %d, stderr %s", code, stderr)

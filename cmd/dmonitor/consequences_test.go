@@ -323,14 +323,8 @@ checks:
     notify: [hooks]
 `,
 		"hosts.d/127.0.0.1/flip": "",
+		"plugins/check_flip":     flapPlugin,
 	})
-	plugin := filepath.Join(dir, "plugins", "check_flip")
-	if err := os.MkdirAll(filepath.Dir(plugin), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(plugin, []byte(flapPlugin), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	d := startDaemon(t, dir, control)
 
 	started := hooks.next(t)

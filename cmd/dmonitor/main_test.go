@@ -47,7 +47,8 @@ func requirePlugins(t testing.TB) {
 	}
 }
 
-// writeTree writes files (path relative to dir → content) under dir.
+// writeTree writes files (path relative to dir → content) under dir; those
+// under plugins/ executable, as plugins are.
 func writeTree(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for name, content := range files {
@@ -55,7 +56,14 @@ func writeTree(t testing.TB, dir string, files map[string]string) {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(name, "plugins/") {
+			mode = 0o755
+		}
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // WriteFile keeps an existing file's mode
 			t.Fatal(err)
 		}
 	}
@@ -213,7 +221,14 @@ func (d *daemon) recordedSent(id string) bool {
 // labels.
 func (d *daemon) metric(t testing.TB, name string) float64 {
 	t.Helper()
-	resp, err := d.client.Get(d.base + "/metrics")
+	return scrapeMetric(t, d.client, d.base+"/metrics", name)
+}
+
+// scrapeMetric returns the value of metric name at the Prometheus endpoint
+// url, summed over its labels.
+func scrapeMetric(t testing.TB, c *http.Client, url, name string) float64 {
+	t.Helper()
+	resp, err := c.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,14 +87,8 @@ checks:
 		"hosts.d/h2/counted":         "",
 		"hosts.d/127.0.0.1/svc":      "",
 		"alert.d/oncall@example.org": "",
+		"plugins/check_counted":      "#!/bin/sh\necho run >> \"$1/$2\"\necho \"OK - run counted\"\n",
 	})
-	plugin := filepath.Join(dir, "plugins", "check_counted")
-	if err := os.MkdirAll(filepath.Dir(plugin), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(plugin, []byte("#!/bin/sh\necho run >> \"$1/$2\"\necho \"OK - run counted\"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 
 	d := startDaemon(t, dir, control)
 	await.Until(t, "results in OpenTSDB", func() bool { return countSamples(t, store, "dmonitor.check.status", "h1") >= 2 })
@@ -261,9 +255,6 @@ checks:
 		files["hosts.d/"+names[i]+"/flip"] = ""
 	}
 	writeTree(t, dir, files)
-	if err := os.Chmod(filepath.Join(dir, "plugins", "check_flip"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	ran := func() map[string]int {
 		out := make(map[string]int, hosts)
 		for _, h := range names {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/redistest"
 	"github.com/dmonitor/dmonitor/share/redisshare"
 )
@@ -34,31 +34,12 @@ const probeListeners = 8
 
 // tcpTargets starts n loopback TCP listeners that accept each connection
 // and close it, as a port a tcp probe without send or expect checks, and
-// returns their ports. They are closed, and their goroutines waited for,
-// at cleanup.
+// returns their ports. They are closed at cleanup.
 func tcpTargets(b testing.TB, n int) []int {
 	b.Helper()
 	ports := make([]int, n)
-	var wg sync.WaitGroup
-	// Cleanups run last registered first: this one after every listener
-	// is closed.
-	b.Cleanup(wg.Wait)
 	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		wg.Go(func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		})
-		b.Cleanup(func() { l.Close() })
+		ports[i] = loopback.Serve(b, func(c net.Conn) { c.Close() }).Port
 	}
 	return ports
 }
@@ -93,31 +74,7 @@ func httpTargets(b testing.TB, n int) []int {
 // whose name is name, whatever its labels.
 func (d *benchDaemon) metricSum(b testing.TB, name string) float64 {
 	b.Helper()
-	resp, err := http.Get("http://" + d.control + "/metrics")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		series, val, ok := strings.Cut(sc.Text(), " ")
-		if !ok || strings.HasPrefix(series, "#") {
-			continue
-		}
-		if n, _, _ := strings.Cut(series, "{"); n != name {
-			continue
-		}
-		v, err := strconv.ParseFloat(val, 64)
-		if err != nil {
-			b.Fatalf("/metrics: %q: %v", sc.Text(), err)
-		}
-		sum += v
-	}
-	if err := sc.Err(); err != nil {
-		b.Fatalf("/metrics: %v", err)
-	}
-	return sum
+	return scrapeMetric(b, http.DefaultClient, "http://"+d.control+"/metrics", name)
 }
 
 // saveProfile saves the daemon's /debug/pprof/<path> as <name>.pb.gz in

@@ -43,9 +43,6 @@ func steer(t *testing.T) func(subject, v string) {
 func writeCtlPlugin(t *testing.T, dir string) {
 	t.Helper()
 	writeTree(t, dir, map[string]string{"plugins/check_ctl": ctlPlugin})
-	if err := os.Chmod(filepath.Join(dir, "plugins", "check_ctl"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestKill9KeepsEveryIncident: a single node is killed with kill -9 while
