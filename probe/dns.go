@@ -337,8 +337,7 @@ func systemNameservers(path string) []nameserver {
 // again over TCP for those answered truncated. It returns one reply per
 // type, or the error that ended the exchange (ctx's when it ran out).
 func (p *dnsProbe) ask(ctx context.Context, server string) ([]dnsReply, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "udp", server)
+	conn, err := dialer().DialContext(ctx, "udp", server)
 	if err != nil {
 		return nil, err
 	}
@@ -426,8 +425,7 @@ func (p *dnsProbe) ask(ctx context.Context, server string) ([]dnsReply, error) {
 
 // askTCP asks query again over TCP, as a truncated UDP answer asks.
 func (p *dnsProbe) askTCP(ctx context.Context, server string, id uint16, query []byte) (dnsReply, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", server)
+	conn, err := dialer().DialContext(ctx, "tcp", server)
 	if err != nil {
 		return dnsReply{}, err
 	}

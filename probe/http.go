@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -58,9 +59,10 @@ type HTTP struct {
 	Crit    time.Duration // [-c] response time above which CRITICAL; 0 unset
 }
 
-// NewHTTP checks o and returns its probe. The probe owns one http.Client
-// for all its runs; keep-alive is off, so every run opens a connection as
-// check_http does and no idle connection outlives a run.
+// maxHeaderBytes bounds the status line and headers of a response.
+const maxHeaderBytes = 64 << 10
+
+// NewHTTP checks o and returns its probe.
 func NewHTTP(o HTTP) (Probe, error) {
 	u, err := url.Parse(o.URL)
 	if err != nil {
@@ -96,32 +98,28 @@ func NewHTTP(o HTTP) (Probe, error) {
 		}
 	}
 	p.host = u.Hostname()
-	p.port, _ = strconv.Atoi(u.Port())
-	if p.port == 0 {
-		p.port = 80
-		if u.Scheme == "https" {
-			p.port = 443
-		}
+	p.port = portOf(u)
+	p.tls = p.tlsConfig(p.host)
+	// The first request is the same every run: written once.
+	if p.first, err = p.request(u, o.Method, o.Body, true); err != nil {
+		return nil, fmt.Errorf("http probe: url %q: %w", o.URL, err)
 	}
-	tr := &http.Transport{
-		Proxy:                  nil, // the target itself, as check_http
-		DialContext:            (&net.Dialer{}).DialContext,
-		DisableKeepAlives:      true,
-		DisableCompression:     true, // size is what the server sent, as check_http counts it
-		MaxResponseHeaderBytes: 64 << 10,
-		TLSClientConfig:        &tls.Config{InsecureSkipVerify: !o.TLSVerify, RootCAs: o.RootCAs},
-	}
-	p.client = &http.Client{Transport: tr, CheckRedirect: p.checkRedirect}
 	return p, nil
 }
 
+// httpProbe makes each request itself on a connection it dials and closes,
+// as check_http does, rather than through net/http's Client: the Transport
+// starts three goroutines for each new connection (dial, read and write
+// loops), which at thousands of probes a second cost more than the
+// exchange. Redirects are followed as the Client follows them.
 type httpProbe struct {
-	o      HTTP
-	url    *url.URL
-	host   string
-	port   int
-	re     *regexp.Regexp
-	client *http.Client
+	o     HTTP
+	url   *url.URL
+	host  string
+	port  int
+	re    *regexp.Regexp
+	tls   *tls.Config // for the URL's own host
+	first []byte      // the request to the URL, as written on the wire
 }
 
 var _ Probe = (*httpProbe)(nil)
@@ -129,14 +127,69 @@ var _ Probe = (*httpProbe)(nil)
 // errTooManyRedirects ends a run that was redirected more than MaxRedirects.
 var errTooManyRedirects = errors.New("too many redirects")
 
-func (p *httpProbe) checkRedirect(_ *http.Request, via []*http.Request) error {
-	if !p.o.FollowRedirects {
-		return http.ErrUseLastResponse
+// portOf is u's port, or its scheme's.
+func portOf(u *url.URL) int {
+	if p, err := strconv.Atoi(u.Port()); err == nil {
+		return p
 	}
-	if len(via) > p.o.MaxRedirects {
-		return errTooManyRedirects
+	if u.Scheme == "https" {
+		return 443
 	}
-	return nil
+	return 80
+}
+
+// tlsConfig is the configuration of a handshake with host: SNI and, with
+// TLSVerify, the name verified, as net/http's Transport sets them.
+func (p *httpProbe) tlsConfig(host string) *tls.Config {
+	return &tls.Config{ServerName: host, InsecureSkipVerify: !p.o.TLSVerify, RootCAs: p.o.RootCAs}
+}
+
+// request writes the request for u as net/http's Transport would with
+// keep-alive and compression off; own says u is on the probe's host, to
+// which the configured headers go (to another host, as the Client, not
+// the credentials among them).
+func (p *httpProbe) request(u *url.URL, method, body string, own bool) ([]byte, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, u.String(), rd)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range p.o.Headers {
+		if own || !sensitiveHeader(k) {
+			req.Header[k] = vs
+		}
+	}
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", "dmonitor-probe")
+	}
+	req.Close = true // Connection: close, one request per connection
+	var b bytes.Buffer
+	if err := req.Write(&b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// sensitiveHeader is a header net/http's Client drops on a redirect to
+// another host.
+func sensitiveHeader(k string) bool {
+	switch http.CanonicalHeaderKey(k) {
+	case "Authorization", "Www-Authenticate", "Cookie", "Cookie2", "Proxy-Authorization":
+		return true
+	}
+	return false
+}
+
+// response is what one exchange learnt.
+type response struct {
+	*http.Response
+	url  *url.URL
+	tls  *tls.ConnectionState
+	kept []byte // the body, up to MaxBody, when it is searched
+	size int64  // status line, headers and body, as check_http counts them
 }
 
 func (p *httpProbe) Run(parent context.Context) check.Result {
@@ -144,92 +197,177 @@ func (p *httpProbe) Run(parent context.Context) check.Result {
 	ctx, cancel := context.WithTimeout(parent, p.o.Timeout)
 	defer cancel()
 
-	var body io.Reader
-	if p.o.Body != "" {
-		body = strings.NewReader(p.o.Body)
-	}
-	req, err := http.NewRequestWithContext(ctx, p.o.Method, p.o.URL, body)
-	if err != nil {
-		return result(start, check.Unknown, "HTTP UNKNOWN - "+err.Error(), nil)
-	}
-	for k, vs := range p.o.Headers {
-		req.Header[k] = vs
-	}
-	if req.Header.Get("User-Agent") == "" {
-		req.Header.Set("User-Agent", "dmonitor-probe")
-	}
-	resp, err := p.client.Do(req)
+	r, err := p.follow(ctx)
 	if err != nil {
 		return p.requestFailure(parent, start, err)
 	}
-	defer resp.Body.Close()
-
-	// The body: kept up to MaxBody when it is to be searched, counted
-	// to its end either way (a body that never ends meets the timeout).
-	var kept bytes.Buffer
-	var n int64
-	if p.o.BodyContains != "" || p.re != nil {
-		n, err = io.Copy(&kept, io.LimitReader(resp.Body, p.o.MaxBody))
-		if err == nil {
-			var rest int64
-			rest, err = io.Copy(io.Discard, resp.Body)
-			n += rest
-		}
-	} else {
-		n, err = io.Copy(io.Discard, resp.Body)
-	}
-	if err != nil {
-		if st, msg, ok := failure(parent, err, p.o.Timeout); ok {
-			return result(start, st, msg, nil)
-		}
-		return result(start, check.Critical, "HTTP CRITICAL - error reading the body: "+err.Error(), nil)
-	}
 	elapsed := time.Since(start)
-	size := headerSize(resp) + n
 
 	var lines []string // the certificate's line, as check_http prints it first
 	st := check.OK
-	if p.o.CheckCert && resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
-		cst, msg := certStatus(resp.TLS.PeerCertificates[0], start, p.o.CertWarnDays, p.o.CertCritDays)
+	if p.o.CheckCert && r.tls != nil && len(r.tls.PeerCertificates) > 0 {
+		cst, msg := certStatus(r.tls.PeerCertificates[0], start, p.o.CertWarnDays, p.o.CertCritDays)
 		st = cst
 		lines = append(lines, msg)
 	}
 
-	statusLine := resp.Proto + " " + resp.Status
+	statusLine := r.Proto + " " + r.Status
 	if len(p.o.ExpectStatus) > 0 {
-		if !slices.Contains(p.o.ExpectStatus, resp.StatusCode) {
+		if !slices.Contains(p.o.ExpectStatus, r.StatusCode) {
 			// check_http stops here, without perfdata.
 			lines = append(lines, fmt.Sprintf("HTTP CRITICAL - Invalid HTTP response received from host on port %d: %s", p.port, statusLine))
 			return result(start, check.Critical, strings.Join(lines, "\n"), nil)
 		}
-		statusLine = fmt.Sprintf("Status line output matched %q", strconv.Itoa(resp.StatusCode))
+		statusLine = fmt.Sprintf("Status line output matched %q", strconv.Itoa(r.StatusCode))
 	} else {
 		switch {
-		case resp.StatusCode >= 500:
+		case r.StatusCode >= 500:
 			st = worse(st, check.Critical)
-		case resp.StatusCode >= 400:
+		case r.StatusCode >= 400:
 			st = worse(st, check.Warning)
 		}
 	}
 
 	var found string
 	switch {
-	case p.o.BodyContains != "" && !bytes.Contains(kept.Bytes(), []byte(p.o.BodyContains)):
+	case p.o.BodyContains != "" && !bytes.Contains(r.kept, []byte(p.o.BodyContains)):
 		st = worse(st, check.Critical)
-		found = fmt.Sprintf("string '%s' not found on '%s' - ", p.o.BodyContains, resp.Request.URL)
-	case p.re != nil && !p.re.Match(kept.Bytes()):
+		found = fmt.Sprintf("string '%s' not found on '%s' - ", p.o.BodyContains, r.url)
+	case p.re != nil && !p.re.Match(r.kept):
 		st = worse(st, check.Critical)
 		found = "pattern not found - "
 	}
 	st = worse(st, timeStatus(elapsed, p.o.Warn, p.o.Crit))
 
-	lines = append(lines, fmt.Sprintf("HTTP %s: %s - %s%d bytes in %.3f second response time", st, statusLine, found, size, elapsed.Seconds()))
+	lines = append(lines, fmt.Sprintf("HTTP %s: %s - %s%d bytes in %.3f second response time", st, statusLine, found, r.size, elapsed.Seconds()))
 	zero := 0.0
 	perf := []check.Perf{
 		timePerf(elapsed, p.o.Warn, p.o.Crit, p.o.Timeout),
-		{Label: "size", Value: float64(size), Text: strconv.FormatInt(size, 10), UOM: "B", Min: &zero},
+		{Label: "size", Value: float64(r.size), Text: strconv.FormatInt(r.size, 10), UOM: "B", Min: &zero},
 	}
 	return result(start, st, strings.Join(lines, "\n"), perf)
+}
+
+// follow makes the request and, when FollowRedirects, the requests it is
+// redirected to, as net/http's Client would: 301, 302 and 303 turn into a
+// GET without a body (HEAD stays HEAD), 307 and 308 repeat the request; a
+// redirect without a Location is the response.
+func (p *httpProbe) follow(ctx context.Context) (*response, error) {
+	u, method, body, req := p.url, p.o.Method, p.o.Body, p.first
+	for hops := 0; ; hops++ {
+		r, err := p.exchange(ctx, u, method, req)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", method, u, err)
+		}
+		loc := r.Header.Get("Location")
+		if !p.o.FollowRedirects || loc == "" {
+			return r, nil
+		}
+		switch r.StatusCode {
+		case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther:
+			if method != http.MethodHead {
+				method, body = http.MethodGet, ""
+			}
+		case http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		default:
+			return r, nil
+		}
+		if hops == p.o.MaxRedirects {
+			return nil, errTooManyRedirects
+		}
+		next, err := u.Parse(loc)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: redirect to %q: %w", method, u, loc, err)
+		}
+		if next.Scheme != "http" && next.Scheme != "https" {
+			return nil, fmt.Errorf("%s %q: redirect to %q: unsupported scheme", method, u, loc)
+		}
+		if req, err = p.request(next, method, body, next.Hostname() == p.host); err != nil {
+			return nil, fmt.Errorf("%s %q: %w", method, next, err)
+		}
+		u = next
+	}
+}
+
+// exchange dials u's host, writes req (a method request), and reads the
+// response and its whole body (a body that never ends meets the timeout). One deadline
+// covers it all, and the caller's cancellation unblocks it at once: no
+// goroutine of ours waits on the socket.
+func (p *httpProbe) exchange(ctx context.Context, u *url.URL, method string, req []byte) (*response, error) {
+	conn, err := dialer().DialContext(ctx, "tcp", net.JoinHostPort(u.Hostname(), strconv.Itoa(portOf(u))))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	dl, _ := ctx.Deadline()
+	_ = conn.SetDeadline(dl)
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	r := &response{url: u}
+	rw := io.ReadWriter(conn)
+	if u.Scheme == "https" {
+		conf := p.tls
+		if h := u.Hostname(); h != p.host {
+			conf = p.tlsConfig(h)
+		}
+		tc := tls.Client(conn, conf)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, err
+		}
+		cs := tc.ConnectionState()
+		r.tls, rw = &cs, tc
+	}
+	if _, err := rw.Write(req); err != nil {
+		return nil, err
+	}
+	hr := &headerReader{r: rw, left: maxHeaderBytes}
+	br := bufio.NewReader(hr)
+	// The method tells whether a body follows (not after a HEAD).
+	if r.Response, err = http.ReadResponse(br, &http.Request{Method: method}); err != nil {
+		if hr.left <= 0 {
+			return nil, fmt.Errorf("server response headers exceeded %d bytes", maxHeaderBytes)
+		}
+		return nil, err
+	}
+	defer r.Body.Close()
+	hr.left = -1 // the body is not bounded but by the timeout
+
+	var n int64
+	if p.o.BodyContains != "" || p.re != nil {
+		var kept bytes.Buffer
+		n, err = io.Copy(&kept, io.LimitReader(r.Body, p.o.MaxBody))
+		r.kept = kept.Bytes()
+	}
+	if err == nil {
+		var rest int64
+		rest, err = io.Copy(io.Discard, r.Body)
+		n += rest
+	}
+	if err != nil {
+		return nil, fmt.Errorf("error reading the body: %w", err)
+	}
+	r.size = headerSize(r.Response) + n
+	return r, nil
+}
+
+// headerReader bounds what is read before the body as the Transport's
+// MaxResponseHeaderBytes does; left < 0 lifts the bound.
+type headerReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (h *headerReader) Read(b []byte) (int, error) {
+	if h.left < 0 {
+		return h.r.Read(b)
+	}
+	if h.left == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	n, err := h.r.Read(b[:min(int64(len(b)), h.left)])
+	h.left -= int64(n)
+	return n, err
 }
 
 // requestFailure words a request that got no response as check_http does.

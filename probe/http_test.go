@@ -287,3 +287,91 @@ func TestNoGoroutineLeft(t *testing.T) {
 	// after; the probes' must end with their runs.
 	await.Until(t, "goroutines back to "+strconv.Itoa(before), func() bool { return runtime.NumGoroutine() <= before })
 }
+
+// TestHTTPRequestsAsNetHTTP: the probe writes its requests itself, and
+// makes them as net/http's Client would. A 303 after a POST is followed
+// with a GET without the body, a 307 repeats the POST with it; the
+// configured headers go to the probe's own host and, but for the
+// credentials, to another; a HEAD's Content-Length is not waited for; a
+// response whose headers pass the bound is refused naming it.
+func TestHTTPRequestsAsNetHTTP(t *testing.T) {
+	t.Parallel()
+	type seen struct{ method, path, body, auth, custom, conn string }
+	got := make(chan seen, 10)
+	record := func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- seen{r.Method, r.URL.Path, string(b), r.Header.Get("Authorization"), r.Header.Get("X-Custom"), r.Header.Get("Connection")}
+	}
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		record(w, r)
+		fmt.Fprint(w, "elsewhere")
+	}))
+	t.Cleanup(other.Close)
+	// The other host is "localhost", this one 127.0.0.1: two host names.
+	otherURL := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		record(w, r)
+		switch r.URL.Path {
+		case "/see-other":
+			http.Redirect(w, r, "/page", http.StatusSeeOther)
+		case "/temporary":
+			http.Redirect(w, r, "/page", http.StatusTemporaryRedirect)
+		case "/away":
+			http.Redirect(w, r, otherURL+"/there", http.StatusFound)
+		case "/head":
+			w.Header().Set("Content-Length", "1000000")
+		case "/huge":
+			w.Header().Set("X-Big", strings.Repeat("x", 70<<10))
+		default:
+			fmt.Fprint(w, "page")
+		}
+	}))
+	t.Cleanup(srv.Close)
+	headers := http.Header{"Authorization": {"Bearer secret"}, "X-Custom": {"yes"}}
+
+	for _, tc := range []struct {
+		name   string
+		o      HTTP
+		status check.Status
+		phrase string
+		want   []seen
+	}{
+		{"303 turns a POST into a GET", HTTP{URL: srv.URL + "/see-other", Method: "POST", Body: "form", FollowRedirects: true},
+			check.OK, "HTTP OK: HTTP/1.1 200 OK", []seen{{"POST", "/see-other", "form", "", "", "close"}, {"GET", "/page", "", "", "", "close"}}},
+		{"307 repeats the POST", HTTP{URL: srv.URL + "/temporary", Method: "POST", Body: "form", FollowRedirects: true},
+			check.OK, "HTTP OK: ", []seen{{"POST", "/temporary", "form", "", "", "close"}, {"POST", "/page", "form", "", "", "close"}}},
+		{"no credentials to another host", HTTP{URL: srv.URL + "/away", Headers: headers, FollowRedirects: true, BodyContains: "elsewhere"},
+			check.OK, "HTTP OK: ", []seen{{"GET", "/away", "", "Bearer secret", "yes", "close"}, {"GET", "/there", "", "", "yes", "close"}}},
+		{"HEAD has no body", HTTP{URL: srv.URL + "/head", Method: "HEAD"},
+			check.OK, "HTTP OK: ", []seen{{"HEAD", "/head", "", "", "", "close"}}},
+		{"headers past the bound", HTTP{URL: srv.URL + "/huge"},
+			check.Critical, "server response headers exceeded 65536 bytes", []seen{{"GET", "/huge", "", "", "", "close"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.Timeout = 5 * time.Second
+			p, err := NewHTTP(tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := p.Run(t.Context())
+			if r.Status != tc.status || !strings.Contains(r.Output, tc.phrase) {
+				t.Errorf("got %v %q, want %v ...%s...", r.Status, r.Output, tc.status, tc.phrase)
+			}
+			for i, want := range tc.want {
+				select {
+				case s := <-got:
+					if s != want {
+						t.Errorf("request %d: got %+v, want %+v", i, s, want)
+					}
+				default:
+					t.Fatalf("request %d not made, want %+v", i, want)
+				}
+			}
+			select {
+			case s := <-got:
+				t.Errorf("one request too many: %+v", s)
+			default:
+			}
+		})
+	}
+}

@@ -64,8 +64,7 @@ func (p *tcpProbe) Run(parent context.Context) check.Result {
 	ctx, cancel := context.WithTimeout(parent, p.o.Timeout)
 	defer cancel()
 
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", p.addr)
+	conn, err := dialer().DialContext(ctx, "tcp", p.addr)
 	if err != nil {
 		if st, msg, ok := failure(parent, err, p.o.Timeout); ok {
 			return result(start, st, msg, nil)

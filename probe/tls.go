@@ -79,7 +79,7 @@ func (p *tlsProbe) Run(parent context.Context) check.Result {
 	ctx, cancel := context.WithTimeout(parent, p.o.Timeout)
 	defer cancel()
 
-	d := tls.Dialer{Config: p.conf}
+	d := tls.Dialer{NetDialer: dialer(), Config: p.conf}
 	conn, err := d.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
 		if st, msg, ok := failure(parent, err, p.o.Timeout); ok {

@@ -1,16 +1,22 @@
 package main
 
 import (
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/dmonitor/dmonitor/internal/await"
+	"github.com/dmonitor/dmonitor/internal/httpserve/tlstest"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 )
 
@@ -85,6 +91,98 @@ checks:
 		await.Until(t, chk+" ok again", func() bool { return d.state(t, "127.0.0.1", chk) == "ok" })
 	}
 	d.stop(t)
+}
+
+// TestCertificateProbeChecks runs a tls probe check and an https probe
+// check that judges the certificate against one loopback HTTPS server
+// whose certificate is replaced while the daemon runs, as an operator's
+// renewal (or its failure) would: both are ok with 90 days left, fire when
+// the server presents a certificate 3 days from expiry (crit_days 7), with
+// the plugins' words in their output, and resolve once it is renewed.
+func TestCertificateProbeChecks(t *testing.T) {
+	ca := tlstest.NewCA(t, "dmonitor test CA")
+	now := time.Now()
+	renewed := ca.Server(t, "renewed", now.Add(90*24*time.Hour))
+	expiring := ca.Server(t, "expiring", now.Add(3*24*time.Hour+12*time.Hour))
+	var cert atomic.Pointer[tls.Certificate]
+	cert.Store(&renewed)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "all good\n") }),
+		TLSConfig: &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return cert.Load(), nil
+		}},
+		// The tls probe hangs up after the handshake, which the server logs.
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.ServeTLS(l, "", "") }()
+	t.Cleanup(func() { _ = srv.Close(); <-done })
+	port := l.Addr().(*net.TCPAddr).Port
+
+	control := loopback.FreeAddr(t)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml": fmt.Sprintf(`observer: e2e
+interval: 1s
+timeout: 5s
+control: {listen: %q}
+tsdb: {listen: ""}
+checks:
+  cert:
+    probe: {type: tls, host: "{{host}}", port: %d, warn_days: 30, crit_days: 7}
+  site:
+    probe: {type: http, url: "https://{{host}}:%d/", body_contains: good, cert_warn_days: 30, cert_crit_days: 7}
+`, control, port, port),
+		"hosts.d/127.0.0.1/cert": "",
+		"hosts.d/127.0.0.1/site": "",
+	})
+	d := startDaemon(t, dir, control)
+	for _, chk := range []string{"cert", "site"} {
+		await.Until(t, chk+" seen ok", func() bool { return d.state(t, "127.0.0.1", chk) == "ok" })
+	}
+
+	cert.Store(&expiring)
+	for _, chk := range []string{"cert", "site"} {
+		await.Until(t, chk+" firing", func() bool { return d.state(t, "127.0.0.1", chk) == "firing" })
+		if out := d.output(t, "127.0.0.1", chk); !strings.Contains(out, "CRITICAL - Certificate 'expiring' expires in 3 day(s)") {
+			t.Errorf("%s firing with output %q, want the certificate's days", chk, out)
+		}
+	}
+
+	cert.Store(&renewed)
+	for _, chk := range []string{"cert", "site"} {
+		await.Until(t, chk+" ok again", func() bool { return d.state(t, "127.0.0.1", chk) == "ok" })
+	}
+	d.stop(t)
+}
+
+// output returns the output of host/check's latest result from /status.
+func (d *daemon) output(t testing.TB, host, check string) string {
+	t.Helper()
+	resp, err := d.client.Get(d.base + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Instances []struct {
+			Host, Check string
+			Observers   []struct{ Output string }
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range st.Instances {
+		if in.Host == host && in.Check == check && len(in.Observers) > 0 {
+			return in.Observers[0].Output
+		}
+	}
+	return ""
 }
 
 // `dmonitor check` runs a probe check by hand, as the daemon would.

@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -59,17 +60,7 @@ func (ca *CA) Pool() *x509.CertPool {
 func (ca *CA) Issue(t testing.TB, certFile, keyFile string) *x509.Certificate {
 	t.Helper()
 	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: "dmonitor test server"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		DNSNames:     []string{"localhost"},
-	}
-	cert := create(t, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	cert := create(t, serverTemplate(t, "dmonitor test server"), ca.Cert, &key.PublicKey, ca.key)
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +68,33 @@ func (ca *CA) Issue(t testing.TB, certFile, keyFile string) *x509.Certificate {
 	write(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
 	write(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 	return cert
+}
+
+// Server signs a server certificate for the loopback addresses named cn
+// that expires at notAfter, for a server in the test itself (a TLS probe's
+// target, say).
+func (ca *CA) Server(t testing.TB, cn string, notAfter time.Time) tls.Certificate {
+	t.Helper()
+	key := newKey(t)
+	tmpl := serverTemplate(t, cn)
+	tmpl.NotAfter = notAfter
+	cert := create(t, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+}
+
+// serverTemplate is a server certificate for 127.0.0.1, ::1 and localhost,
+// valid from an hour ago for a day.
+func serverTemplate(t testing.TB, cn string) *x509.Certificate {
+	return &x509.Certificate{
+		SerialNumber: serial(t),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		DNSNames:     []string{"localhost"},
+	}
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {
