@@ -258,11 +258,12 @@ var badCases = []struct {
 	{
 		// Zero and negative values.
 		name:  "non-positive values",
-		files: map[string]string{FileName: "interval: 0s\ntimeout: -5s\nworkers: 0\nquorum: -1\n"},
+		files: map[string]string{FileName: "interval: 0s\ntimeout: -5s\nworkers: 0\nquorum: -1\nprobe_workers: -2\n"},
 		want: "dmonitor.yaml:1:11: interval: must be positive, got 0s\n" +
 			"dmonitor.yaml:2:10: timeout: must be positive, got -5s\n" +
 			"dmonitor.yaml:3:10: workers: must be positive, got 0\n" +
-			"dmonitor.yaml:4:9: quorum: must be positive, got -1",
+			"dmonitor.yaml:4:9: quorum: must be positive, got -1\n" +
+			"dmonitor.yaml:5:16: probe_workers: must be positive, got -2",
 	},
 	{
 		// A quorum the listed nodes can never reach, globally and per check.
@@ -398,6 +399,22 @@ var badCases = []struct {
 			"dmonitor.yaml:1:40: limits.disk_free_percent: must be below 100, got 100\n" +
 			"dmonitor.yaml:1:58: limits.name_length: want an integer, got a string\n" +
 			"dmonitor.yaml:1:61: limits: unknown field \"bogus\"",
+	},
+	{
+		// limits.memory is a size, and one a daemon can live in.
+		name:  "limits.memory",
+		files: map[string]string{FileName: "limits:\n  memory: 10MiB\n"},
+		want:  "dmonitor.yaml:2:11: limits.memory: must be at least 64MiB, got 10MiB",
+	},
+	{
+		name:  "limits.memory not a size",
+		files: map[string]string{FileName: "limits: {memory: lots}\n"},
+		want:  "dmonitor.yaml:1:18: limits.memory: invalid size \"lots\" (want e.g. 256MiB, 1GB or 4096)",
+	},
+	{
+		name:  "limits.memory not a scalar",
+		files: map[string]string{FileName: "limits: {memory: [1]}\n"},
+		want:  "dmonitor.yaml:1:18: limits.memory: want a size, got a list",
 	},
 	{
 		name:  "insecure not a bool",

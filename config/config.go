@@ -16,9 +16,14 @@ import (
 
 // Defaults that apply when dmonitor.yaml does not say otherwise.
 const (
-	DefaultInterval      = 60 * time.Second
-	DefaultTimeout       = 10 * time.Second
-	DefaultWorkers       = 64
+	DefaultInterval = 60 * time.Second
+	DefaultTimeout  = 10 * time.Second
+	DefaultWorkers  = 64
+	// DefaultProbeWorkers bounds the probes waiting on their targets at
+	// once: a probe holds a socket and a goroutine, not a process, and
+	// when targets stop answering each one holds them for its whole
+	// timeout, so the bound is larger than the plugins'.
+	DefaultProbeWorkers  = 1024
 	DefaultRetention     = 30 * 24 * time.Hour
 	DefaultOutOfOrder    = 7 * 24 * time.Hour
 	DefaultRepeat        = 4 * time.Hour // re-notify a firing alert, as Alertmanager's repeat_interval
@@ -64,6 +69,7 @@ type Config struct {
 	// when not set.
 	PartialNotify  []string
 	Workers        int           // concurrent plugin runs
+	ProbeWorkers   int           // concurrent probe runs
 	RepeatInterval time.Duration // re-notify a firing, unacknowledged alert this often; 0 never
 	PluginDir      string
 	DataDir        string
@@ -285,7 +291,17 @@ type Limits struct {
 	// DiskFreePercent is the share of the data directory's file system
 	// under which the node alerts that its disk is nearly full.
 	DiskFreePercent int
+	// Memory is the Go runtime's soft memory limit in bytes (GOMEMLIMIT),
+	// 0 when not configured: then 90% of the cgroup's memory limit when
+	// there is one, else none. GOMEMLIMIT in the environment wins over
+	// both. At least MinMemory.
+	Memory int64
 }
+
+// MinMemory is the least limits.memory accepted: an idle daemon takes 30
+// MiB, and a limit under its live data makes the collector run without
+// pause.
+const MinMemory = 64 << 20
 
 // Default limits.
 const (

@@ -213,6 +213,7 @@ func (l *loader) load(observer string) *Config {
 		Interval:       DefaultInterval,
 		Timeout:        DefaultTimeout,
 		Workers:        DefaultWorkers,
+		ProbeWorkers:   DefaultProbeWorkers,
 		RepeatInterval: DefaultRepeat,
 		PluginDir:      filepath.Join(l.dir, DefaultPluginDir),
 		DataDir:        filepath.Join(l.dir, DefaultDataDir),
@@ -420,6 +421,7 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 			}
 		},
 		"workers":         func(p string, n *yaml.Node) { d.positive(p, n, &cfg.Workers) },
+		"probe_workers":   func(p string, n *yaml.Node) { d.positive(p, n, &cfg.ProbeWorkers) },
 		"repeat_interval": func(p string, n *yaml.Node) { d.duration(p, n, &cfg.RepeatInterval) },
 		"plugin_dir": func(p string, n *yaml.Node) {
 			if l.path(d, p, n, &cfg.PluginDir) {
@@ -553,6 +555,17 @@ func (l *loader) readYAML(cfg *Config) *yamlState {
 					if d.positive(p, n, &cfg.Limits.DiskFreePercent) && cfg.Limits.DiskFreePercent >= 100 {
 						d.errorf(n, p, "must be below 100, got %d", cfg.Limits.DiskFreePercent)
 					}
+				},
+				"memory": func(p string, n *yaml.Node) {
+					var v int64
+					if !d.size(p, n, &v) {
+						return
+					}
+					if v < MinMemory {
+						d.errorf(n, p, "must be at least 64MiB, got %s", n.Value)
+						return
+					}
+					cfg.Limits.Memory = v
 				},
 			})
 		},

@@ -80,6 +80,7 @@ func TestLoadGood(t *testing.T) {
 	equal(t, "QuorumDomains", c.QuorumDomains, 2)
 	equal(t, "PartialNotify", c.PartialNotify, []string{"ops"})
 	equal(t, "Workers", c.Workers, 8)
+	equal(t, "ProbeWorkers", c.ProbeWorkers, 200)
 	equal(t, "RepeatInterval", c.RepeatInterval, time.Hour)
 	equal(t, "PluginDir", c.PluginDir, plugins)
 	equal(t, "DataDir", c.DataDir, filepath.Join(dir, "state"))
@@ -217,7 +218,7 @@ func TestLoadEmpty(t *testing.T) {
 		Interval: 60 * time.Second,
 		Timeout:  10 * time.Second,
 		Quorum:   1, QuorumDomains: 1, PartialNotify: []string{DefaultReceiver},
-		Workers: 64, RepeatInterval: 4 * time.Hour,
+		Workers: 64, ProbeWorkers: 1024, RepeatInterval: 4 * time.Hour,
 		PluginDir:  filepath.Join(dir, "plugins"),
 		DataDir:    filepath.Join(dir, "data"),
 		PluginPath: []string{filepath.Join(dir, "plugins"), "/usr/lib/nagios/plugins"},
@@ -586,13 +587,13 @@ func TestLimitsAndTLS(t *testing.T) {
 		"cert.pem": "x", "key.pem": "x", "ca.pem": "x", "token": "secret\n",
 		FileName: "control:\n  listen: '[::]:2929'\n  token_file: token\n  tls_cert_file: cert.pem\n  tls_key_file: key.pem\n  tls_ca_file: ca.pem\n" +
 			"tsdb: {listen: ':4242', token_file: token}\n" +
-			"limits: {series_per_check: 7, series: 1000, new_series_per_request: 10, new_series_per_minute: 20, name_length: 64, disk_free_percent: 10}\n",
+			"limits: {series_per_check: 7, series: 1000, new_series_per_request: 10, new_series_per_minute: 20, name_length: 64, disk_free_percent: 10, memory: 350MiB}\n",
 	})
 	c := load(t, dir)
 	equal(t, "Control", c.Control, Control{Listen: "[::]:2929", TokenFile: filepath.Join(dir, "token"),
 		TLSCertFile: filepath.Join(dir, "cert.pem"), TLSKeyFile: filepath.Join(dir, "key.pem"), TLSCAFile: filepath.Join(dir, "ca.pem")})
 	equal(t, "TSDB.TokenFile", c.TSDB.TokenFile, filepath.Join(dir, "token"))
-	equal(t, "Limits", c.Limits, Limits{SeriesPerCheck: 7, Series: 1000, NewSeriesPerRequest: 10, NewSeriesPerMinute: 20, NameLength: 64, DiskFreePercent: 10})
+	equal(t, "Limits", c.Limits, Limits{SeriesPerCheck: 7, Series: 1000, NewSeriesPerRequest: 10, NewSeriesPerMinute: 20, NameLength: 64, DiskFreePercent: 10, Memory: 350 << 20})
 }
 
 // The command line's listen addresses replace the configuration's, and

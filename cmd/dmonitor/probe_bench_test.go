@@ -306,63 +306,125 @@ func BenchmarkProbesVsFloor(b *testing.B) {
 // (10,000 hosts with 10 checks each, every check probing one of ten
 // loopback listeners) at a 60 s interval, about 1,700 probes a second,
 // until every check has run and its series exist in the store; then it
-// reports the daemon's resident memory, its peak and the Go heap in use,
-// and the memory per check above an idle daemon measured in the same run.
-// The target is an RSS under 400 MiB.
+// reports the daemon's resident memory, its peak, the Go heap in use and
+// the live heap (after a forced collection), and the memory per check
+// above an idle daemon measured in the same run. It does so twice: with
+// the default configuration (no memory limit without a cgroup limit, so
+// the collector lets the heap grow to twice the live data), and with
+// limits.memory set to rssLimit, the CPU per check of each showing what the
+// limit costs. The target is an RSS under 400 MiB.
 func BenchmarkRSS100kProbes(b *testing.B) {
 	const hosts, perHost = 10000, 10
 	const targets = hosts * perHost
+	// rssLimit leaves the 400 MiB target room for what the runtime does
+	// not count (the executable's pages, C memory): about 15 MiB.
+	const rssLimit = "350MiB"
 	bin := buildDaemon(b)
 	control := benchControl(b)
 	head := fmt.Sprintf("observer: bench\ninterval: 60s\ntimeout: 5s\ntsdb: {listen: \"\"}\ncontrol: {listen: %q}\n", control)
 	idleDir := writeBenchTree(b, head, nil, nil)
 	var yaml strings.Builder
-	yaml.WriteString(head + "checks:\n")
+	yaml.WriteString("checks:\n")
 	ports := tcpTargets(b, perHost)
 	checks := make([]string, perHost)
 	for i, p := range ports {
 		checks[i] = fmt.Sprintf("port%d", i)
 		fmt.Fprintf(&yaml, "  %s:\n    probe: {type: tcp, host: 127.0.0.1, port: %d}\n", checks[i], p)
 	}
-	dir := writeBenchTree(b, yaml.String(), benchHosts(hosts), checks)
+	dir := writeBenchTree(b, head+yaml.String(), benchHosts(hosts), checks)
+	limitedDir := writeBenchTree(b, head+"limits: {memory: "+rssLimit+"}\n"+yaml.String(), benchHosts(hosts), checks)
 
-	var idleRSS, rss, hwm, heap, ran float64
-	var took, cpu time.Duration
+	var idleRSS float64
+	var def, lim rssSample
 	for b.Loop() {
 		d := startBenchDaemon(b, bin, idleDir, control)
 		idleRSS, _ = procMemKiB(b, d.cmd.Process.Pid)
 		d.stop(b)
-
-		start := time.Now()
-		d = startBenchDaemon(b, bin, dir, control)
-		// Each check runs once in its first interval, splayed over it: 10%
-		// more runs than checks is past the first interval's last one.
-		var s daemonSample
-		awaitBench(b, "every check to have run", 3*time.Minute, func() bool {
-			s = d.sample(b)
-			return s.checks >= targets*11/10
-		})
-		took = time.Since(start)
-		rss, hwm = procMemKiB(b, d.cmd.Process.Pid)
-		d.saveProfile(b, "rss100k-heap", "heap")
-		dropped := d.metricSum(b, "dmonitor_writer_dropped_points_total")
-		d.stop(b)
-		switch {
-		case s.notOK > 0:
-			b.Fatalf("%v of %v probe checks were not OK", s.notOK, s.checks)
-		case s.appendErrors > 0 || dropped > 0 || s.points < 3*targets:
-			b.Fatalf("%v points written, %v append errors, %v dropped after %v checks: want at least %d points", s.points, s.appendErrors, dropped, s.checks, 3*targets)
-		}
-		ran, heap, cpu = s.checks, s.heapInuse, s.cpu
+		def = rssRun(b, bin, dir, control, targets, "rss100k-heap")
+		lim = rssRun(b, bin, limitedDir, control, targets, "rss100k-limited-heap")
 	}
-	b.ReportMetric(rss/1024, "rss_MiB")
-	b.ReportMetric(hwm/1024, "hwm_MiB")
-	b.ReportMetric(heap/(1<<20), "heap_inuse_MiB")
+	for _, r := range []struct {
+		prefix string
+		s      rssSample
+	}{{"", def}, {"limited_", lim}} {
+		b.ReportMetric(r.s.rss/1024, r.prefix+"rss_MiB")
+		b.ReportMetric(r.s.hwm/1024, r.prefix+"hwm_MiB")
+		b.ReportMetric(r.s.heapInuse/(1<<20), r.prefix+"heap_inuse_MiB")
+		b.ReportMetric(r.s.live/(1<<20), r.prefix+"live_heap_MiB")
+		b.ReportMetric((r.s.rss-idleRSS)/targets, r.prefix+"KiB/check")
+		b.ReportMetric(r.s.cpu.Seconds()*1e6/r.s.ran, r.prefix+"daemon_cpu_us/check")
+		b.ReportMetric(r.s.took.Seconds(), r.prefix+"s_to_all_run")
+	}
 	b.ReportMetric(idleRSS/1024, "idle_rss_MiB")
-	b.ReportMetric((rss-idleRSS)/targets, "KiB/check")
-	b.ReportMetric(ran, "checks_run")
-	b.ReportMetric(took.Seconds(), "s_to_all_run")
-	b.ReportMetric(cpu.Seconds()*1e6/ran, "daemon_cpu_us/check")
+	b.ReportMetric(def.ran, "checks_run")
+}
+
+// rssSample is what rssRun measured of one daemon.
+type rssSample struct {
+	rss, hwm  float64 // KiB
+	heapInuse float64 // bytes, garbage included
+	live      float64 // bytes of heap a forced collection found live
+	ran       float64 // checks run
+	cpu       time.Duration
+	took      time.Duration // from start until every check had run
+}
+
+// rssRun starts the daemon on dir, waits until each of its targets checks
+// has run, measures its memory, then the live heap after a forced
+// collection (saving that heap profile as prof when profiles are asked
+// for), and stops it. It fails unless every check was OK and wrote its
+// three points (status, duration, the time perfdata).
+func rssRun(b *testing.B, bin, dir, control string, targets int, prof string) rssSample {
+	b.Helper()
+	start := time.Now()
+	d := startBenchDaemon(b, bin, dir, control)
+	// Each check runs once in its first interval, splayed over it: 10%
+	// more runs than checks is past the first interval's last one.
+	var s daemonSample
+	var peak float64
+	var peakAt time.Duration
+	awaitBench(b, "every check to have run", 3*time.Minute, func() bool {
+		s = d.sample(b)
+		if rss, _ := procMemKiB(b, d.cmd.Process.Pid); rss > peak {
+			peak, peakAt = rss, time.Since(start)
+		}
+		return s.checks >= float64(targets)*11/10
+	})
+	r := rssSample{took: time.Since(start), ran: s.checks, cpu: s.cpu, heapInuse: s.heapInuse}
+	r.rss, r.hwm = procMemKiB(b, d.cmd.Process.Pid)
+	b.Logf("%s: RSS %.1f MiB at the end, at most %.1f MiB (%v after the start) as sampled, peak %.1f MiB", dir, r.rss/1024, peak/1024, peakAt.Round(time.Second), r.hwm/1024)
+	// After the resident memory: the forced collection changes it.
+	forceGC(b, d)
+	d.saveProfile(b, prof, "heap")
+	r.live = d.metricSum(b, "go_gc_heap_live_bytes")
+	dropped := d.metricSum(b, "dmonitor_writer_dropped_points_total")
+	d.stop(b)
+	switch {
+	case s.notOK > 0:
+		b.Fatalf("%v of %v probe checks were not OK", s.notOK, s.checks)
+	case s.appendErrors > 0 || dropped > 0 || s.points < float64(3*targets):
+		b.Fatalf("%v points written, %v append errors, %v dropped after %v checks: want at least %d points", s.points, s.appendErrors, dropped, s.checks, 3*targets)
+	}
+	return r
+}
+
+// forceGC makes the daemon collect its garbage (net/http/pprof's heap
+// profile does with gc=1), so that the live heap it reports
+// (go_gc_heap_live_bytes, what the last collection marked) is that of
+// now.
+func forceGC(b testing.TB, d *benchDaemon) {
+	b.Helper()
+	resp, err := http.Get("http://" + d.control + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		b.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("/debug/pprof/heap?gc=1: %s", resp.Status)
+	}
 }
 
 // BenchmarkDaemonVsFloorRedis is BenchmarkDaemonVsFloor on a node in redis

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -30,6 +31,7 @@ import (
 	"github.com/dmonitor/dmonitor/evaluator"
 	"github.com/dmonitor/dmonitor/evaluator/leader"
 	"github.com/dmonitor/dmonitor/internal/httpserve"
+	"github.com/dmonitor/dmonitor/internal/memlimit"
 	"github.com/dmonitor/dmonitor/plugin"
 	"github.com/dmonitor/dmonitor/rules"
 	"github.com/dmonitor/dmonitor/statuspage"
@@ -167,8 +169,19 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 // when only rules.d changed, the rules are replaced in place; otherwise it
 // stops everything and returns a *reloadConfig carrying the new one.
 func runDaemon(ctx context.Context, args daemonArgs, cfg *config.Config, set *rules.Set, log *slog.Logger) error {
+	// Applied at every start, so a reload that drops limits.memory lifts
+	// it. /metrics shows it as go_gc_gomemlimit_bytes.
+	limit, err := memlimit.Apply(cfg.Limits.Memory)
+	if err != nil {
+		log.Warn("memory limit: the cgroup's cannot be read, so none is taken from it", "err", err)
+	}
+	log.Info("memory limit", "limit", limit.String(), "source", limit.Source)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(
+		// The heap the last collection found live, what limits.memory is
+		// sized from, beside the limit itself (go_gc_gomemlimit_bytes).
+		collectors.WithGoCollectorRuntimeMetrics(collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)}),
+	), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var token string
 	if cfg.Control.TokenFile != "" {
 		var err error

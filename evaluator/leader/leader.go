@@ -77,6 +77,9 @@ type Results interface {
 	// Latest returns the latest result of each observer for host's check,
 	// and each one's earlier statuses.
 	Latest(host, check string) ([]check.Result, [][]check.Status)
+	// Observed returns how many observers' results Latest would return,
+	// without copying them.
+	Observed(host, check string) int
 	// Recheck runs host's check now on every observer; false when this
 	// node does not run it.
 	Recheck(host, check string) bool
@@ -509,10 +512,10 @@ func (l *Leader) evaluate(now time.Time, targets []instanceKey, data *rules.Data
 	// Before the first results are due, a target with fewer than a
 	// quorum of them is not unknown, just not evaluated yet: a node that
 	// has just started (and may lead at once) has heard only from itself.
-	var due []instanceKey
+	due := make([]instanceKey, 0, len(targets))
 	for _, k := range targets {
 		if c, ok := l.cfg.Checks[k.check]; ok {
-			if rs, _ := l.latest(k); len(rs) >= c.Quorum || now.Sub(l.started) >= 2*c.Interval {
+			if now.Sub(l.started) >= 2*c.Interval || l.results.Observed(k.host, k.check) >= c.Quorum {
 				due = append(due, k)
 			}
 		}

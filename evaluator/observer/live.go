@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/rules"
@@ -14,10 +15,61 @@ import (
 type instanceKey struct{ host, check string }
 
 // observed is one observer's latest result for a target, and the statuses
-// of its runs before it, newest first (what streak reads).
+// of its runs before it (what streak reads). It is a check.Result without
+// what the table knows otherwise (the target is its key, the observer's
+// name and domain are shared by all its results) and with its history
+// packed: 112 bytes a target where a Result and a slice of statuses took
+// 192, and 128 more once the history had filled (issue 12).
 type observed struct {
-	result  check.Result
-	history []check.Status
+	who      *observerName
+	raw      string
+	output   string
+	perf     []check.Perf
+	start    time.Time
+	duration time.Duration
+	status   int32
+	exitCode int32
+	// history holds the statuses before this one, newest in the lowest
+	// two bits; historyLen of them count.
+	history    uint32
+	historyLen uint8
+}
+
+// history's two bits a status hold rules.MaxHistory statuses.
+var _ [32 - 2*rules.MaxHistory]struct{}
+
+// observerName is an observer's name and failure domain.
+type observerName struct{ name, domain string }
+
+// pushHistory makes st the newest earlier status. A status outside 0..3
+// is kept as UNKNOWN, as the plugin API reads it.
+func (o *observed) pushHistory(st check.Status) {
+	if st < check.OK || st > check.Unknown {
+		st = check.Unknown
+	}
+	o.history = o.history<<2 | uint32(st)
+	o.historyLen = min(o.historyLen+1, rules.MaxHistory)
+}
+
+// statuses returns the earlier statuses, newest first; nil if none.
+func (o *observed) statuses() []check.Status {
+	if o.historyLen == 0 {
+		return nil
+	}
+	h := make([]check.Status, o.historyLen)
+	for i := range h {
+		h[i] = check.Status(o.history >> (2 * i) & 3)
+	}
+	return h
+}
+
+// result returns the check.Result o keeps for target k.
+func (o *observed) result(k instanceKey) check.Result {
+	return check.Result{
+		Host: k.host, Check: k.check, Observer: o.who.name, Domain: o.who.domain,
+		Status: check.Status(o.status), Raw: o.raw, ExitCode: int(o.exitCode),
+		Output: o.output, Perf: o.perf, Start: o.start, Duration: o.duration,
+	}
 }
 
 // live holds the latest result of every observer for every host×check: what
@@ -29,10 +81,34 @@ type observed struct {
 type live struct {
 	mu      sync.Mutex
 	results map[instanceKey][]observed
+	names   map[observerName]*observerName
 }
 
 func newLive() *live {
-	return &live{results: make(map[instanceKey][]observed)}
+	return &live{results: make(map[instanceKey][]observed), names: make(map[observerName]*observerName)}
+}
+
+// observe returns what the table keeps of r. l.mu is held.
+func (l *live) observe(r *check.Result) observed {
+	n := observerName{r.Observer, r.Domain}
+	who := l.names[n]
+	if who == nil {
+		who = &n
+		l.names[n] = who
+	}
+	raw := r.Raw
+	// Results from the other observers come decoded, each word a string of
+	// its own: keep the constant instead.
+	for _, w := range [...]string{"OK", "WARNING", "CRITICAL", "UNKNOWN", check.RawFail, check.RawTimeout} {
+		if raw == w {
+			raw = w
+			break
+		}
+	}
+	return observed{
+		who: who, raw: raw, output: r.Output, perf: r.Perf, start: r.Start, duration: r.Duration,
+		status: int32(r.Status), exitCode: int32(r.ExitCode),
+	}
 }
 
 // put records r unless the same or a newer result of the same observer is
@@ -44,35 +120,40 @@ func (l *live) put(r check.Result) (isNew bool, prev check.Status, hadPrev bool)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	os := l.results[k]
-	i, found := slices.BinarySearchFunc(os, r.Observer, func(x observed, obs string) int { return strings.Compare(x.result.Observer, obs) })
+	i, found := slices.BinarySearchFunc(os, r.Observer, func(x observed, obs string) int { return strings.Compare(x.who.name, obs) })
 	switch {
 	case !found:
-		l.results[k] = slices.Insert(os, i, observed{result: r})
+		l.results[k] = slices.Insert(os, i, l.observe(&r))
 		return true, 0, false
-	case os[i].result.Start.Before(r.Start):
+	case os[i].start.Before(r.Start):
 		o := &os[i]
-		prev = o.result.Status
-		if len(o.history) < rules.MaxHistory {
-			o.history = append(o.history, 0)
-		}
-		copy(o.history[1:], o.history)
-		o.history[0] = prev
-		o.result = r
+		prev = check.Status(o.status)
+		o.pushHistory(prev)
+		h, n := o.history, o.historyLen
+		*o = l.observe(&r)
+		o.history, o.historyLen = h, n
 		return true, prev, true
 	}
 	return false, 0, false
 }
 
 // latest returns the latest result of each observer for k, sorted by
-// observer name, and each one's earlier statuses.
+// observer name, and each one's earlier statuses, newest first.
 func (l *live) latest(k instanceKey) ([]check.Result, [][]check.Status) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	os := l.results[k]
 	rs := make([]check.Result, len(os))
 	hs := make([][]check.Status, len(os))
-	for i, o := range os {
-		rs[i], hs[i] = o.result, slices.Clone(o.history)
+	for i := range os {
+		rs[i], hs[i] = os[i].result(k), os[i].statuses()
 	}
 	return rs, hs
+}
+
+// count returns how many observers' results latest would return for k.
+func (l *live) count(k instanceKey) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.results[k])
 }

@@ -246,6 +246,12 @@ func (ob *Observer) Latest(host, chk string) ([]check.Result, [][]check.Status) 
 	return ob.live.latest(instanceKey{host, chk})
 }
 
+// Observed returns how many observers' results Latest would return for
+// host's check.
+func (ob *Observer) Observed(host, chk string) int {
+	return ob.live.count(instanceKey{host, chk})
+}
+
 // Recheck runs host's check now, here and on the other observers, so that
 // a decision waiting on it need not wait for its next interval. It reports
 // whether this observer runs that check.

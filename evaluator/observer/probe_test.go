@@ -3,24 +3,29 @@ package observer
 import (
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
+	"github.com/dmonitor/dmonitor/internal/await"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/plugin"
 	"github.com/dmonitor/dmonitor/probe"
 )
 
 // probeObserver builds (not starts) the schedule of an observer with
-// workers and the probe checks given, each on host x.
+// workers for plugins, as many for probes, and the checks given, each on
+// host x.
 func probeObserver(t *testing.T, workers int, checks ...*config.Check) *Observer {
 	t.Helper()
-	cfg := &config.Config{Observer: "eu-1", Interval: time.Hour, Workers: workers, Checks: map[string]*config.Check{}}
+	cfg := &config.Config{Observer: "eu-1", Interval: time.Hour, Workers: workers, ProbeWorkers: workers, Checks: map[string]*config.Check{}}
 	for _, c := range checks {
 		cfg.Checks[c.Name] = c
 		cfg.Targets = append(cfg.Targets, config.Target{Host: "x", Check: c})
@@ -69,6 +74,40 @@ func TestProbeCheckRecorded(t *testing.T) {
 	}
 	if r.Host != "x" || r.Check != "port" || r.Observer != "eu-1" || len(r.Perf) != 1 || r.Perf[0].Label != "time" {
 		t.Errorf("result host %q check %q observer %q perf %+v", r.Host, r.Check, r.Observer, r.Perf)
+	}
+}
+
+// TestProbesNotHeldByPlugins: probes and plugins have bounds of their
+// own. With one worker for each, a plugin that hangs (until released,
+// standing for a plugin waiting on its timeout) holds no probe back: the
+// probe check runs and records OK meanwhile.
+func TestProbesNotHeldByPlugins(t *testing.T) {
+	release := filepath.Join(t.TempDir(), "release")
+	if err := syscall.Mkfifo(release, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hung := &config.Check{Name: "hung", Interval: time.Hour, Timeout: time.Minute,
+		Command: []string{"/bin/sh", "-c", "read x < " + release + "; echo OK"}}
+	port := listen(t, func(c net.Conn) { _, _ = io.WriteString(c, "ok\r\n"); c.Close() })
+	ob := probeObserver(t, 1, hung, tcpCheck("port", port, 10*time.Second))
+	ob.Recheck("x", "hung")
+	ob.Recheck("x", "port")
+	await.Until(t, "the probe's result", func() bool {
+		rs, _ := ob.Latest("x", "port")
+		return len(rs) == 1 && rs[0].Status == check.OK
+	})
+	if rs, _ := ob.Latest("x", "hung"); len(rs) != 0 {
+		t.Errorf("the hung plugin has a result before its release: %+v", rs)
+	}
+	// Opening the fifo for writing, and closing it, ends the plugin's read.
+	f, err := os.OpenFile(release, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	ob.rechecks.Wait()
+	if rs, _ := ob.Latest("x", "hung"); len(rs) != 1 || rs[0].Status != check.OK {
+		t.Errorf("the plugin released: results %+v, want one OK", rs)
 	}
 }
 

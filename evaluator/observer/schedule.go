@@ -23,8 +23,10 @@ type job struct {
 	cmd    plugin.Command
 	probe  probe.Probe // nil for a plugin check
 	// slots bounds the probes running at once, shared by every probe job
-	// of the observer: as many as the runner's workers, the bound it puts
-	// on plugins.
+	// of the observer (probe_workers). It is not the runner's bound on
+	// plugins: a probe waiting on a target that does not answer holds a
+	// socket, not a process, and with one bound for both, targets timing
+	// out would hold back every plugin, or slow plugins every probe.
 	slots   chan struct{}
 	running atomic.Bool // guards against overlapping runs of this check
 }
@@ -64,7 +66,7 @@ type slotKey struct{ interval, offset time.Duration }
 func (ob *Observer) schedule(ctx context.Context, s gocron.Scheduler, now time.Time) error {
 	slots := make(map[slotKey][]*job)
 	var order []slotKey
-	probeSlots := make(chan struct{}, max(ob.cfg.Workers, 1))
+	probeSlots := make(chan struct{}, max(ob.cfg.ProbeWorkers, 1))
 	for _, t := range ob.cfg.Targets {
 		j := &job{target: t}
 		if t.Check.Probe != nil {
@@ -139,8 +141,7 @@ func (ob *Observer) runJob(ctx context.Context, j *job) {
 }
 
 // run runs j's plugin through the runner, or its probe. A probe waits for
-// one of the observer's probe slots, as many as the runner's workers, as a
-// plugin waits for a worker; the probe's timeout (the check's) counts from
+// one of the observer's probe slots, as a plugin waits for a worker; the probe's timeout (the check's) counts from
 // its start, not from the wait, as a plugin's does.
 func (ob *Observer) run(ctx context.Context, j *job) check.Result {
 	if j.probe == nil {

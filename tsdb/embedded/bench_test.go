@@ -3,6 +3,8 @@ package embedded
 import (
 	"context"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"runtime"
 	"testing"
 	"time"
@@ -252,6 +254,64 @@ func BenchmarkSeriesMemory(b *testing.B) {
 		b.StopTimer()
 		pts = nil
 		b.ReportMetric(float64(heap()-before)/n, "bytes/series")
+		b.StartTimer()
+	}
+}
+
+// BenchmarkSeriesMemoryTwoHours writes what 10,000 probe checks at a 60 s
+// interval write, 30,000 series (a constant status, a varying duration and
+// perfdata time), for two hours, a point a minute, and reports the heap
+// each series takes after the first point and after the 120th: the peak of
+// the engine's two-hour cycle, when each series' head chunk is full (about
+// 1 KB for a value that varies in every bit, as a run time does) and just
+// before it is cut and moved to disk. A daemon's live heap swings between
+// the two.
+func BenchmarkSeriesMemoryTwoHours(b *testing.B) {
+	const checks, samples = 10000, 120
+	rng := rand.New(rand.NewPCG(1, 2))
+	tags := make([][2]map[string]string, checks)
+	for i := range tags {
+		tg := benchTags(i)
+		perf := maps.Clone(tg)
+		perf["label"] = "time"
+		tags[i] = [2]map[string]string{tg, perf}
+	}
+	heap := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	for b.Loop() {
+		b.StopTimer()
+		s := openStore(b, "", Options{})
+		// Aligned on the engine's two-hour chunk range, so the 120 points
+		// fill one chunk.
+		t0 := time.Now().Add(-4 * time.Hour).Truncate(2 * time.Hour)
+		pts := make([]tsdb.Point, 0, 3*checks)
+		before := heap()
+		b.StartTimer()
+		for k := range samples {
+			pts = pts[:0]
+			at := t0.Add(time.Duration(k) * time.Minute)
+			for i := range checks {
+				d := 0.0001 + rng.Float64()*0.0005
+				pts = append(pts,
+					tsdb.Point{Metric: "dmonitor.check.status", Tags: tags[i][0], Time: at, Value: 0},
+					tsdb.Point{Metric: "dmonitor.check.duration", Tags: tags[i][0], Time: at, Value: d + 1e-5},
+					tsdb.Point{Metric: "dmonitor.check.perf", Tags: tags[i][1], Time: at, Value: d})
+			}
+			if err := s.Append(context.Background(), pts); err != nil {
+				b.Fatal(err)
+			}
+			if k == 0 {
+				b.StopTimer()
+				b.ReportMetric(float64(heap()-before)/(3*checks), "bytes/series_first")
+				b.StartTimer()
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(heap()-before)/(3*checks), "bytes/series_2h")
 		b.StartTimer()
 	}
 }

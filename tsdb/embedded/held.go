@@ -205,7 +205,8 @@ func (s *Store) writeHeld(ctx context.Context, pts []heldPoint) (int, error) {
 	s.cacheMu.RLock()
 	for _, p := range pts {
 		if _, ok := refs[p.ser]; !ok {
-			refs[p.ser] = s.cache[p.ser.key].ref
+			e, _ := s.cache.get([]byte(p.ser.key))
+			refs[p.ser] = e.ref
 		}
 	}
 	s.cacheMu.RUnlock()
@@ -238,7 +239,7 @@ func (s *Store) writeHeld(ctx context.Context, pts []heldPoint) (int, error) {
 	s.cacheMu.Lock()
 	for ser, ref := range refs {
 		if ref != 0 {
-			s.cache[ser.key] = seriesEntry{ref: ref, lset: ser.lset}
+			s.cache.set([]byte(ser.key), seriesEntry{ref: ref, lset: ser.lset})
 		}
 	}
 	s.cacheMu.Unlock()

@@ -174,7 +174,7 @@ func (s *Store) CountNew(points []tsdb.Point) int {
 		p := &points[i]
 		key, kvs = appendSeriesKey(key[:0], kvs[:0], p)
 		s.cacheMu.RLock()
-		_, cached := s.cache[string(key)]
+		_, cached := s.cache.get(key)
 		s.cacheMu.RUnlock()
 		if cached || seen[string(key)] {
 			continue

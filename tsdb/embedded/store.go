@@ -73,8 +73,8 @@ const (
 	// point and the labels of each series once).
 	DefaultMemoryPoints = 200_000
 	// DefaultMaxSeries is far more than a monitor writes (a series per
-	// check, target and metric) and, at about 1 KiB a series in memory
-	// (see Options.MaxSeries), 1 GiB: the limit is there to stop a runaway
+	// check, target and metric) and, at about 0.8 KiB a series of heap
+	// (see Options.MaxSeries), 800 MB: the limit is there to stop a runaway
 	// writer (a tag holding a timestamp or a request ID) before it takes
 	// the machine's memory, not to size the store.
 	DefaultMaxSeries = 1_000_000
@@ -111,9 +111,11 @@ type Options struct {
 	// MaxSeries bounds the series the store holds (default
 	// DefaultMaxSeries; negative for no limit): once the engine's head and
 	// the memory buffer hold MaxSeries series, points of other series are
-	// refused with a *LimitError. Each series costs about 1 KiB of memory
-	// with dmonitor's labels (measured by TestMemoryPerSeries: the engine's
-	// series, postings and first chunk, and this store's cache entry).
+	// refused with a *LimitError. Each series costs about 0.8 KiB of heap
+	// with dmonitor's labels (measured by BenchmarkSeriesMemory: the
+	// engine's series, postings and first chunk, and this store's cache
+	// entry), which the collector lets grow to twice that between cycles
+	// unless a memory limit is set.
 	MaxSeries int
 	// Logger receives the store's and the engine's logs; nil discards them.
 	// The engine's info lines (its write-ahead log replayed at every
@@ -155,11 +157,10 @@ type Store struct {
 	stop context.CancelFunc
 	done chan struct{} // closed when the keeper returns
 
-	// cacheMu guards cache, which maps a series key (see appendSeriesKey)
-	// to the engine's reference and labels for that series, so a repeated
-	// series costs a map lookup instead of building and hashing labels.
+	// cacheMu guards cache: the engine's reference and labels of every
+	// series written, see seriesCache.
 	cacheMu sync.RWMutex
-	cache   map[string]seriesEntry
+	cache   seriesCache
 
 	// appendMu serialises the engine's appenders (see appendAll), and the
 	// series limit's count. Locks are taken in the order mu, appendMu,
@@ -167,11 +168,6 @@ type Store struct {
 	appendMu sync.Mutex
 
 	scratch sync.Pool // *appendScratch, reused across Append calls
-}
-
-type seriesEntry struct {
-	ref  storage.SeriesRef
-	lset labels.Labels
 }
 
 // Open opens or creates the store in dir. The store takes a lock file in
@@ -219,7 +215,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{
 		dir: dir, opts: opts, reserve: uint64(max(opts.MinFreeBytes, 0)), maxSeries: max(opts.MaxSeries, 0),
 		oooWindow: opts.OutOfOrderWindow, log: logger, engineLog: slog.New(quietInfo{logger.Handler()}), lock: lock,
-		cache: map[string]seriesEntry{}, kick: make(chan struct{}, 1), done: make(chan struct{}),
+		cache: newSeriesCache(), kick: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	s.buf.max = opts.MemoryPoints
 	s.space = newDiskGuard(dir, s.reserve)
@@ -309,7 +305,7 @@ func (s *Store) usable() error {
 // its references may then name other series. s.mu is held for writing.
 func (s *Store) forgetSeries() {
 	s.cacheMu.Lock()
-	clear(s.cache)
+	s.cache.clear()
 	s.cacheMu.Unlock()
 }
 
@@ -492,7 +488,7 @@ func (s *Store) resolve(sc *appendScratch, points []tsdb.Point) error {
 		key := sc.keys[start:]
 		// A cached key was validated when first seen; only a new series
 		// needs its names checked.
-		if e, ok := s.cache[string(key)]; ok {
+		if e, ok := s.cache.get(key); ok {
 			sc.slot = append(sc.slot, int32(len(sc.ents)))
 			sc.ents = append(sc.ents, batchEntry{seriesEntry: e, keyStart: start, keyEnd: len(sc.keys)})
 			continue
@@ -540,12 +536,12 @@ func (s *Store) learn(sc *appendScratch) {
 	}
 	s.cacheMu.Lock()
 	defer s.cacheMu.Unlock()
-	if len(s.cache)+n > maxCachedSeries {
-		clear(s.cache)
+	if s.cache.len()+n > maxCachedSeries {
+		s.cache.clear()
 	}
 	for i := range sc.ents {
 		if e := &sc.ents[i]; e.learn && e.ref != 0 {
-			s.cache[string(sc.keys[e.keyStart:e.keyEnd])] = e.seriesEntry
+			s.cache.set(sc.keys[e.keyStart:e.keyEnd], e.seriesEntry)
 		}
 	}
 }
