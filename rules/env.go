@@ -6,6 +6,7 @@
 package rules
 
 import (
+	"strings"
 	"time"
 
 	"github.com/dmonitor/dmonitor/check"
@@ -75,8 +76,22 @@ type Env struct {
 // than the quorum: the instance is then unknown, never OK. quorumDomains
 // below 1 counts as 1.
 func NewEnv(host, checkName string, latest []check.Result, now time.Time, interval time.Duration, quorum, quorumDomains int) (Env, bool) {
-	env := Env{Host: host, Check: checkName, Quorum: quorum, QuorumDomains: max(quorumDomains, 1)}
-	env.Observers = make([]Observer, len(latest))
+	var env Env
+	known := env.Reset(host, checkName, latest, now, interval, quorum, quorumDomains)
+	return env, known
+}
+
+// Reset makes env what NewEnv returns for the same arguments, reusing the
+// array of env.Observers when it is large enough: a caller evaluating many
+// instances in turn allocates one environment, not one per instance. What
+// env held before is overwritten, Data and Observer.History included; a
+// caller must keep no reference to the old Observers.
+func (env *Env) Reset(host, checkName string, latest []check.Result, now time.Time, interval time.Duration, quorum, quorumDomains int) bool {
+	obs := env.Observers
+	if obs == nil || cap(obs) < len(latest) {
+		obs = make([]Observer, len(latest))
+	}
+	*env = Env{Host: host, Check: checkName, Quorum: quorum, QuorumDomains: max(quorumDomains, 1), Observers: obs[:len(latest)]}
 	for i, r := range latest {
 		age := now.Sub(r.Start.Add(r.Duration))
 		if age < 0 {
@@ -98,7 +113,7 @@ func NewEnv(host, checkName string, latest []check.Result, now time.Time, interv
 		}
 	}
 	env.countDomains()
-	return env, env.Total >= quorum
+	return env.Total >= quorum
 }
 
 // countDomains fills in Domains, FailingDomains, DownDomains and Partial
@@ -106,7 +121,7 @@ func NewEnv(host, checkName string, latest []check.Result, now time.Time, interv
 func (env *Env) countDomains() {
 	// A few observers is the common case: a linear scan beats a map.
 	type domain struct {
-		name             string
+		name             domainName
 		failing, passing int
 	}
 	var buf [8]domain
@@ -116,12 +131,12 @@ func (env *Env) countDomains() {
 		if !o.Fresh {
 			continue
 		}
-		name := o.Domain
-		if name == "" {
-			name = "observer " + o.Name
+		name := domainName{name: o.Domain}
+		if name.name == "" {
+			name = domainName{name: o.Name, observer: true}
 		}
 		j := 0
-		for j < len(ds) && ds[j].name != name {
+		for j < len(ds) && !ds[j].name.is(name) {
 			j++
 		}
 		if j == len(ds) {
@@ -145,6 +160,30 @@ func (env *Env) countDomains() {
 	// A quorum must see it failing, as for an outage: one observer with a
 	// flaky network is a domain of its own, and never partial.
 	env.Partial = env.Failing >= env.Quorum && env.DownDomains > 0 && env.FailingDomains < env.QuorumDomains
+}
+
+// domainName names a failure domain: a declared domain, or (observer
+// true) the domain of its own of an observer declaring none, which reads
+// "observer <name>". Kept apart so that naming one allocates no string
+// per observer and instance.
+type domainName struct {
+	name     string
+	observer bool
+}
+
+const observerDomain = "observer "
+
+// is reports whether a and b name the same domain, as their readings
+// would compare.
+func (a domainName) is(b domainName) bool {
+	if a.observer == b.observer {
+		return a.name == b.name
+	}
+	if a.observer {
+		a, b = b, a
+	}
+	// a declared, b an observer's own
+	return strings.HasPrefix(a.name, observerDomain) && a.name[len(observerDomain):] == b.name
 }
 
 // streak returns the largest n such that at least quorum fresh observers

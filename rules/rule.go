@@ -26,6 +26,13 @@ const DefaultSummary = "{{ .host }} {{ .check }} down from {{ .failing }} of {{ 
 // DefaultSeverity is the severity of a rule that names none.
 const DefaultSeverity = "critical"
 
+// evaluation is what one Eval at a time uses: a VM, and the copy of the
+// environment the program reads.
+type evaluation struct {
+	vm  vm.VM
+	env Env
+}
+
 // Rule is a compiled rule. Rules are immutable once compiled and safe for
 // concurrent use.
 type Rule struct {
@@ -53,7 +60,7 @@ type Rule struct {
 	queries     []QueryKey
 	summary     *template.Template
 	description *template.Template
-	vms         *sync.Pool // of *vm.VM, so that a tick allocates no VM per instance
+	vms         *sync.Pool // of *evaluation, so that a tick allocates no VM per instance
 }
 
 // Flapping are a rule's flap detection thresholds: an instance whose
@@ -156,7 +163,7 @@ func (c *compiler) compile(r Rule) *Rule {
 	if !ok {
 		return nil
 	}
-	r.vms = &sync.Pool{New: func() any { return new(vm.VM) }}
+	r.vms = &sync.Pool{New: func() any { return new(evaluation) }}
 	return &r
 }
 
@@ -212,9 +219,13 @@ func matchAny(globs []string, v string) bool {
 // when a TSDB query failed or is missing from env.Data, the error wraps a
 // *QueryError naming the metric and window.
 func (r *Rule) Eval(env Env) (bool, error) {
-	v := r.vms.Get().(*vm.VM)
-	out, err := v.Run(r.program, &env)
-	r.vms.Put(v)
+	// The program needs a pointer to env: one to the parameter would move
+	// it to the heap at every call, one to the pooled copy does not.
+	e := r.vms.Get().(*evaluation)
+	e.env = env
+	out, err := e.vm.Run(r.program, &e.env)
+	e.env = Env{} // the pool must not keep the caller's observers and data alive
+	r.vms.Put(e)
 	if err != nil {
 		var qe *QueryError
 		if errors.As(err, &qe) {

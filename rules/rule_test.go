@@ -100,6 +100,8 @@ func TestFailureDomains(t *testing.T) {
 			3, 1, 1, false, false},
 		{"a domain of one observer down: below the quorum, not partial", []check.Result{res("eu-1", "eu", crit), res("us-1", "us", ok), res("us-2", "us", ok)},
 			2, 1, 1, false, false},
+		{"an observer's own domain reads \"observer <name>\": one with that name declared is the same", []check.Result{res("a", "", crit), res("b", "observer a", crit), res("c", "", ok)},
+			2, 1, 1, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env, known := NewEnv("www1", "http", tc.latest, now, time.Minute, 2, 2)

@@ -64,6 +64,17 @@ type engine struct {
 	// held are the dependents each parent with an open incident has held
 	// back during it, for its resolved notification; see noteHeld.
 	held map[instKey][]instKey
+
+	setRules []*rules.Rule  // the rules of set, in its order
+	rank     map[string]int // orders the rules of a pass: parents first; see evaluate
+	// seen, work, env and targetRs are the scratch of one pass, kept across passes
+	// and reset by each: a pass over every instance would otherwise
+	// allocate an index of them all, and an environment per instance, to
+	// throw them away a few seconds later.
+	seen     map[instKey]bool
+	work     []todo
+	env      rules.Env
+	targetRs []*rules.Rule
 }
 
 func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silences Silences) *engine {
@@ -85,7 +96,8 @@ func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silence
 	}
 	g := &engine{cfg: cfg, set: set, def: rules.Default(), observerUp: up, redisDown: down, partial: partial, self: compileSelfRules(cfg), repeatInterval: repeat, silences: silences,
 		byHost: make(map[string][]instanceKey), children: make(map[string][]*rules.Rule),
-		instances: make(map[instKey]alerting.Instance), holds: make(map[instKey]hold), waited: make(map[instKey]time.Time), held: make(map[instKey][]instKey)}
+		instances: make(map[instKey]alerting.Instance), holds: make(map[instKey]hold), waited: make(map[instKey]time.Time), held: make(map[instKey][]instKey),
+		rank: make(map[string]int), seen: make(map[instKey]bool)}
 	for _, t := range cfg.Targets {
 		g.byHost[t.Host] = append(g.byHost[t.Host], instanceKey{t.Host, t.Check.Name})
 	}
@@ -108,6 +120,16 @@ func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silence
 			}
 		}
 	}
+	// Parents first: the rule order of the set, the default rule (which
+	// nothing depends on) last.
+	if set != nil {
+		g.setRules = set.Rules()
+		for i, r := range g.setRules {
+			g.rank[r.Name] = i
+		}
+	}
+	g.rank[g.def.Name] = len(g.rank)
+	g.rank[PartialRule] = len(g.rank)
 	return g
 }
 
@@ -120,16 +142,24 @@ const PartialRule = "partial-outage"
 // rulesFor returns the rules of target k: those whose select matches, or
 // the default rule when none does, with partial-outage beside it when k's
 // check counts failure domains (a rule of one's own reads partial).
-func (g *engine) rulesFor(k instanceKey) []*rules.Rule {
-	if g.set != nil {
-		if rs := g.set.Match(k.host, k.check, nil); len(rs) > 0 {
-			return rs
+func (g *engine) rulesFor(k instanceKey) []*rules.Rule { return g.appendRules(nil, k) }
+
+// appendRules appends the rules of target k (see rulesFor) to dst: a pass
+// over every target reuses one dst rather than allocate a slice for each.
+func (g *engine) appendRules(dst []*rules.Rule, k instanceKey) []*rules.Rule {
+	n := len(dst)
+	for _, r := range g.setRules { // what set.Match does, into dst
+		if r.Matches(k.host, k.check, nil) {
+			dst = append(dst, r)
 		}
 	}
-	if c := g.cfg.Checks[k.check]; c != nil && c.QuorumDomains > 1 {
-		return []*rules.Rule{g.def, g.partial}
+	if len(dst) > n {
+		return dst
 	}
-	return []*rules.Rule{g.def}
+	if c := g.cfg.Checks[k.check]; c != nil && c.QuorumDomains > 1 {
+		return append(dst, g.def, g.partial)
+	}
+	return append(dst, g.def)
 }
 
 // inputs are what an evaluation reads: the latest result of each observer
@@ -146,10 +176,11 @@ type recheck struct {
 	targets []instanceKey
 }
 
-// todo is one instance to evaluate: rule r on target k.
+// todo is one instance to evaluate: rule r on target k, r of rank rank.
 type todo struct {
-	r *rules.Rule
-	k instanceKey
+	r    *rules.Rule
+	k    instanceKey
+	rank int
 }
 
 // evaluate evaluates the instances of targets, and of every rule instance
@@ -157,8 +188,12 @@ type todo struct {
 // so a child sees its parents' new state. It returns the decisions that
 // made a transition, and the targets to re-check at once.
 func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]decision, []recheck) {
-	seen := make(map[instKey]bool)
-	var work []todo
+	seen := g.seen
+	clear(seen)
+	// Cleared too, so that the rules of a pass are not kept alive by the
+	// next one's slack.
+	clear(g.work)
+	work := g.work[:0]
 	var add func(r *rules.Rule, k instanceKey)
 	add = func(r *rules.Rule, k instanceKey) {
 		ik := instKey{r.Name, k.host, k.check}
@@ -166,7 +201,7 @@ func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]de
 			return
 		}
 		seen[ik] = true
-		work = append(work, todo{r, k})
+		work = append(work, todo{r, k, g.rank[r.Name]})
 		// A child's suppression follows its parents: re-evaluate the
 		// children of r on the same host.
 		for _, c := range g.children[r.Name] {
@@ -178,7 +213,8 @@ func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]de
 		}
 	}
 	for _, k := range targets {
-		for _, r := range g.rulesFor(k) {
+		g.targetRs = g.appendRules(g.targetRs[:0], k)
+		for _, r := range g.targetRs {
 			add(r, k)
 		}
 	}
@@ -197,19 +233,11 @@ func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]de
 			}
 		}
 	}
-	// Parents first: the rule order of the set, the default rule (which
-	// nothing depends on) last; then by host and check, so that the
+	g.work = work
+	// Parents first (see rank), then by host and check, so that the
 	// decisions come out in the same order every time.
-	rank := make(map[string]int)
-	if g.set != nil {
-		for i, r := range g.set.Rules() {
-			rank[r.Name] = i
-		}
-	}
-	rank[g.def.Name] = len(rank)
-	rank[PartialRule] = len(rank)
 	slices.SortFunc(work, func(a, b todo) int {
-		return cmp.Or(rank[a.r.Name]-rank[b.r.Name], cmp.Compare(a.k.host, b.k.host), cmp.Compare(a.k.check, b.k.check))
+		return cmp.Or(a.rank-b.rank, cmp.Compare(a.k.host, b.k.host), cmp.Compare(a.k.check, b.k.check))
 	})
 
 	var out []decision
@@ -246,14 +274,15 @@ func (g *engine) evaluateOne(now time.Time, r *rules.Rule, k instanceKey, in inp
 	ik := instKey{r.Name, k.host, k.check}
 	c := g.cfg.Checks[k.check]
 	results, history := in.results(k)
-	env, known := rules.NewEnv(k.host, k.check, results, now, c.Interval, c.Quorum, c.QuorumDomains)
+	known := g.env.Reset(k.host, k.check, results, now, c.Interval, c.Quorum, c.QuorumDomains)
+	env := &g.env
 	for i := range env.Observers {
 		env.Observers[i].History = history[i]
 	}
 	env.Data = in.data
 
 	var input alerting.Input
-	switch active, err := r.Eval(env); {
+	switch active, err := r.Eval(*env); {
 	case !known:
 		input.Unknown = true
 		input.Reason = fmt.Sprintf("%d fresh observers, quorum is %d", env.Total, env.Quorum)
@@ -266,12 +295,20 @@ func (g *engine) evaluateOne(now time.Time, r *rules.Rule, k instanceKey, in inp
 		// Only a condition that holds keeps annotations (they tell the
 		// firing, and later the resolved, notification what was wrong):
 		// rendering them for every healthy instance would double a tick.
-		input.Annotations = g.annotations(r, env)
+		input.Annotations = g.annotations(r, *env)
 	}
 
 	inst, ok := g.instances[ik]
+	// A new instance whose condition neither holds nor is unknown is, as
+	// a rule, forgotten at once: its labels are built only if it is not.
+	// At each pass that is most instances, and the labels most of what
+	// the pass allocates.
+	lazy := !ok && !input.Active && !input.Unknown
 	if !ok {
-		inst = alerting.Instance{Rule: r.Name, Labels: g.labels(r, k)}
+		inst = alerting.Instance{Rule: r.Name}
+		if !lazy {
+			inst.Labels = g.labels(r, k)
+		}
 	}
 	if input.Active && g.silences != nil {
 		input.Silenced = g.silences.MatchAlert(r.Name, inst.Labels, now)
@@ -302,8 +339,17 @@ func (g *engine) evaluateOne(now time.Time, r *rules.Rule, k instanceKey, in inp
 	default:
 		delete(g.holds, ik)
 	}
-	next, tr := inst.Next(now, input, alerting.Params{For: r.For, KeepFiringFor: r.KeepFiringFor, RepeatInterval: g.repeatInterval,
-		Flap: alerting.FlapParams{Changes: r.Flapping.Changes, Window: r.Flapping.Window}})
+	params := alerting.Params{For: r.For, KeepFiringFor: r.KeepFiringFor, RepeatInterval: g.repeatInterval,
+		Flap: alerting.FlapParams{Changes: r.Flapping.Changes, Window: r.Flapping.Window}}
+	next, tr := inst.Next(now, input, params)
+	if lazy && (tr != nil || !next.Forgettable()) {
+		// Kept or notified after all: decided again with its labels,
+		// which the transition's notification and the state carry. Next
+		// is a pure function of its arguments, so this is the decision
+		// the labels would have made in the first place.
+		inst.Labels = g.labels(r, k)
+		next, tr = inst.Next(now, input, params)
+	}
 	if next.Forgettable() {
 		delete(g.instances, ik)
 		delete(g.holds, ik)

@@ -138,6 +138,7 @@ type Options struct {
 // with Run.
 type Leader struct {
 	cfg        *config.Config
+	targets    []instanceKey // every target of cfg, for each tick; read only
 	lease      Lease
 	state      StateStore
 	termSender TermSender
@@ -193,6 +194,10 @@ func New(o Options) *Leader {
 	}
 	for _, r := range o.Receivers {
 		l.receivers[r] = true
+	}
+	l.targets = make([]instanceKey, len(l.cfg.Targets))
+	for i, t := range l.cfg.Targets {
+		l.targets[i] = instanceKey{t.Host, t.Check.Name}
 	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
@@ -415,11 +420,7 @@ func (l *Leader) tick(ctx context.Context) {
 	l.mu.Lock()
 	l.data = data
 	l.mu.Unlock()
-	targets := make([]instanceKey, len(l.cfg.Targets))
-	for i, t := range l.cfg.Targets {
-		targets[i] = instanceKey{t.Host, t.Check.Name}
-	}
-	l.evaluate(now, targets, data)
+	l.evaluate(now, l.targets, data)
 	l.evaluateObservers(ctx, now)
 	l.evaluateSelf(ctx, now)
 	if l.cfg.Redis.URL != "" {
