@@ -254,7 +254,7 @@ func BenchmarkProbesVsFloor(b *testing.B) {
 		b.Run(k.name, func(b *testing.B) {
 			control := benchControl(b)
 			var yaml strings.Builder
-			fmt.Fprintf(&yaml, "observer: bench\ninterval: 1s\ntimeout: 5s\nworkers: %d\ntsdb: {listen: \"\"}\ncontrol: {listen: %q}\nchecks:\n", workers, control)
+			fmt.Fprintf(&yaml, "observer: bench\ninterval: 1s\ntimeout: 5s\nworkers: %d\nprobe_workers: %d\ntsdb: {listen: \"\"}\ncontrol: {listen: %q}\nchecks:\n", workers, workers, control)
 			ports := k.ports(b, probeListeners)
 			checks := make([]string, len(ports))
 			for i, p := range ports {

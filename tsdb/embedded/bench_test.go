@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
+	promtsdb "github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/dmonitor/dmonitor/tsdb"
@@ -260,15 +264,26 @@ func BenchmarkSeriesMemory(b *testing.B) {
 
 // BenchmarkSeriesMemoryTwoHours writes what 10,000 probe checks at a 60 s
 // interval write, 30,000 series (a constant status, a varying duration and
-// perfdata time), for two hours, a point a minute, and reports the heap
-// each series takes after the first point and after the 120th: the peak of
-// the engine's two-hour cycle, when each series' head chunk is full (about
-// 1 KB for a value that varies in every bit, as a run time does) and just
-// before it is cut and moved to disk. A daemon's live heap swings between
-// the two.
+// perfdata time), for six hours, a point a minute, with 60 samples a
+// chunk and with the engine's default, and reports the heap each series
+// takes after the first point, and its peak and average over the last 240
+// points: the engine's steady state, its head holding one to three hours
+// between compactions, each series' open chunk growing (about 8 bytes a
+// point for a value that varies in every bit, as a run time does) until
+// it is cut. After each point the engine moves cut chunks to disk and
+// compacts, as its loop does every minute. It also reports the bytes a
+// point the blocks take on disk, and by how much the process's resident
+// file-backed memory grew (mmapped chunks read by compactions).
 func BenchmarkSeriesMemoryTwoHours(b *testing.B) {
-	const checks, samples = 10000, 120
-	rng := rand.New(rand.NewPCG(1, 2))
+	for _, spc := range []int{60, promtsdb.DefaultSamplesPerChunk} {
+		b.Run(fmt.Sprintf("samples_per_chunk=%d", spc), func(b *testing.B) {
+			benchSeriesMemoryCycle(b, spc)
+		})
+	}
+}
+
+func benchSeriesMemoryCycle(b *testing.B, spc int) {
+	const checks, samples, steady = 10000, 360, 240
 	tags := make([][2]map[string]string, checks)
 	for i := range tags {
 		tg := benchTags(i)
@@ -284,12 +299,15 @@ func BenchmarkSeriesMemoryTwoHours(b *testing.B) {
 	}
 	for b.Loop() {
 		b.StopTimer()
-		s := openStore(b, "", Options{})
-		// Aligned on the engine's two-hour chunk range, so the 120 points
-		// fill one chunk.
-		t0 := time.Now().Add(-4 * time.Hour).Truncate(2 * time.Hour)
+		rng := rand.New(rand.NewPCG(1, 2))
+		s := openStore(b, "", Options{samplesPerChunk: spc})
+		// Aligned on the engine's two-hour chunk range, so each 120 points
+		// fill one range.
+		t0 := time.Now().Add(-8 * time.Hour).Truncate(2 * time.Hour)
 		pts := make([]tsdb.Point, 0, 3*checks)
 		before := heap()
+		rssBefore := rssFile(b)
+		var peak, sum, rssPeak uint64
 		b.StartTimer()
 		for k := range samples {
 			pts = pts[:0]
@@ -304,14 +322,98 @@ func BenchmarkSeriesMemoryTwoHours(b *testing.B) {
 			if err := s.Append(context.Background(), pts); err != nil {
 				b.Fatal(err)
 			}
-			if k == 0 {
-				b.StopTimer()
-				b.ReportMetric(float64(heap()-before)/(3*checks), "bytes/series_first")
-				b.StartTimer()
+			s.db.ForceHeadMMap()
+			if err := s.db.Compact(context.Background()); err != nil {
+				b.Fatal(err)
 			}
+			if k != 0 && k < samples-steady {
+				continue
+			}
+			b.StopTimer()
+			h := heap() - before
+			if k == 0 {
+				b.ReportMetric(float64(h)/(3*checks), "bytes/series_first")
+			} else {
+				peak = max(peak, h)
+				sum += h
+			}
+			rssPeak = max(rssPeak, rssFile(b))
+			b.StartTimer()
 		}
 		b.StopTimer()
-		b.ReportMetric(float64(heap()-before)/(3*checks), "bytes/series_2h")
+		b.ReportMetric(float64(peak)/(3*checks), "bytes/series_peak")
+		b.ReportMetric(float64(sum)/steady/(3*checks), "bytes/series_avg")
+		b.ReportMetric(float64(rssPeak-rssBefore)/(1<<20), "MiB_rss_file_growth")
+		var size, n int64
+		for _, bl := range s.db.Blocks() {
+			size += bl.Size()
+			n += int64(bl.Meta().Stats.NumSamples)
+		}
+		if n == 0 {
+			b.Fatal("no block was compacted")
+		}
+		b.ReportMetric(float64(size)/float64(n), "block_bytes/point")
 		b.StartTimer()
 	}
+}
+
+// rssFile is the process's resident file-backed memory (RssFile in
+// /proc/self/status): mmapped files' pages that have been read.
+func rssFile(b *testing.B) uint64 {
+	b.Helper()
+	st, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skip("no /proc/self/status:", err)
+	}
+	for line := range strings.Lines(string(st)) {
+		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	b.Skip("no RssFile in /proc/self/status")
+	return 0
+}
+
+// BenchmarkQuerySamplesPerChunk reads a day of 100 run-time series at a
+// 60 s interval, summed, from a store with 60 samples a chunk and from
+// one with the engine's default, alternately in the same run, and reports
+// the ratio of their times: what smaller chunks cost a query.
+func BenchmarkQuerySamplesPerChunk(b *testing.B) {
+	const n, points = 100, 1440
+	q := tsdb.Query{Metric: "day", Start: at(0), End: at(86400), Aggregator: "sum"}
+	open := func(spc int) *Store {
+		s := openStore(b, "", Options{samplesPerChunk: spc})
+		rng := rand.New(rand.NewPCG(1, 2))
+		pts := make([]tsdb.Point, n)
+		for k := range points {
+			for i := range pts {
+				pts[i] = tsdb.Point{Metric: "day", Tags: map[string]string{"host": fmt.Sprintf("h%03d", i)},
+					Time: at(60 * int64(k)), Value: 0.0001 + rng.Float64()*0.0005}
+			}
+			if err := s.Append(context.Background(), pts); err != nil {
+				b.Fatal(err)
+			}
+		}
+		s.db.ForceHeadMMap()
+		return s
+	}
+	ours, dflt := open(60), open(promtsdb.DefaultSamplesPerChunk)
+	var took [2]time.Duration
+	for b.Loop() {
+		for i, s := range []*Store{ours, dflt} {
+			began := time.Now()
+			out, err := s.Query(context.Background(), q)
+			took[i] += time.Since(began)
+			if err != nil || len(out) != 1 || len(out[0].Samples) != points {
+				b.Fatalf("query: %d series, err %v", len(out), err)
+			}
+		}
+	}
+	b.ReportMetric(float64(took[0])/float64(b.N)/float64(time.Millisecond), "ms/query")
+	b.ReportMetric(float64(took[1])/float64(b.N)/float64(time.Millisecond), "default-ms/query")
+	b.ReportMetric(float64(took[0])/float64(took[1]), "ratio-to-default")
 }

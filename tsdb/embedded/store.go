@@ -121,6 +121,10 @@ type Options struct {
 	// The engine's info lines (its write-ahead log replayed at every
 	// start, blocks compacted) come at debug level: they are routine.
 	Logger *slog.Logger
+
+	// samplesPerChunk overrides the engine's samples a chunk (see
+	// engineOptions) for benchmarks that compare values; 0 for the default.
+	samplesPerChunk int
 }
 
 // Store is a tsdb.Store on the Prometheus TSDB engine. It is safe for
