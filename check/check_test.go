@@ -3,9 +3,12 @@ package check
 import (
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 )
 
 func TestBaseValue(t *testing.T) {
@@ -104,5 +107,36 @@ func TestPerfValueText(t *testing.T) {
 	}
 	if !strings.Contains(string(b), `"value":0.5,"text":"0.500"`) {
 		t.Errorf("JSON %s lacks the text", b)
+	}
+}
+
+// TestSecondsCompress: run times to 2⁻²⁰ s are within half a step of the
+// measurement, and a series of them compresses in the store's chunk
+// encoding (Prometheus's XOR chunks) to under half of what raw
+// nanoseconds take, the point of rounding them.
+func TestSecondsCompress(t *testing.T) {
+	const step = 1.0 / (1 << 20)
+	raw, rounded := chunkenc.NewXORChunk(), chunkenc.NewXORChunk()
+	ra, err := raw.Appender()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, err := rounded.Appender()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 120 {
+		d := 100*time.Microsecond + time.Duration(rng.Int64N(int64(500*time.Microsecond)))
+		s := Seconds(d)
+		if math.Abs(s-d.Seconds()) > step/2 || math.Mod(s, step) != 0 {
+			t.Fatalf("Seconds(%v) = %v: not the nearest multiple of 2⁻²⁰ s", d, s)
+		}
+		ra.Append(0, int64(i)*60000, d.Seconds())
+		rr.Append(0, int64(i)*60000, s)
+	}
+	t.Logf("120 run times: %d bytes rounded, %d raw", len(rounded.Bytes()), len(raw.Bytes()))
+	if r, w := len(rounded.Bytes()), len(raw.Bytes()); 2*r > w {
+		t.Errorf("120 run times take %d bytes rounded and %d raw: want rounded under half", r, w)
 	}
 }

@@ -256,7 +256,7 @@ func (p *dnsProbe) Run(parent context.Context) check.Result {
 		unit = "second" // check_dns's ngettext on the whole seconds
 	}
 	msg := fmt.Sprintf("DNS %s: %.3f %s response time. %s returns %s", st, elapsed.Seconds(), unit, p.o.Name, got)
-	v, zero := elapsed.Seconds(), 0.0
+	v, zero := check.Seconds(elapsed), 0.0
 	perf := check.Perf{Label: "time", Value: v, Text: fixed6(v), UOM: "s", Warn: threshold(p.o.Warn), Crit: threshold(p.o.Crit), Min: &zero}
 	return result(start, st, msg, []check.Perf{perf})
 }

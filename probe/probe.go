@@ -111,7 +111,7 @@ func threshold(d time.Duration) string {
 // timePerf is the time item of check_tcp and check_http:
 // time=<s>s;[warn];[crit];0.000000;<timeout>.
 func timePerf(elapsed, warn, crit, timeout time.Duration) check.Perf {
-	v := elapsed.Seconds()
+	v := check.Seconds(elapsed)
 	zero, max := 0.0, timeout.Seconds()
 	return check.Perf{
 		Label: "time", Value: v, Text: fixed6(v), UOM: "s",

@@ -25,7 +25,7 @@ func ResultPoints(dst []tsdb.Point, r *check.Result) []tsdb.Point {
 	tags := map[string]string{"host": host, "check": chk, "observer": obs}
 	dst = append(dst,
 		tsdb.Point{Metric: MetricCheckStatus, Tags: tags, Time: r.Start, Value: float64(r.Status)},
-		tsdb.Point{Metric: MetricCheckDuration, Tags: tags, Time: r.Start, Value: r.Duration.Seconds()},
+		tsdb.Point{Metric: MetricCheckDuration, Tags: tags, Time: r.Start, Value: check.Seconds(r.Duration)},
 	)
 	for _, p := range r.Perf {
 		v := p.BaseValue()

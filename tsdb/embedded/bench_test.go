@@ -17,6 +17,7 @@ import (
 	promtsdb "github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
+	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/tsdb"
 )
 
@@ -274,15 +275,21 @@ func BenchmarkSeriesMemory(b *testing.B) {
 // compacts, as its loop does every minute. It also reports the bytes a
 // point the blocks take on disk, and by how much the process's resident
 // file-backed memory grew (mmapped chunks read by compactions).
+//
+// The run times are written raw (nanoseconds, as before check.Seconds) or
+// as the daemon writes them, to 2⁻²⁰ s.
 func BenchmarkSeriesMemoryTwoHours(b *testing.B) {
-	for _, spc := range []int{60, promtsdb.DefaultSamplesPerChunk} {
-		b.Run(fmt.Sprintf("samples_per_chunk=%d", spc), func(b *testing.B) {
-			benchSeriesMemoryCycle(b, spc)
+	for _, c := range []struct {
+		spc   int
+		round bool
+	}{{60, false}, {promtsdb.DefaultSamplesPerChunk, false}, {promtsdb.DefaultSamplesPerChunk, true}} {
+		b.Run(fmt.Sprintf("samples_per_chunk=%d/rounded=%v", c.spc, c.round), func(b *testing.B) {
+			benchSeriesMemoryCycle(b, c.spc, c.round)
 		})
 	}
 }
 
-func benchSeriesMemoryCycle(b *testing.B, spc int) {
+func benchSeriesMemoryCycle(b *testing.B, spc int, round bool) {
 	const checks, samples, steady = 10000, 360, 240
 	tags := make([][2]map[string]string, checks)
 	for i := range tags {
@@ -314,9 +321,12 @@ func benchSeriesMemoryCycle(b *testing.B, spc int) {
 			at := t0.Add(time.Duration(k) * time.Minute)
 			for i := range checks {
 				d := 0.0001 + rng.Float64()*0.0005
+				if round {
+					d = check.Seconds(time.Duration(d * float64(time.Second)))
+				}
 				pts = append(pts,
 					tsdb.Point{Metric: "dmonitor.check.status", Tags: tags[i][0], Time: at, Value: 0},
-					tsdb.Point{Metric: "dmonitor.check.duration", Tags: tags[i][0], Time: at, Value: d + 1e-5},
+					tsdb.Point{Metric: "dmonitor.check.duration", Tags: tags[i][0], Time: at, Value: d + 1.0/(1<<16)},
 					tsdb.Point{Metric: "dmonitor.check.perf", Tags: tags[i][1], Time: at, Value: d})
 			}
 			if err := s.Append(context.Background(), pts); err != nil {
