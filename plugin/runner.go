@@ -33,6 +33,9 @@ const truncatedNote = "(output truncated)"
 type Command struct {
 	Argv    []string
 	Timeout time.Duration // 0 means the Runner's default
+	// Started, when not nil, is called once the run has a worker, before
+	// the plugin starts: until then it waits for one.
+	Started func()
 }
 
 // Options tunes a Runner. The zero value of each field means its default.
@@ -138,6 +141,9 @@ func (r *Runner) Run(ctx context.Context, cmd Command) check.Result {
 		return unknown(time.Now(), fmt.Sprintf("plugin %s not started: %v", path, context.Cause(ctx)))
 	}
 	defer func() { <-r.slots }()
+	if cmd.Started != nil {
+		cmd.Started()
+	}
 
 	timeout := cmd.Timeout
 	if timeout <= 0 {

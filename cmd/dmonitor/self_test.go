@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -240,4 +241,52 @@ func TestDiskFullThenFreed(t *testing.T) {
 	if after := countPoints(t, filepath.Join(data, "tsdb"), begin); after < before {
 		t.Errorf("after the disk was full: %d datapoints, %d before", after, before)
 	}
+}
+
+// A node that cannot keep up, its checks' runs waiting for a worker when
+// the next comes due, is paged as late, naming a check, though nothing
+// else would tell: the skipped runs leave no result at all. It is
+// resolved once the runs keep up again. Here one worker, held by a plugin
+// that hangs until its timeout, keeps the other check waiting.
+func TestSelfChecksLate(t *testing.T) {
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	control := loopback.FreeAddr(t)
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "hold")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writeTree(t, dir, map[string]string{
+		"dmonitor.yaml": fmt.Sprintf(`observer: self
+interval: 1s
+timeout: 5s
+workers: 1
+control: {listen: %q}
+tsdb: {listen: ""}
+smtp: {addr: %q, from: dmonitor@example.org, tls: none}
+receivers: {default: {group_wait: 0s}}
+`, control, mail.Addr),
+		"hosts.d/127.0.0.1/hold":     "",
+		"hosts.d/127.0.0.1/queued":   "",
+		"alert.d/oncall@example.org": "",
+		// Each run of hold waits on the fifo until its timeout, five
+		// intervals, holding the only worker.
+		"plugins/check_hold":   "#!/bin/sh\nread x < " + fifo + "\necho OK\n",
+		"plugins/check_queued": "#!/bin/sh\necho OK\n",
+	})
+	d := startDaemon(t, dir, control)
+	body := selfMail(t, mail, "FIRING", "checks-late", "self")
+	if !strings.Contains(body, "queued on 127.0.0.1 among them") {
+		t.Errorf("checks-late mail does not name the check waiting for a worker:\n%s", body)
+	}
+
+	writeTree(t, dir, map[string]string{"plugins/check_hold": "#!/bin/sh\necho OK\n"})
+	// A run still waiting on the fifo ends now (or at its timeout, if
+	// none holds it open).
+	if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+		f.Close()
+	}
+	selfMail(t, mail, "RESOLVED", "checks-late", "self")
+	d.stop(t)
+	noSelfMail(t, mail, "checks-late")
 }

@@ -21,6 +21,7 @@ const (
 	DiskRule    = "disk-nearly-full"
 	PluginsRule = "plugin-missing"
 	ConfigRule  = "config-differs"
+	LateRule    = "checks-late"
 	// ReceiverRule is raised by the leader from its own notification
 	// queues: host is the receiver queue, check "notifications". It goes
 	// to every receiver, so the ones that work say it.
@@ -35,11 +36,19 @@ const receiverCheck = "notifications"
 const failingAttempts = 3
 
 // nodeSelfRules are the rules judged from the self checks, by check.
-var nodeSelfRules = []struct{ rule, check, severity, summary string }{
-	{TSDBRule, observer.SelfTSDB, "warning", "the TSDB of {{ .host }} does not take its points"},
-	{DiskRule, observer.SelfDisk, "warning", "the data directory of {{ .host }} is nearly full"},
-	{PluginsRule, observer.SelfPlugins, "critical", "a plugin is missing on {{ .host }}"},
-	{ConfigRule, observer.SelfConfig, "warning", "{{ .host }} runs another configuration than the leader"},
+// reports is how many self check reports in a row must fail before the
+// alert fires (its for: that many heartbeat intervals); 0 fires at once.
+var nodeSelfRules = []struct {
+	rule, check, severity, summary string
+	reports                        int
+}{
+	{TSDBRule, observer.SelfTSDB, "warning", "the TSDB of {{ .host }} does not take its points", 0},
+	{DiskRule, observer.SelfDisk, "warning", "the data directory of {{ .host }} is nearly full", 0},
+	{PluginsRule, observer.SelfPlugins, "critical", "a plugin is missing on {{ .host }}", 0},
+	{ConfigRule, observer.SelfConfig, "warning", "{{ .host }} runs another configuration than the leader", 0},
+	// One report's window (up to 10 s) can hold a burst: a confirmation
+	// round, a plugin slow once.
+	{LateRule, observer.SelfSchedule, "warning", "{{ .host }} runs its checks less often than configured", 3},
 }
 
 // BuiltinRules returns the names of the rules the leader raises on its
@@ -69,7 +78,8 @@ func compileSelfRules(cfg *config.Config) map[string]*rules.Rule {
 		out[r.Name] = c
 	}
 	for _, s := range nodeSelfRules {
-		compile(rules.Rule{Name: s.rule, Severity: s.severity, Notify: []string{config.DefaultReceiver}, Summary: s.summary})
+		compile(rules.Rule{Name: s.rule, Severity: s.severity, Notify: []string{config.DefaultReceiver}, Summary: s.summary,
+			For: time.Duration(s.reports) * observer.HeartbeatInterval(cfg)})
 	}
 	every := append(slices.Collect(maps.Keys(cfg.Receivers)), config.DefaultReceiver)
 	slices.Sort(every)

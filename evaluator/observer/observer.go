@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,6 +88,7 @@ type Observer struct {
 	live      *live
 	series    *seriesLimit
 	self      []SelfCheck
+	late      lateness
 	jobs      map[instanceKey]*job
 	scheduler gocron.Scheduler
 	shareDown atomic.Bool // the other observers cannot be reached; logged once
@@ -112,6 +114,8 @@ func New(o Options) *Observer {
 		live: newLive(), jobs: make(map[instanceKey]*job, len(o.Config.Targets)),
 		out: make(map[instanceKey]outgoing), outWake: make(chan struct{}, 1),
 	}
+	// The observer's own self check: only it sees runs skipped.
+	ob.self = append(slices.Clip(ob.self), ob.late.check(ob.cfg.Workers, ob.cfg.ProbeWorkers))
 	if ob.changed == nil {
 		ob.changed = func(string, string) {}
 	}

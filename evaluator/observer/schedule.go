@@ -29,7 +29,15 @@ type job struct {
 	// out would hold back every plugin, or slow plugins every probe.
 	slots   chan struct{}
 	running atomic.Bool // guards against overlapping runs of this check
+	// begun says the running run has its worker or probe slot: a run come
+	// due while the previous one still waits for one is a sign of a node
+	// that cannot keep up (SelfSchedule), not of a check slower than its
+	// interval.
+	begun atomic.Bool
 }
+
+// start records that j's run has its worker or probe slot.
+func (j *job) start() { j.begun.Store(true) }
 
 // splay returns when, within its interval, the target first runs. Checks
 // are spread by a hash of host and check, so a thousand checks with the same
@@ -78,7 +86,7 @@ func (ob *Observer) schedule(ctx context.Context, s gocron.Scheduler, now time.T
 			}
 			j.probe, j.slots = p, probeSlots
 		} else {
-			j.cmd = plugin.Command{Argv: t.Check.Argv(t.Host), Timeout: t.Check.Timeout}
+			j.cmd = plugin.Command{Argv: t.Check.Argv(t.Host), Timeout: t.Check.Timeout, Started: j.start}
 		}
 		ob.jobs[instanceKey{t.Host, t.Check.Name}] = j
 		k := slotKey{t.Check.Interval, splay(t, ob.cfg.Observer, ob.cfg.Nodes).Truncate(slotWidth)}
@@ -127,11 +135,14 @@ func (ob *Observer) runSlot(ctx context.Context, jobs []*job) {
 // runJob runs j once unless its previous run is still going.
 func (ob *Observer) runJob(ctx context.Context, j *job) {
 	if !j.running.CompareAndSwap(false, true) {
+		ob.late.skip(j, !j.begun.Load())
 		ob.metrics.skipped.Inc()
 		ob.log.Debug("check still running, skipped", "host", j.target.Host, "check", j.target.Check.Name)
 		return
 	}
 	defer j.running.Store(false)
+	j.begun.Store(false)
+	ob.late.ran()
 	r := ob.run(ctx, j)
 	if ctx.Err() != nil {
 		return // killed by shutdown: not an observation of the target
@@ -153,6 +164,7 @@ func (ob *Observer) run(ctx context.Context, j *job) check.Result {
 		select {
 		case j.slots <- struct{}{}:
 			defer func() { <-j.slots }()
+			j.start()
 			return j.probe.Run(ctx)
 		case <-ctx.Done():
 		}

@@ -36,7 +36,7 @@ const (
 // every node about itself, not from the configured targets.
 func IsSelfCheck(chk string) bool {
 	switch chk {
-	case SelfTSDB, SelfDisk, SelfPlugins, SelfConfig:
+	case SelfTSDB, SelfDisk, SelfPlugins, SelfConfig, SelfSchedule:
 		return true
 	}
 	return false
