@@ -21,8 +21,9 @@ const SelfSchedule = "dmonitor.schedule"
 
 // lateShare is the share of the runs come due over the last lateReports
 // reports that, skipped, makes the node late. Over several reports, not
-// one: a report's window (a heartbeat, 1 to 10 s) may hold a single run
-// of a check slower than its interval, started or skipped by turns.
+// one: a report's window (a heartbeat, 1 to 10 s) may hold only a few
+// runs, and a burst (a confirmation round, every worker briefly busy)
+// should not decide alone.
 const (
 	lateShare   = 0.1
 	lateReports = 6
