@@ -14,6 +14,7 @@ import (
 
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/alerting/smtp"
+	"github.com/dmonitor/dmonitor/internal/alertingtest"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
 )
@@ -159,20 +160,13 @@ func TestDispatcherRelayRefusesThenAccepts(t *testing.T) {
 	}
 }
 
-// gate is a Clock whose every wait lasts until the test opens the gate,
-// and none after: the test queues all it wants first.
-type gate chan time.Time
-
-func (gate) Now() time.Time                         { return t0 }
-func (g gate) After(time.Duration) <-chan time.Time { return g }
-
 // TestDispatcherGroupsHosts: twenty hosts go down at once and come back:
 // two mails, the first listing the twenty firing alerts, the second the
 // twenty resolved ones, with every id in the header.
 func TestDispatcherGroupsHosts(t *testing.T) {
 	srv := smtptest.Start(t, "127.0.0.1:0")
 	n := newNotifier(t, smtp.Config{Addr: srv.Addr, Timeout: 5 * time.Second})
-	open := make(gate)
+	open := alertingtest.NewGate(t0)
 	d := alerting.NewDispatcher(map[string]alerting.Notifier{"ops": n}, nil, alerting.DispatcherOptions{
 		Clock: open, Groups: map[string]alerting.Grouping{"ops": {Wait: time.Second}}})
 	var firing, resolved []*alerting.Notification
@@ -180,19 +174,7 @@ func TestDispatcherGroupsHosts(t *testing.T) {
 		f, r := incident(fmt.Sprintf("www%02d", i), t0)
 		firing, resolved = append(firing, f), append(resolved, r)
 	}
-	for _, n := range append(slices.Clone(firing), resolved...) {
-		if err := d.Send("ops", *n); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	close(open)
+	alertingtest.Dispatch(t, d, open, "ops", append(slices.Clone(firing), resolved...))
 
 	for _, want := range []struct {
 		subject string

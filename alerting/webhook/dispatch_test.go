@@ -12,6 +12,7 @@ import (
 
 	"github.com/dmonitor/dmonitor/alerting"
 	"github.com/dmonitor/dmonitor/alerting/webhook"
+	"github.com/dmonitor/dmonitor/internal/alertingtest"
 	"github.com/dmonitor/dmonitor/internal/loopback"
 )
 
@@ -127,13 +128,6 @@ func TestDispatcherReceiverDownThenUp(t *testing.T) {
 	}
 }
 
-// gate is a Clock whose every wait lasts until the test opens the gate,
-// and none after: the test queues all it wants first.
-type gate chan time.Time
-
-func (gate) Now() time.Time                         { return t0 }
-func (g gate) After(time.Duration) <-chan time.Time { return g }
-
 // TestDispatcherGroupsHosts: twenty hosts go down at once and come back:
 // the webhook is called twice, every firing alert in the first call, every
 // resolved one in the second, each alert with its own id.
@@ -142,7 +136,7 @@ func TestDispatcherGroupsHosts(t *testing.T) {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	w := newNotifier(t, webhook.Config{URL: srv.URL, Receiver: "hooks"})
-	open := make(gate)
+	open := alertingtest.NewGate(t0)
 	d := alerting.NewDispatcher(map[string]alerting.Notifier{"hooks": w}, nil, alerting.DispatcherOptions{
 		Clock: open, Groups: map[string]alerting.Grouping{"hooks": {Wait: time.Second, By: []string{"alertname"}}}})
 	var firing, resolved []*alerting.Notification
@@ -150,19 +144,7 @@ func TestDispatcherGroupsHosts(t *testing.T) {
 		f, r := incident(fmt.Sprintf("www%02d", i), t0)
 		firing, resolved = append(firing, f), append(resolved, r)
 	}
-	for _, n := range append(slices.Clone(firing), resolved...) {
-		if err := d.Send("hooks", *n); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	close(open)
+	alertingtest.Dispatch(t, d, open, "hooks", append(slices.Clone(firing), resolved...))
 
 	for _, want := range []struct {
 		status string

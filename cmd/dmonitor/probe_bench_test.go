@@ -496,16 +496,7 @@ checks:
 		fWall += wall
 		fCPU += cpu
 	}
-	dRate, fRate := dw.checks/dw.wall.Seconds(), float64(fRuns)/fWall.Seconds()
-	dCPUPer := dw.cpu.Seconds() * 1e3 / dw.checks
-	fCPUPer := fCPU.Seconds() * 1e3 / float64(fRuns)
-	b.ReportMetric(dRate, "daemon_checks/s")
-	b.ReportMetric(fRate, "floor_runs/s")
-	b.ReportMetric(dRate/fRate, "daemon/floor")
-	b.ReportMetric(dCPUPer, "daemon_cpu_ms/check")
-	b.ReportMetric(fCPUPer, "floor_cpu_ms/check")
-	b.ReportMetric(dCPUPer/fCPUPer, "cpu_ratio")
-	b.ReportMetric(dw.skipped/dw.wall.Seconds(), "daemon_skipped/s")
+	reportVsFloor(b, dw.checks, dw.skipped, dw.wall, dw.cpu, fRuns, fWall, fCPU)
 	b.ReportMetric(100*dw.idle, "machine_idle_%")
 	b.ReportMetric(perCheck, "published/check")
 }
