@@ -80,19 +80,28 @@ func seq(from, to int) []int {
 // The two cases reach the full disk by the two ways the store knows of it:
 // its free-space check, and the engine failing to write (another program
 // filled the disk between two checks).
+//
+// Each case runs twice: with the engine's 120 samples a chunk, and with
+// 30, so that series have full head chunks waiting to be written to the
+// chunks_head files while the disk is full. The engine panics when such a
+// write fails (handleChunkWriteError); before the store took those writes
+// over, closing the store on the full disk killed the process.
 func TestFullDiskKeepsHistory(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// noticed says whether the store's check sees the disk full
 		// before the engine writes to it.
-		noticed bool
+		noticed         bool
+		samplesPerChunk int
 	}{
-		{"free space below the reserve", true},
-		{"engine write fails", false},
+		{"free space below the reserve", true, 0},
+		{"engine write fails", false, 0},
+		{"free space below the reserve, chunks cut", true, 30},
+		{"engine write fails, chunks cut", false, 30},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := tmpfstest.Mount(t, "8m")
-			opts := Options{MinFreeBytes: 1 << 20}
+			opts := Options{MinFreeBytes: 1 << 20, samplesPerChunk: tc.samplesPerChunk}
 			s, err := Open(dir, opts)
 			if err != nil {
 				t.Fatal(err)

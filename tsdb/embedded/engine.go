@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,14 +46,11 @@ func engineOptions(opts Options) *promtsdb.Options {
 	// engine still tracks open reads, so head truncation waits for them.
 	// Mimir and Cortex ingesters run the engine this way.
 	eo.IsolationDisabled = true
-	// The engine's default of 120 samples a chunk is kept for now. At 60
-	// the steady state (BenchmarkSeriesMemoryTwoHours) peaks 124 bytes a
+	// The engine's default of 120 samples a chunk is kept. At 60 the
+	// steady state (BenchmarkSeriesMemoryTwoHours) peaks 124 bytes a
 	// series lower (35 MiB at 300,000 series) and averages 85 lower, for
-	// 5 % more disk and reads up to 1.2 times as long; but chunks are then
-	// cut within TestFullDiskKeepsHistory, and the engine panics when it
-	// cannot write a cut chunk for want of space (handleChunkWriteError),
-	// which must be handled first. Options.samplesPerChunk lets the
-	// benchmarks compare values.
+	// 5 % more disk and reads up to 1.2 times as long. Options.samplesPerChunk
+	// lets the benchmarks and the full-disk tests use other values.
 	if opts.samplesPerChunk > 0 {
 		eo.SamplesPerChunk = opts.samplesPerChunk
 	}
@@ -59,19 +58,42 @@ func engineOptions(opts Options) *promtsdb.Options {
 	// retention, at most 31 days), so a long retention is not thousands of
 	// blocks for every query to open.
 	eo.MaxBlockDuration = max(eo.MinBlockDuration, min(eo.RetentionDuration/10, (31*24*time.Hour).Milliseconds()))
+	// The engine panics when it cannot write a full head chunk to its
+	// chunks_head files (handleChunkWriteError), which on a disk that
+	// another program filled would end the daemon. A panic can be recovered
+	// only on the goroutine that raised it, so every such write is made
+	// on one of ours: synchronously (no write queue, whose goroutine
+	// would run the failure's callback), and not by the engine's own loop,
+	// whose pass that writes head chunks (every BlockReloadInterval) is
+	// pushed out of reach and whose compactions (which write out-of-order
+	// chunks the same way) are disabled at open. The keeper does both (see
+	// Store.maintain). Head chunks are written off the append path either
+	// way, so the queue bought appends nothing.
+	eo.HeadChunksWriteQueueSize = 0
+	eo.BlockReloadInterval = 100 * 365 * 24 * time.Hour
 	// The store holds the directory's lock itself from Open to Close, also
 	// while the engine is closed for want of space (see Store.lock).
 	eo.NoLockfile = true
 	return eo
 }
 
-// openEngine opens the engine and the annotation database, unless a damaged
-// write-ahead log would make the engine repair it on a disk without room
-// for that: the engine's repair renames the damaged segment to
+// openEngine opens the engine and the annotation database when the disk
+// has the reserve free, and unless a damaged write-ahead log would make the
+// engine repair it on a disk without room for that.
+//
+// The reserve, because the log's replay writes the head chunks it fills,
+// on goroutines of the engine's own, where a write that fails for want of
+// space is a panic that no caller can recover (see engineOptions). The
+// keeper writes full head chunks every second, so replay has a few
+// seconds' worth to write, which the reserve holds.
+//
+// The repair, because the engine's repair renames the damaged segment to
 // NNNNNNNN.repair, starts the segment anew and copies the good records
 // back, and when a copy fails for want of space it leaves the segment
 // empty, so the next start reads an empty log and every point in it is
-// lost. Errors wrapping errNoRoom say to try again once space is freed.
+// lost.
+//
+// Errors wrapping errNoRoom say to try again once space is freed.
 func (s *Store) openEngine() (*promtsdb.DB, error) {
 	for _, d := range logDirs {
 		if err := restoreFailedRepair(filepath.Join(s.dir, d)); err != nil {
@@ -81,6 +103,9 @@ func (s *Store) openEngine() (*promtsdb.DB, error) {
 	free, err := freeBytes(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("embedded tsdb %s: free space: %w", s.dir, err)
+	}
+	if free < s.reserve {
+		return nil, fmt.Errorf("embedded tsdb %s: %d bytes free, below the reserve of %d: %w", s.dir, free, s.reserve, errNoRoom)
 	}
 	seg, err := largestSegment(s.dir)
 	if err != nil {
@@ -98,7 +123,12 @@ func (s *Store) openEngine() (*promtsdb.DB, error) {
 			}
 		}
 	}
-	db, err := promtsdb.Open(s.dir, s.engineLog, nil, engineOptions(s.opts), nil)
+	var db *promtsdb.DB
+	err = recovered(func() (err error) {
+		// The log's replay writes the head chunks it fills.
+		db, err = promtsdb.Open(s.dir, s.engineLog, nil, engineOptions(s.opts), nil)
+		return err
+	})
 	if err != nil {
 		err = fmt.Errorf("embedded tsdb %s: open: %w", s.dir, err)
 		if errors.Is(err, syscall.ENOSPC) {
@@ -111,7 +141,33 @@ func (s *Store) openEngine() (*promtsdb.DB, error) {
 		}
 		return nil, err
 	}
+	db.DisableCompactions() // the keeper compacts (see engineOptions)
 	return db, nil
+}
+
+// errPanicked marks the errors that recovered turned from a panic.
+var errPanicked = errors.New("engine panicked")
+
+// recovered runs f, which calls the engine, and returns the error the
+// engine raised as a panic, as it does when it cannot write a head chunk
+// (see engineOptions). A runtime error is a bug, not an I/O failure, and
+// goes on panicking.
+func recovered(f func() error) (err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		if _, bug := r.(runtime.Error); bug {
+			panic(r)
+		}
+		if e, ok := r.(error); ok {
+			err = fmt.Errorf("%w: %w", errPanicked, e)
+		} else {
+			err = fmt.Errorf("%w: %v", errPanicked, r)
+		}
+	}()
+	return f()
 }
 
 // restoreFailedRepair undoes a repair of the log in dir that the engine
@@ -257,6 +313,51 @@ func (s *Store) tend(ctx context.Context) {
 		s.space.expire()
 		s.drain(ctx)
 	}
+	s.maintain(ctx)
+}
+
+// compactInterval is how often the keeper asks the engine to compact when
+// its head is not yet due: the engine's own default, for the blocks that
+// merge into larger ones and those past the retention.
+const compactInterval = time.Minute
+
+// maintain does the engine's background writes on the keeper's goroutine,
+// where a failure the engine raises as a panic is recovered (see
+// engineOptions): it writes the head chunks that are full to the
+// chunks_head files, unless the disk is below the reserve (they stay in
+// memory until there is room, and no new ones fill meanwhile, since
+// appends are held too), and compacts when the head spans one and a half
+// blocks, as the engine would, or compactInterval has passed. A failed
+// write leaves the engine's chunk files in a state it cannot go on from,
+// so the engine is treated as failed: closed and opened again, which
+// replays the log, where every sample of the head is.
+func (s *Store) maintain(ctx context.Context) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil || s.closed || s.failed.Load() {
+		return
+	}
+	if s.space.room(0) {
+		if err := recovered(func() error { s.db.ForceHeadMMap(); return nil }); err != nil {
+			s.engineFailed(fmt.Errorf("write head chunks: %w", err))
+			return
+		}
+	}
+	h := s.db.Head()
+	due := h.MinTime() != math.MaxInt64 && h.MaxTime()-h.MinTime() > promtsdb.DefaultBlockDuration*3/2
+	if !due && time.Since(s.compacted) < compactInterval {
+		return
+	}
+	s.compacted = time.Now()
+	// A compaction that fails otherwise (a block it could not write for
+	// want of space) leaves the engine as it was and is tried again.
+	switch err := recovered(func() error { return s.db.Compact(ctx) }); {
+	case err == nil || ctx.Err() != nil:
+	case errors.Is(err, errPanicked):
+		s.engineFailed(fmt.Errorf("compact: %w", err))
+	default:
+		s.log.Error("embedded tsdb: compaction failed; trying again in a minute", "dir", s.dir, "err", err)
+	}
 }
 
 func (s *Store) engineOpen() bool {
@@ -317,12 +418,26 @@ func (s *Store) closeFailedEngine() {
 		s.failed.Store(false)
 		return
 	}
-	if err := s.db.Close(); err != nil {
+	if err := closeEngine(s.db); err != nil {
 		s.log.Warn("embedded tsdb: close after a write error", "dir", s.dir, "err", err)
 	}
 	s.db = nil
 	s.forgetSeries()
 	s.failed.Store(false)
+}
+
+// closeEngine closes db. When the engine panics in Close, as it does when
+// it cannot write its last full head chunks (see engineOptions), the rest
+// of its Close does not run: its log's files stay open, and its log's
+// goroutine runs, until the process ends. They are idle, and the log's
+// records are whole, so the engine opened again on the same directory
+// reads them; the error says so.
+func closeEngine(db *promtsdb.DB) error {
+	err := recovered(db.Close)
+	if errors.Is(err, errPanicked) {
+		return fmt.Errorf("%w; its write-ahead log's files stay open until the process ends", err)
+	}
+	return err
 }
 
 // engineFailed takes note that the engine failed to write a batch, for want

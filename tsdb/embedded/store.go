@@ -157,9 +157,10 @@ type Store struct {
 	buf          memBuffer // see held.go
 	limitRefused atomic.Uint64
 
-	kick chan struct{} // wakes the keeper (see run)
-	stop context.CancelFunc
-	done chan struct{} // closed when the keeper returns
+	kick      chan struct{} // wakes the keeper (see run)
+	compacted time.Time     // when the keeper last compacted; the keeper's own
+	stop      context.CancelFunc
+	done      chan struct{} // closed when the keeper returns
 
 	// cacheMu guards cache: the engine's reference and labels of every
 	// series written, see seriesCache.
@@ -179,12 +180,13 @@ type Store struct {
 // until the first is closed.
 //
 // Open succeeds on a full disk, so the daemon starts and goes on checking
-// and alerting. The engine opens on a full disk unless its write-ahead log
-// is damaged (a write torn by an earlier full disk or crash): then its
-// repair would have to rewrite a log segment, and a repair that runs out of
-// space loses the whole segment (see openEngine). In that case, or when the
-// engine fails to open for want of space, Open returns the store with the
-// engine not yet open: Append holds points in memory, queries and
+// and alerting. The engine opens only with the reserve free (its log's
+// replay writes chunks, and fails fatally if it cannot), and, when its
+// write-ahead log is damaged (a write torn by an earlier full disk or
+// crash), with room to repair it: a repair that runs out of space loses
+// the whole segment (see openEngine). Otherwise, or when the engine fails
+// to open for want of space, Open returns the store with the engine not
+// yet open: Append holds points in memory, queries and
 // annotation calls fail with an error wrapping tsdb.ErrUnavailable, and a
 // goroutine that Close stops opens the engine once there is room, then
 // writes the held points. Opening in the background rather than failing
@@ -274,7 +276,7 @@ func (s *Store) Close() error {
 		errs = append(errs, fmt.Errorf("embedded tsdb %s: close: %d points held in memory are lost: %w", s.dir, n, why))
 	}
 	if s.db != nil {
-		if err := s.db.Close(); err != nil {
+		if err := closeEngine(s.db); err != nil {
 			errs = append(errs, fmt.Errorf("embedded tsdb %s: close: %w", s.dir, err))
 		}
 	}
