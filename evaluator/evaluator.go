@@ -259,6 +259,9 @@ type alone struct{}
 
 func (alone) Publish(context.Context, check.Result) error { return nil }
 
+// PublishAll spares the observer a call, and a context, per result.
+func (alone) PublishAll(context.Context, []check.Result) error { return nil }
+
 func (alone) RequestConfirm(context.Context, string, string, time.Duration) (bool, error) {
 	return false, nil
 }

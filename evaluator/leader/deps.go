@@ -252,7 +252,7 @@ func holdReason(h hold) string {
 // seenSince reports whether some observer has a result for t started at or
 // after since.
 func (g *engine) seenSince(t instanceKey, since time.Time, in inputs) bool {
-	results, _ := in.results(t)
+	results, _ := in.results(nil, nil, t)
 	for _, r := range results {
 		if !r.Start.Before(since) {
 			return true
@@ -264,7 +264,7 @@ func (g *engine) seenSince(t instanceKey, since time.Time, in inputs) bool {
 // newest returns the start of k's newest result: the evidence a parent's
 // new state rests on, which its dependents' results must be as new as.
 func newest(k instanceKey, in inputs) time.Time {
-	results, _ := in.results(k)
+	results, _ := in.results(nil, nil, k)
 	var at time.Time
 	for _, r := range results {
 		if r.Start.After(at) {

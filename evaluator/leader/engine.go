@@ -67,14 +67,17 @@ type engine struct {
 
 	setRules []*rules.Rule  // the rules of set, in its order
 	rank     map[string]int // orders the rules of a pass: parents first; see evaluate
-	// seen, work, env and targetRs are the scratch of one pass, kept across passes
-	// and reset by each: a pass over every instance would otherwise
-	// allocate an index of them all, and an environment per instance, to
-	// throw them away a few seconds later.
+	// seen, work, env, targetRs, results and history are the scratch of
+	// one pass, kept across passes and reset by each: a pass over every
+	// instance would otherwise allocate an index of them all, and an
+	// environment and a copy of the results per instance, to throw them
+	// away a few seconds later.
 	seen     map[instKey]bool
 	work     []todo
 	env      rules.Env
 	targetRs []*rules.Rule
+	results  []check.Result
+	history  [][]check.Status
 }
 
 func newEngine(cfg *config.Config, set *rules.Set, repeat time.Duration, silences Silences) *engine {
@@ -165,7 +168,10 @@ func (g *engine) appendRules(dst []*rules.Rule, k instanceKey) []*rules.Rule {
 // inputs are what an evaluation reads: the latest result of each observer
 // of a target with their earlier statuses, and this tick's TSDB data.
 type inputs struct {
-	results func(instanceKey) ([]check.Result, [][]check.Status)
+	// results appends the latest results of a target to rs and their
+	// earlier statuses to hs, whose slices past its length it may reuse
+	// (see Results.AppendLatest). A caller passing nil gets its own.
+	results func(rs []check.Result, hs [][]check.Status, k instanceKey) ([]check.Result, [][]check.Status)
 	data    *rules.Data
 }
 
@@ -273,11 +279,14 @@ func (g *engine) evaluate(now time.Time, targets []instanceKey, in inputs) ([]de
 func (g *engine) evaluateOne(now time.Time, r *rules.Rule, k instanceKey, in inputs) (decision, *recheck) {
 	ik := instKey{r.Name, k.host, k.check}
 	c := g.cfg.Checks[k.check]
-	results, history := in.results(k)
-	known := g.env.Reset(k.host, k.check, results, now, c.Interval, c.Quorum, c.QuorumDomains)
+	// The environment points into the engine's scratch; the calls below
+	// that look at other targets' results (holdForParents and the like)
+	// pass nil and get their own.
+	g.results, g.history = in.results(g.results[:0], g.history[:0], k)
+	known := g.env.Reset(k.host, k.check, g.results, now, c.Interval, c.Quorum, c.QuorumDomains)
 	env := &g.env
 	for i := range env.Observers {
-		env.Observers[i].History = history[i]
+		env.Observers[i].History = g.history[i]
 	}
 	env.Data = in.data
 

@@ -68,7 +68,9 @@ func BenchmarkEngineTick(b *testing.B) {
 			Samples: []tsdb.Sample{{Time: now.Add(-time.Minute), Value: 50}, {Time: now, Value: 95}}})
 	}
 	hist := [][]check.Status{nil, nil, nil}
-	in := inputs{results: func(k instanceKey) ([]check.Result, [][]check.Status) { return results[k], hist }}
+	in := inputs{results: func(rs []check.Result, hs [][]check.Status, k instanceKey) ([]check.Result, [][]check.Status) {
+		return append(rs, results[k]...), append(hs, hist...)
+	}}
 	targets := make([]instanceKey, len(cfg.Targets))
 	for i, t := range cfg.Targets {
 		targets[i] = instanceKey{t.Host, t.Check.Name}

@@ -31,9 +31,9 @@ func (w *world) set(host, chk string, s check.Status, at time.Time) {
 }
 
 func (w *world) inputs() inputs {
-	return inputs{results: func(k instanceKey) ([]check.Result, [][]check.Status) {
-		rs := w.results[k]
-		return rs, make([][]check.Status, len(rs))
+	return inputs{results: func(rs []check.Result, hs [][]check.Status, k instanceKey) ([]check.Result, [][]check.Status) {
+		rs = append(rs, w.results[k]...)
+		return rs, append(hs, make([][]check.Status, len(w.results[k]))...)
 	}}
 }
 
@@ -451,7 +451,9 @@ func TestPartialOutage(t *testing.T) {
 			{Host: "www1", Check: "http", Observer: "eu-2", Domain: "eu", Status: eu, Start: at},
 			{Host: "www1", Check: "http", Observer: "us-1", Domain: "us", Status: us, Start: at},
 		}
-		return inputs{results: func(instanceKey) ([]check.Result, [][]check.Status) { return rs, make([][]check.Status, len(rs)) }}
+		return inputs{results: func(dst []check.Result, hs [][]check.Status, _ instanceKey) ([]check.Result, [][]check.Status) {
+			return append(dst, rs...), append(hs, make([][]check.Status, len(rs))...)
+		}}
 	}
 	ds, _ := g.evaluate(t0, []instanceKey{httpKey}, results(check.Critical, check.OK, t0))
 	n := notification(ds, PartialRule, httpKey)

@@ -74,11 +74,12 @@ type Observers interface {
 // Results are the observers' latest results, as the observer side keeps
 // them.
 type Results interface {
-	// Latest returns the latest result of each observer for host's check,
-	// and each one's earlier statuses.
-	Latest(host, check string) ([]check.Result, [][]check.Status)
-	// Observed returns how many observers' results Latest would return,
-	// without copying them.
+	// AppendLatest appends the latest result of each observer for host's
+	// check to rs, and each one's earlier statuses to hs, whose slices past
+	// its length it may reuse.
+	AppendLatest(rs []check.Result, hs [][]check.Status, host, check string) ([]check.Result, [][]check.Status)
+	// Observed returns how many observers' results AppendLatest would
+	// append, without copying them.
 	Observed(host, check string) int
 	// Recheck runs host's check now on every observer; false when this
 	// node does not run it.
@@ -139,6 +140,7 @@ type Options struct {
 type Leader struct {
 	cfg        *config.Config
 	targets    []instanceKey // every target of cfg, for each tick; read only
+	due        []instanceKey // evaluate's scratch, the lead goroutine's own
 	lease      Lease
 	state      StateStore
 	termSender TermSender
@@ -240,9 +242,9 @@ func (l *Leader) Changed(host, chk string) {
 	}
 }
 
-// latest is the engine's view of the observers' results.
-func (l *Leader) latest(k instanceKey) ([]check.Result, [][]check.Status) {
-	return l.results.Latest(k.host, k.check)
+// latest is the engine's view of the observers' results (see inputs).
+func (l *Leader) latest(rs []check.Result, hs [][]check.Status, k instanceKey) ([]check.Result, [][]check.Status) {
+	return l.results.AppendLatest(rs, hs, k.host, k.check)
 }
 
 // instanceKey names a target: one host×check, the inputs of its rule
@@ -455,7 +457,7 @@ func (l *Leader) evaluateSelf(ctx context.Context, now time.Time) {
 	var own check.Result
 	for _, s := range nodeSelfRules {
 		for _, node := range nodes {
-			rs, _ := l.results.Latest(node, s.check)
+			rs, _ := l.results.AppendLatest(nil, nil, node, s.check)
 			for _, r := range rs {
 				if r.Observer != node || now.Sub(r.Start) > fresh {
 					continue
@@ -513,7 +515,7 @@ func (l *Leader) evaluate(now time.Time, targets []instanceKey, data *rules.Data
 	// Before the first results are due, a target with fewer than a
 	// quorum of them is not unknown, just not evaluated yet: a node that
 	// has just started (and may lead at once) has heard only from itself.
-	due := make([]instanceKey, 0, len(targets))
+	due := l.due[:0]
 	for _, k := range targets {
 		if c, ok := l.cfg.Checks[k.check]; ok {
 			if now.Sub(l.started) >= 2*c.Interval || l.results.Observed(k.host, k.check) >= c.Quorum {
@@ -521,6 +523,7 @@ func (l *Leader) evaluate(now time.Time, targets []instanceKey, data *rules.Data
 			}
 		}
 	}
+	l.due = due
 	if len(due) == 0 {
 		return
 	}
@@ -882,7 +885,7 @@ func (l *Leader) Status() Status {
 	l.clusterStatus(&st)
 	now := l.now()
 	for _, r := range rows {
-		latest, _ := l.latest(r.k)
+		latest, _ := l.latest(nil, nil, r.k)
 		is := InstanceStatus{Rule: r.rule, Host: r.k.host, Check: r.k.check, State: alerting.OK}
 		switch {
 		case r.ok:

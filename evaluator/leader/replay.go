@@ -425,11 +425,8 @@ func (h *history) advance(t time.Time) {
 // latest returns what the daemon's live table would hold for k at the
 // current step: each observer's latest known result, sorted by observer,
 // and the statuses of its runs before it, newest first.
-func (h *history) latest(k instanceKey) ([]check.Result, [][]check.Status) {
-	list := h.targets[k]
-	rs := make([]check.Result, 0, len(list))
-	hs := make([][]check.Status, 0, len(list))
-	for _, o := range list {
+func (h *history) latest(rs []check.Result, hs [][]check.Status, k instanceKey) ([]check.Result, [][]check.Status) {
+	for _, o := range h.targets[k] {
 		if o.known == 0 {
 			continue
 		}

@@ -315,7 +315,7 @@ func TestReplayHistory(t *testing.T) {
 		t.Fatalf("load: %d queries, %v", n, err)
 	}
 	startOf := func(obs string) time.Time {
-		rs, _ := h.latest(www1http)
+		rs, _ := h.latest(nil, nil, www1http)
 		for _, r := range rs {
 			if r.Observer == obs {
 				return r.Start
@@ -340,7 +340,7 @@ func TestReplayHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	h2.advance(sec(400))
-	rs, hs := h2.latest(www1http)
+	rs, hs := h2.latest(nil, nil, www1http)
 	var names []string
 	for i, r := range rs {
 		names = append(names, r.Observer)

@@ -52,15 +52,11 @@ func (o *observed) pushHistory(st check.Status) {
 }
 
 // statuses returns the earlier statuses, newest first; nil if none.
-func (o *observed) statuses() []check.Status {
-	if o.historyLen == 0 {
-		return nil
+func (o *observed) appendStatuses(dst []check.Status) []check.Status {
+	for i := range int(o.historyLen) {
+		dst = append(dst, check.Status(o.history>>(2*i)&3))
 	}
-	h := make([]check.Status, o.historyLen)
-	for i := range h {
-		h[i] = check.Status(o.history >> (2 * i) & 3)
-	}
-	return h
+	return dst
 }
 
 // result returns the check.Result o keeps for target k.
@@ -137,16 +133,22 @@ func (l *live) put(r check.Result) (isNew bool, prev check.Status, hadPrev bool)
 	return false, 0, false
 }
 
-// latest returns the latest result of each observer for k, sorted by
-// observer name, and each one's earlier statuses, newest first.
-func (l *live) latest(k instanceKey) ([]check.Result, [][]check.Status) {
+// appendLatest appends the latest result of each observer for k to rs,
+// sorted by observer name, and each one's earlier statuses, newest first,
+// to hs. The statuses go into the slices hs holds past its length, left
+// there by an earlier call: a caller that passes the same hs[:0] for
+// instance after instance allocates nothing once they are large enough,
+// and must keep no reference to what an earlier call returned.
+func (l *live) appendLatest(rs []check.Result, hs [][]check.Status, k instanceKey) ([]check.Result, [][]check.Status) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	os := l.results[k]
-	rs := make([]check.Result, len(os))
-	hs := make([][]check.Status, len(os))
 	for i := range os {
-		rs[i], hs[i] = os[i].result(k), os[i].statuses()
+		o := &os[i]
+		rs = append(rs, o.result(k))
+		n := len(hs)
+		hs = slices.Grow(hs, 1)[:n+1]
+		hs[n] = o.appendStatuses(hs[n][:0])
 	}
 	return rs, hs
 }

@@ -46,7 +46,7 @@ func TestLiveKeepsResults(t *testing.T) {
 	if isNew, _, _ := l.put(res("a", check.OK, 2)); isNew {
 		t.Error("an older result of a was taken as new")
 	}
-	rs, hs := l.latest(instanceKey{"web1", "http"})
+	rs, hs := l.appendLatest(nil, nil, instanceKey{"web1", "http"})
 	if len(rs) != 2 {
 		t.Fatalf("%d results, want a's and b's", len(rs))
 	}
@@ -64,6 +64,43 @@ func TestLiveKeepsResults(t *testing.T) {
 	}
 	if !reflect.DeepEqual(hs[1], want) {
 		t.Errorf("b's history\n got %v\nwant %v", hs[1], want)
+	}
+}
+
+// The leader passes the same buffers for every target of a pass: each call
+// gives that target's results and histories alone, whatever the buffers
+// held, and once they are large enough a call allocates nothing.
+func TestLatestReusesBuffers(t *testing.T) {
+	l := newLive()
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	put := func(host, obs string, sts ...check.Status) {
+		for i, st := range sts {
+			l.put(check.Result{Host: host, Check: "http", Observer: obs, Status: st, Start: t0.Add(time.Duration(i) * time.Second)})
+		}
+	}
+	put("web1", "a", check.OK, check.Critical, check.Critical)
+	put("web1", "b", check.Warning, check.OK)
+	put("web2", "a", check.Unknown, check.OK)
+	k1, k2 := instanceKey{"web1", "http"}, instanceKey{"web2", "http"}
+
+	rs, hs := l.appendLatest(nil, nil, k1)
+	if len(rs) != 2 || !reflect.DeepEqual(hs, [][]check.Status{{check.Critical, check.OK}, {check.Warning}}) {
+		t.Fatalf("web1: %d results, histories %v", len(rs), hs)
+	}
+	rs, hs = l.appendLatest(rs[:0], hs[:0], k2)
+	wantRs, wantHs := l.appendLatest(nil, nil, k2)
+	if !reflect.DeepEqual(rs, wantRs) || !reflect.DeepEqual(hs, wantHs) {
+		t.Errorf("web2 into web1's buffers: %v %v, want %v %v", rs, hs, wantRs, wantHs)
+	}
+	if !reflect.DeepEqual(hs, [][]check.Status{{check.Unknown}}) {
+		t.Errorf("web2's history = %v, want [[UNKNOWN]]", hs)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		rs, hs = l.appendLatest(rs[:0], hs[:0], k1)
+		rs, hs = l.appendLatest(rs[:0], hs[:0], k2)
+	})
+	if allocs != 0 {
+		t.Errorf("%.0f allocations a round with warm buffers, want none", allocs)
 	}
 }
 

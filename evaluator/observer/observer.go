@@ -98,6 +98,11 @@ type Observer struct {
 	outMu   sync.Mutex
 	out     map[instanceKey]outgoing
 	outWake chan struct{}
+	// outSpare is the last batch the publishing goroutine sent, emptied,
+	// to take the queue's place at its next batch: a new map each time
+	// grew anew with every result queued, a third of a kilobyte each.
+	// The publishing goroutine's own.
+	outSpare map[instanceKey]outgoing
 
 	// checkCtx is the plugins' context: shutdown cancels it after the
 	// grace, not at once. Set by Schedule.
@@ -247,7 +252,14 @@ func (ob *Observer) record(r check.Result) {
 // Latest returns the latest result of each observer for host's check,
 // sorted by observer name, and each one's earlier statuses, newest first.
 func (ob *Observer) Latest(host, chk string) ([]check.Result, [][]check.Status) {
-	return ob.live.latest(instanceKey{host, chk})
+	return ob.AppendLatest(nil, nil, host, chk)
+}
+
+// AppendLatest is Latest appending to rs and hs, reusing the status
+// slices hs holds past its length: the leader passes the same buffers for
+// every instance of a pass, and keeps none of what an earlier call gave.
+func (ob *Observer) AppendLatest(rs []check.Result, hs [][]check.Status, host, chk string) ([]check.Result, [][]check.Status) {
+	return ob.live.appendLatest(rs, hs, instanceKey{host, chk})
 }
 
 // Observed returns how many observers' results Latest would return for

@@ -101,13 +101,31 @@ type batchPublisher interface {
 // about 150 KB.
 const publishChunk = 500
 
+// maxSpare bounds the batch kept for reuse (see Observer.outSpare): a Go
+// map keeps the room it once grew to, and a backlog after an outage of
+// the share can be every target.
+const maxSpare = 4096
+
 // publishQueued sends everything queued; false when the share failed, with
 // what was not sent queued again (unless a newer result replaced it).
 func (ob *Observer) publishQueued(ctx context.Context) bool {
+	next := ob.outSpare
+	ob.outSpare = nil
+	if next == nil {
+		next = make(map[instanceKey]outgoing)
+	}
 	ob.outMu.Lock()
 	batch := ob.out
-	ob.out = make(map[instanceKey]outgoing, len(batch))
+	ob.out = next
 	ob.outMu.Unlock()
+	if len(batch) <= maxSpare {
+		// Whatever happens below, what is left of batch has been sent or
+		// queued again by the time this returns.
+		defer func() {
+			clear(batch)
+			ob.outSpare = batch
+		}()
+	}
 	if bp, ok := ob.share.(batchPublisher); ok && len(batch) > 1 {
 		if err := ob.publishAll(ctx, bp, batch); err != nil {
 			ob.shareErr("publish results", err)
