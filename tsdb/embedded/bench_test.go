@@ -282,7 +282,7 @@ func BenchmarkSeriesMemoryTwoHours(b *testing.B) {
 	for _, c := range []struct {
 		spc   int
 		round bool
-	}{{60, false}, {promtsdb.DefaultSamplesPerChunk, false}, {promtsdb.DefaultSamplesPerChunk, true}} {
+	}{{60, false}, {60, true}, {promtsdb.DefaultSamplesPerChunk, false}, {promtsdb.DefaultSamplesPerChunk, true}} {
 		b.Run(fmt.Sprintf("samples_per_chunk=%d/rounded=%v", c.spc, c.round), func(b *testing.B) {
 			benchSeriesMemoryCycle(b, c.spc, c.round)
 		})
