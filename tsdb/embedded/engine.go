@@ -46,11 +46,12 @@ func engineOptions(opts Options) *promtsdb.Options {
 	// engine still tracks open reads, so head truncation waits for them.
 	// Mimir and Cortex ingesters run the engine this way.
 	eo.IsolationDisabled = true
-	// The engine's default of 120 samples a chunk is kept. At 60 the
-	// steady state (BenchmarkSeriesMemoryTwoHours) peaks 124 bytes a
-	// series lower (35 MiB at 300,000 series) and averages 85 lower, for
-	// 5 % more disk and reads up to 1.2 times as long. Options.samplesPerChunk
-	// lets the benchmarks and the full-disk tests use other values.
+	// The engine's default of 120 samples a chunk is kept: with run times
+	// written to 2⁻²⁰ s, 60 takes more heap at steady state
+	// (BenchmarkSeriesMemoryTwoHours: a peak of 1,656 bytes a series
+	// against 1,346), each cut chunk the head holds costing 40 bytes, and
+	// more disk. Options.samplesPerChunk lets the benchmarks and the
+	// full-disk tests use other values.
 	if opts.samplesPerChunk > 0 {
 		eo.SamplesPerChunk = opts.samplesPerChunk
 	}
@@ -123,12 +124,7 @@ func (s *Store) openEngine() (*promtsdb.DB, error) {
 			}
 		}
 	}
-	var db *promtsdb.DB
-	err = recovered(func() (err error) {
-		// The log's replay writes the head chunks it fills.
-		db, err = promtsdb.Open(s.dir, s.engineLog, nil, engineOptions(s.opts), nil)
-		return err
-	})
+	db, err := promtsdb.Open(s.dir, s.engineLog, nil, engineOptions(s.opts), nil)
 	if err != nil {
 		err = fmt.Errorf("embedded tsdb %s: open: %w", s.dir, err)
 		if errors.Is(err, syscall.ENOSPC) {
