@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"hash"
 	"io/fs"
@@ -208,7 +209,14 @@ func configHash(cfg *config.Config) (treeHash, error) {
 		cfg.Interval, cfg.Timeout, cfg.Quorum, cfg.QuorumDomains, cfg.PartialNotify, cfg.RepeatInterval, cfg.Redis.URL)
 	for _, name := range slices.Sorted(maps.Keys(cfg.Checks)) {
 		c := cfg.Checks[name]
-		fmt.Fprintf(shared, "check %q %q %v %v %d %d\n", name, c.Command, c.Interval, c.Timeout, c.Quorum, c.QuorumDomains)
+		// A probe's options as JSON: they hold no pointer whose address
+		// would differ between nodes but a CA pool, which JSON writes as
+		// {} (its file, when in the tree, is hashed as a file).
+		spec, err := json.Marshal(c.Probe)
+		if err != nil {
+			return treeHash{}, fmt.Errorf("hash configuration %s: check %s: %w", cfg.Dir, name, err)
+		}
+		fmt.Fprintf(shared, "check %q %q %s %v %v %d %d\n", name, c.Command, spec, c.Interval, c.Timeout, c.Quorum, c.QuorumDomains)
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Receivers)) {
 		fmt.Fprintf(shared, "receiver %q %+v\n", name, *cfg.Receivers[name])

@@ -137,7 +137,25 @@ func TestConfigHash(t *testing.T) {
 		t.Errorf("another node's name and address: all %v, shared %v; want all changed, shared not", second.all != first.all, second.shared != first.shared)
 	}
 	writeTree(t, dir, map[string]string{"hosts.d/www2/ping": ""})
-	if h := hash(); h.shared == second.shared || h.withoutRules == second.withoutRules {
+	third := hash()
+	if third.shared == second.shared || third.withoutRules == second.withoutRules {
 		t.Errorf("a host added did not change the hashes")
+	}
+	// A probe check's options are shared: two nodes probing another port
+	// differ, though each node's dmonitor.yaml is its own.
+	probeAt := func(port int) string {
+		return fmt.Sprintf("observer: b\ncontrol: {listen: '127.0.0.1:3939'}\nchecks:\n  ping:\n    probe: {type: tcp, host: '{{host}}', port: %d}\n", port)
+	}
+	writeTree(t, dir, map[string]string{"dmonitor.yaml": probeAt(80)})
+	p80 := hash()
+	if p80.shared == third.shared {
+		t.Errorf("a plugin check made a probe check did not change the shared hash")
+	}
+	if h := hash(); h != p80 {
+		t.Errorf("the same probe hashed twice: %+v, then %+v", p80, h)
+	}
+	writeTree(t, dir, map[string]string{"dmonitor.yaml": probeAt(8080)})
+	if h := hash(); h.shared == p80.shared {
+		t.Errorf("a probe's port changed and the shared hash did not")
 	}
 }
