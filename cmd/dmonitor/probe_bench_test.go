@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -323,25 +324,13 @@ func BenchmarkProbesVsFloor(b *testing.B) {
 // limits.memory set to rssLimit, the CPU per check of each showing what the
 // limit costs. The target is an RSS under 400 MiB.
 func BenchmarkRSS100kProbes(b *testing.B) {
-	const hosts, perHost = 10000, 10
-	const targets = hosts * perHost
-	// rssLimit leaves the 400 MiB target room for what the runtime does
-	// not count (the executable's pages, C memory): about 15 MiB.
-	const rssLimit = "350MiB"
 	bin := buildDaemon(b)
 	control := benchControl(b)
-	head := fmt.Sprintf("observer: bench\ninterval: 60s\ntimeout: 5s\ntsdb: {listen: \"\"}\ncontrol: {listen: %q}\n", control)
-	idleDir := writeBenchTree(b, head, nil, nil)
-	var yaml strings.Builder
-	yaml.WriteString("checks:\n")
-	ports := tcpTargets(b, perHost)
-	checks := make([]string, perHost)
-	for i, p := range ports {
-		checks[i] = fmt.Sprintf("port%d", i)
-		fmt.Fprintf(&yaml, "  %s:\n    probe: {type: tcp, host: 127.0.0.1, port: %d}\n", checks[i], p)
-	}
-	dir := writeBenchTree(b, head+yaml.String(), benchHosts(hosts), checks)
-	limitedDir := writeBenchTree(b, head+"limits: {memory: "+rssLimit+"}\n"+yaml.String(), benchHosts(hosts), checks)
+	idleDir := writeBenchTree(b, rss100kHead(control), nil, nil)
+	ports := tcpTargets(b, rss100kPerHost)
+	dir := rss100kTree(b, control, ports, "")
+	limitedDir := rss100kTree(b, control, ports, rssLimit)
+	const targets = rss100kHosts * rss100kPerHost
 
 	var idleRSS float64
 	var def, lim rssSample
@@ -366,6 +355,100 @@ func BenchmarkRSS100kProbes(b *testing.B) {
 	}
 	b.ReportMetric(idleRSS/1024, "idle_rss_MiB")
 	b.ReportMetric(def.ran, "checks_run")
+}
+
+// The node of BenchmarkRSS100kProbes: 10,000 hosts with 10 tcp probe
+// checks each at 60 s. rssLimit leaves the 400 MiB target room for what
+// the runtime does not count (the executable's pages, C memory): about
+// 15 MiB.
+const (
+	rss100kHosts, rss100kPerHost = 10000, 10
+	rssLimit                     = "350MiB"
+)
+
+func rss100kHead(control string) string {
+	return fmt.Sprintf("observer: bench\ninterval: 60s\ntimeout: 5s\ntsdb: {listen: \"\"}\ncontrol: {listen: %q}\n", control)
+}
+
+// rss100kTree writes the configuration of BenchmarkRSS100kProbes, each
+// host's checks probing ports, with limits.memory: limit unless "".
+func rss100kTree(b *testing.B, control string, ports []int, limit string) string {
+	b.Helper()
+	var yaml strings.Builder
+	yaml.WriteString(rss100kHead(control))
+	if limit != "" {
+		yaml.WriteString("limits: {memory: " + limit + "}\n")
+	}
+	yaml.WriteString("checks:\n")
+	checks := make([]string, len(ports))
+	for i, p := range ports {
+		checks[i] = fmt.Sprintf("port%d", i)
+		fmt.Fprintf(&yaml, "  %s:\n    probe: {type: tcp, host: 127.0.0.1, port: %d}\n", checks[i], p)
+	}
+	return writeBenchTree(b, yaml.String(), benchHosts(rss100kHosts), checks)
+}
+
+// BenchmarkRSS100kProbesLong runs the node of BenchmarkRSS100kProbes with
+// and without limits.memory side by side for DMONITOR_BENCH_LONG (a
+// duration; skipped without it), logging each one's resident memory, heap
+// in use, live heap at the last collection and CPU a check every minute:
+// the steady state, with the engine's head chunks filling over their two
+// hours and cut, which the 68-second benchmark only estimates. It reports
+// the peaks and the last minute's figures.
+func BenchmarkRSS100kProbesLong(b *testing.B) {
+	long, err := time.ParseDuration(os.Getenv("DMONITOR_BENCH_LONG"))
+	if err != nil {
+		b.Skip("set DMONITOR_BENCH_LONG to a duration (2h reaches the engine's first chunk cut whatever the start)")
+	}
+	bin := buildDaemon(b)
+	ports := tcpTargets(b, rss100kPerHost)
+	type node struct {
+		prefix, dir, control string
+		d                    *benchDaemon
+		last                 daemonSample
+		peakRSS, peakLive    float64
+	}
+	nodes := []*node{{prefix: ""}, {prefix: "limited_"}}
+	for _, n := range nodes {
+		n.control = benchControl(b)
+		limit := ""
+		if n.prefix != "" {
+			limit = rssLimit
+		}
+		n.dir = rss100kTree(b, n.control, ports, limit)
+	}
+	for b.Loop() {
+		start := time.Now()
+		for _, n := range nodes {
+			n.d = startBenchDaemon(b, bin, n.dir, n.control)
+			n.last = n.d.sample(b)
+		}
+		tick := time.NewTicker(time.Minute)
+		for time.Since(start) < long {
+			<-tick.C
+			for _, n := range nodes {
+				s := n.d.sample(b)
+				rss, hwm := procMemKiB(b, n.d.cmd.Process.Pid)
+				live := n.d.metricSum(b, "go_gc_heap_live_bytes")
+				cpu := (s.cpu - n.last.cpu).Seconds() * 1e6 / (s.checks - n.last.checks)
+				n.last = s
+				n.peakRSS, n.peakLive = max(n.peakRSS, rss), max(n.peakLive, live)
+				b.Logf("%s %v: RSS %.0f MiB (peak %.0f), heap in use %.0f MiB, live %.0f MiB, %.0f µs a check",
+					cmp.Or(n.prefix, "default_"), time.Since(start).Round(time.Minute), rss/1024, hwm/1024, s.heapInuse/(1<<20), live/(1<<20), cpu)
+				if s.notOK > 0 || s.appendErrors > 0 {
+					b.Fatalf("%s: %v checks not OK, %v append errors", n.dir, s.notOK, s.appendErrors)
+				}
+			}
+		}
+		tick.Stop()
+		for _, n := range nodes {
+			_, hwm := procMemKiB(b, n.d.cmd.Process.Pid)
+			b.ReportMetric(hwm/1024, n.prefix+"hwm_MiB")
+			b.ReportMetric(n.peakRSS/1024, n.prefix+"peak_sampled_rss_MiB")
+			b.ReportMetric(n.peakLive/(1<<20), n.prefix+"peak_live_heap_MiB")
+			n.d.stop(b)
+		}
+	}
 }
 
 // rssSample is what rssRun measured of one daemon.
