@@ -318,33 +318,48 @@ func BenchmarkProbesVsFloor(b *testing.B) {
 // until every check has run and its series exist in the store; then it
 // reports the daemon's resident memory, its peak, the Go heap in use and
 // the live heap (after a forced collection), and the memory per check
-// above an idle daemon measured in the same run. It does so twice: with
-// the default configuration (no memory limit without a cgroup limit, so
-// the collector lets the heap grow to twice the live data), and with
+// above an idle daemon measured in the same run. It does so three times:
+// with the default configuration (no memory limit without a cgroup limit,
+// so the collector lets the heap grow to twice the live data); with
 // limits.memory set to rssLimit, the CPU per check of each showing what the
-// limit costs. The issue's target is an RSS under 400 MiB.
+// limit costs; and with the TSDB on another node (backend: opentsdb, the
+// OpenTSDB API of a second dmonitor's embedded store), as a deployment
+// with OpenTSDB runs it, which measures the checking apart from the
+// storage. The issue's target is an RSS under 400 MiB.
 func BenchmarkRSS100kProbes(b *testing.B) {
 	bin := buildDaemon(b)
 	control := benchControl(b)
-	idleDir := writeBenchTree(b, rss100kHead(control), nil, nil)
+	idleDir := writeBenchTree(b, rss100kHead(control, noTSDB), nil, nil)
 	ports := tcpTargets(b, rss100kPerHost)
-	dir := rss100kTree(b, control, ports, "")
-	limitedDir := rss100kTree(b, control, ports, rssLimit)
+	dir := rss100kTree(b, control, noTSDB, ports, "")
+	limitedDir := rss100kTree(b, control, noTSDB, ports, rssLimit)
+	storeControl, storeListen := benchControl(b), benchControl(b)
+	// The store node takes the checking node's 300,000 new series in its
+	// first minute: past the API's default bound for new series.
+	storeDir := writeBenchTree(b, rss100kHead(storeControl, fmt.Sprintf("{listen: %q}", storeListen))+
+		"limits: {new_series_per_minute: 1000000}\n", nil, nil)
+	remoteDir := rss100kTree(b, control, fmt.Sprintf("{backend: opentsdb, url: \"http://%s\"}", storeListen), ports, "")
 	const targets = rss100kHosts * rss100kPerHost
 
 	var idleRSS float64
-	var def, lim rssSample
+	var def, lim, remote rssSample
 	for b.Loop() {
 		d := startBenchDaemon(b, bin, idleDir, control)
 		idleRSS, _ = procMemKiB(b, d.cmd.Process.Pid)
 		d.stop(b)
 		def = rssRun(b, bin, dir, control, targets, "rss100k-heap")
 		lim = rssRun(b, bin, limitedDir, control, targets, "rss100k-limited-heap")
+		store := startBenchDaemon(b, bin, storeDir, storeControl)
+		remote = rssRun(b, bin, remoteDir, control, targets, "rss100k-opentsdb-heap")
+		awaitBench(b, "the checking node's series in the store node", time.Minute, func() bool {
+			return store.metricSum(b, "dmonitor_tsdb_series") >= 3*targets
+		})
+		store.stop(b)
 	}
 	for _, r := range []struct {
 		prefix string
 		s      rssSample
-	}{{"", def}, {"limited_", lim}} {
+	}{{"", def}, {"limited_", lim}, {"tsdb_apart_", remote}} {
 		b.ReportMetric(r.s.rss/1024, r.prefix+"rss_MiB")
 		b.ReportMetric(r.s.hwm/1024, r.prefix+"hwm_MiB")
 		b.ReportMetric(r.s.heapInuse/(1<<20), r.prefix+"heap_inuse_MiB")
@@ -366,16 +381,20 @@ const (
 	rssLimit                     = "350MiB"
 )
 
-func rss100kHead(control string) string {
-	return fmt.Sprintf("observer: bench\ninterval: 60s\ntimeout: 5s\ntsdb: {listen: \"\"}\ncontrol: {listen: %q}\n", control)
+// noTSDB is the tsdb: of a node whose embedded store serves no API.
+const noTSDB = `{listen: ""}`
+
+func rss100kHead(control, tsdb string) string {
+	return fmt.Sprintf("observer: bench\ninterval: 60s\ntimeout: 5s\ntsdb: %s\ncontrol: {listen: %q}\n", tsdb, control)
 }
 
 // rss100kTree writes the configuration of BenchmarkRSS100kProbes, each
-// host's checks probing ports, with limits.memory: limit unless "".
-func rss100kTree(b *testing.B, control string, ports []int, limit string) string {
+// host's checks probing ports, its tsdb: as given, with limits.memory:
+// limit unless "".
+func rss100kTree(b *testing.B, control, tsdb string, ports []int, limit string) string {
 	b.Helper()
 	var yaml strings.Builder
-	yaml.WriteString(rss100kHead(control))
+	yaml.WriteString(rss100kHead(control, tsdb))
 	if limit != "" {
 		yaml.WriteString("limits: {memory: " + limit + "}\n")
 	}
@@ -415,7 +434,7 @@ func BenchmarkRSS100kProbesLong(b *testing.B) {
 		if n.prefix != "" {
 			limit = rssLimit
 		}
-		n.dir = rss100kTree(b, n.control, ports, limit)
+		n.dir = rss100kTree(b, n.control, noTSDB, ports, limit)
 	}
 	for b.Loop() {
 		start := time.Now()
