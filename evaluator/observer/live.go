@@ -51,7 +51,7 @@ func (o *observed) pushHistory(st check.Status) {
 	o.historyLen = min(o.historyLen+1, rules.MaxHistory)
 }
 
-// statuses returns the earlier statuses, newest first; nil if none.
+// appendStatuses appends the earlier statuses to dst, newest first.
 func (o *observed) appendStatuses(dst []check.Status) []check.Status {
 	for i := range int(o.historyLen) {
 		dst = append(dst, check.Status(o.history>>(2*i)&3))

@@ -249,20 +249,16 @@ func (ob *Observer) record(r check.Result) {
 	ob.queuePublish(r, hadPrev && !prev.Failing())
 }
 
-// Latest returns the latest result of each observer for host's check,
-// sorted by observer name, and each one's earlier statuses, newest first.
-func (ob *Observer) Latest(host, chk string) ([]check.Result, [][]check.Status) {
-	return ob.AppendLatest(nil, nil, host, chk)
-}
-
-// AppendLatest is Latest appending to rs and hs, reusing the status
-// slices hs holds past its length: the leader passes the same buffers for
-// every instance of a pass, and keeps none of what an earlier call gave.
+// AppendLatest appends the latest result of each observer for host's
+// check to rs, sorted by observer name, and each one's earlier statuses,
+// newest first, to hs, reusing the status slices hs holds past its length:
+// the leader passes the same buffers for every instance of a pass, and
+// keeps none of what an earlier call gave. Nil buffers are fine.
 func (ob *Observer) AppendLatest(rs []check.Result, hs [][]check.Status, host, chk string) ([]check.Result, [][]check.Status) {
 	return ob.live.appendLatest(rs, hs, instanceKey{host, chk})
 }
 
-// Observed returns how many observers' results Latest would return for
+// Observed returns how many observers' results AppendLatest would append for
 // host's check.
 func (ob *Observer) Observed(host, chk string) int {
 	return ob.live.count(instanceKey{host, chk})

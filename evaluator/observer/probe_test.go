@@ -63,7 +63,7 @@ func TestProbeCheckRecorded(t *testing.T) {
 		t.Fatal("no check port on x")
 	}
 	ob.rechecks.Wait()
-	rs, _ := ob.Latest("x", "port")
+	rs, _ := ob.AppendLatest(nil, nil, "x", "port")
 	if len(rs) != 1 {
 		t.Fatalf("results: %+v", rs)
 	}
@@ -93,10 +93,10 @@ func TestProbesNotHeldByPlugins(t *testing.T) {
 	ob.Recheck("x", "hung")
 	ob.Recheck("x", "port")
 	await.Until(t, "the probe's result", func() bool {
-		rs, _ := ob.Latest("x", "port")
+		rs, _ := ob.AppendLatest(nil, nil, "x", "port")
 		return len(rs) == 1 && rs[0].Status == check.OK
 	})
-	if rs, _ := ob.Latest("x", "hung"); len(rs) != 0 {
+	if rs, _ := ob.AppendLatest(nil, nil, "x", "hung"); len(rs) != 0 {
 		t.Errorf("the hung plugin has a result before its release: %+v", rs)
 	}
 	// Opening the fifo for writing, and closing it, ends the plugin's read.
@@ -106,7 +106,7 @@ func TestProbesNotHeldByPlugins(t *testing.T) {
 	}
 	f.Close()
 	ob.rechecks.Wait()
-	if rs, _ := ob.Latest("x", "hung"); len(rs) != 1 || rs[0].Status != check.OK {
+	if rs, _ := ob.AppendLatest(nil, nil, "x", "hung"); len(rs) != 1 || rs[0].Status != check.OK {
 		t.Errorf("the plugin released: results %+v, want one OK", rs)
 	}
 }
@@ -148,7 +148,7 @@ func TestProbesShareTheWorkerBound(t *testing.T) {
 
 	var timedOut, ok int
 	for _, chk := range []string{"a", "b"} {
-		rs, _ := ob.Latest("x", chk)
+		rs, _ := ob.AppendLatest(nil, nil, "x", chk)
 		if len(rs) != 1 {
 			t.Fatalf("check %s: results %+v", chk, rs)
 		}
