@@ -319,17 +319,32 @@ func lossThreshold(pl int) string {
 	return strconv.Itoa(pl)
 }
 
-// socketMessage words a socket the kernel would not open: for a group
+// ICMPAllowed says whether this process may open the ICMP datagram
+// sockets icmp probes need, and if not, why and what to run: every run of
+// an icmp probe is UNKNOWN until it may, which no rule counts as failing.
+func ICMPAllowed() error {
+	conn, err := icmp.ListenPacket("udp4", "0.0.0.0")
+	if err != nil {
+		return errors.New(socketProblem(err))
+	}
+	return conn.Close()
+}
+
+// socketMessage words a socket the kernel would not open as a run's
+// output.
+func socketMessage(err error) string { return "PING UNKNOWN - " + socketProblem(err) }
+
+// socketProblem words a socket the kernel would not open: for a group
 // outside net.ipv4.ping_group_range, what to run to allow it.
-func socketMessage(err error) string {
+func socketProblem(err error) string {
 	if !errors.Is(err, syscall.EACCES) && !errors.Is(err, syscall.EPERM) {
-		return "PING UNKNOWN - cannot open an ICMP datagram socket: " + err.Error()
+		return "cannot open an ICMP datagram socket: " + err.Error()
 	}
 	current := "unreadable"
 	if b, rerr := os.ReadFile(pingGroupRange); rerr == nil {
 		current = `"` + strings.Join(strings.Fields(string(b)), " ") + `"`
 	}
-	return fmt.Sprintf("PING UNKNOWN - ICMP datagram sockets are not allowed to group %d: net.ipv4.ping_group_range is %s; "+
+	return fmt.Sprintf("ICMP datagram sockets are not allowed to group %d: net.ipv4.ping_group_range is %s; "+
 		`allow them with: sysctl -w net.ipv4.ping_group_range="0 2147483647"`, os.Getegid(), current)
 }
 

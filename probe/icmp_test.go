@@ -59,6 +59,9 @@ func TestICMPInNamespace(t *testing.T) {
 	}
 	loopbackUp(t)
 	setSysctl(t, "net/ipv4/ping_group_range", "0 2147483647")
+	if err := ICMPAllowed(); err != nil {
+		t.Fatalf("ICMPAllowed with every group allowed: %v", err)
+	}
 
 	t.Run("compare", func(t *testing.T) {
 		const timeout = 5 * time.Second
@@ -242,6 +245,17 @@ func assertNotAllowed(t *testing.T, value string) {
 			if !strings.Contains(got.Output, w) {
 				t.Errorf("%s: output %q lacks %q", host, got.Output, w)
 			}
+		}
+	}
+	// What the node's self check reports (dmonitor.plugins).
+	err := ICMPAllowed()
+	if err == nil {
+		t.Fatal("ICMPAllowed: nil where sockets are not allowed")
+	}
+	for _, w := range []string{"ICMP datagram sockets are not allowed to group " + strconv.Itoa(os.Getegid()),
+		value, `allow them with: sysctl -w net.ipv4.ping_group_range="0 2147483647"`} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("ICMPAllowed: %q lacks %q", err, w)
 		}
 	}
 }

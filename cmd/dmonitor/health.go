@@ -10,6 +10,7 @@ import (
 	"github.com/dmonitor/dmonitor/check"
 	"github.com/dmonitor/dmonitor/config"
 	"github.com/dmonitor/dmonitor/evaluator/observer"
+	"github.com/dmonitor/dmonitor/probe"
 )
 
 // health is this node's own health: the self checks it reports to the
@@ -34,7 +35,7 @@ func (h *health) setHash(sum string) {
 // remembered for Ready.
 func (h *health) checks(cfg *config.Config, tsdb func() (check.Status, string)) []observer.SelfCheck {
 	scs := []observer.SelfCheck{
-		observer.PluginsCheck(cfg),
+		observer.PluginsCheck(cfg, probe.ICMPAllowed),
 		{Name: observer.SelfDisk, Run: func(context.Context) (check.Status, string) { return diskFree(cfg) }},
 		{Name: observer.SelfConfig, Run: func(context.Context) (check.Status, string) {
 			h.mu.Lock()

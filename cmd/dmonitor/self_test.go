@@ -16,6 +16,7 @@ import (
 	"github.com/dmonitor/dmonitor/internal/redistest"
 	"github.com/dmonitor/dmonitor/internal/smtptest"
 	"github.com/dmonitor/dmonitor/internal/tmpfstest"
+	"github.com/dmonitor/dmonitor/probe"
 )
 
 // selfMail waits for the mail of a self alert of rule on host in status
@@ -109,6 +110,33 @@ func TestSelfPluginMissing(t *testing.T) {
 	selfMail(t, mail, "RESOLVED", "plugin-missing", "self")
 	d.stop(t)
 	noSelfMail(t, mail, "plugin-missing")
+}
+
+// A node that may not open the ICMP sockets its icmp probes need pages so,
+// naming the checks and the sysctl that allows them: their runs are only
+// UNKNOWN, which pages nobody. Skipped on a host that allows them (this
+// test does not change the host's sysctl); the self check's unit test
+// covers the way back to OK.
+func TestSelfICMPNotAllowed(t *testing.T) {
+	if err := probe.ICMPAllowed(); err == nil {
+		t.Skip("this host's net.ipv4.ping_group_range allows ICMP sockets to this process")
+	}
+	set := steer(t)
+	set("127.0.0.1", "0")
+	mail := smtptest.Start(t, "127.0.0.1:0")
+	control := loopback.FreeAddr(t)
+	dir := t.TempDir()
+	selfTree(t, dir, control, mail, "checks:\n  ping:\n    probe: {type: icmp}\n")
+	writeTree(t, dir, map[string]string{"hosts.d/127.0.0.1/ping": ""})
+	d := startDaemon(t, dir, control)
+	body := selfMail(t, mail, "FIRING", "plugin-missing", "self")
+	for _, w := range []string{"icmp probes cannot run (check ping)", "net.ipv4.ping_group_range is",
+		`allow them with: sysctl -w net.ipv4.ping_group_range="0 2147483647"`} {
+		if !strings.Contains(body, w) {
+			t.Errorf("plugin-missing mail lacks %q:\n%s", w, body)
+		}
+	}
+	d.stop(t)
 }
 
 // A receiver whose deliveries keep failing is paged through the others,

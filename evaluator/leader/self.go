@@ -44,7 +44,7 @@ var nodeSelfRules = []struct {
 }{
 	{TSDBRule, observer.SelfTSDB, "warning", "the TSDB of {{ .host }} does not take its points", 0},
 	{DiskRule, observer.SelfDisk, "warning", "the data directory of {{ .host }} is nearly full", 0},
-	{PluginsRule, observer.SelfPlugins, "critical", "a plugin is missing on {{ .host }}", 0},
+	{PluginsRule, observer.SelfPlugins, "critical", "a check cannot run on {{ .host }}", 0},
 	{ConfigRule, observer.SelfConfig, "warning", "{{ .host }} runs another configuration than the leader", 0},
 	// One report's window (up to 10 s) can hold a burst: a confirmation
 	// round, a plugin slow once.

@@ -24,8 +24,9 @@ const (
 	// SelfDisk is critical while the data directory is nearly full or
 	// cannot be written.
 	SelfDisk = "dmonitor.disk"
-	// SelfPlugins is critical while a plugin of this node's checks is
-	// missing or not executable.
+	// SelfPlugins is critical while a check of this node cannot run: its
+	// plugin missing or not executable, or, for icmp probes, the ICMP
+	// sockets they need not allowed.
 	SelfPlugins = "dmonitor.plugins"
 	// SelfConfig is always OK; its output is the configuration's hash,
 	// which the leader compares with its own.
@@ -51,19 +52,27 @@ type SelfCheck struct {
 
 // PluginsCheck is the self check SelfPlugins of cfg: it reports the
 // plugins of this node's checks that are missing or not executable (a
-// package removed, a file not copied to this node), which the checks'
-// own results only say as UNKNOWN, and one observer's unknown pages
-// nobody.
-func PluginsCheck(cfg *config.Config) SelfCheck {
-	return SelfCheck{Name: SelfPlugins, Run: func(context.Context) (check.Status, string) { return plugins(cfg) }}
+// package removed, a file not copied to this node), and icmp probes that
+// this node may not run (net.ipv4.ping_group_range, see
+// probe.ICMPAllowed), which the checks' own results only say as UNKNOWN,
+// and an unknown result pages nobody. icmpAllowed is probe.ICMPAllowed
+// but in tests.
+func PluginsCheck(cfg *config.Config, icmpAllowed func() error) SelfCheck {
+	return SelfCheck{Name: SelfPlugins, Run: func(context.Context) (check.Status, string) { return plugins(cfg, icmpAllowed) }}
 }
 
-func plugins(cfg *config.Config) (check.Status, string) {
+func plugins(cfg *config.Config, icmpAllowed func() error) (check.Status, string) {
 	users := make(map[string][]string) // plugin path → the checks that run it
+	var pings []string                 // the icmp probe checks
 	for _, t := range cfg.Targets {
-		// A probe check has no plugin: Command is nil.
-		if t.Check.Probe == nil && len(t.Check.Command) > 0 && !slices.Contains(users[t.Check.Command[0]], t.Check.Name) {
-			users[t.Check.Command[0]] = append(users[t.Check.Command[0]], t.Check.Name)
+		c := t.Check
+		switch {
+		case c.Probe != nil:
+			if c.Probe.Type == config.ProbeICMP && !slices.Contains(pings, c.Name) {
+				pings = append(pings, c.Name)
+			}
+		case len(c.Command) > 0 && !slices.Contains(users[c.Command[0]], c.Name):
+			users[c.Command[0]] = append(users[c.Command[0]], c.Name)
 		}
 	}
 	var bad []string
@@ -82,10 +91,27 @@ func plugins(cfg *config.Config) (check.Status, string) {
 		}
 		bad = append(bad, fmt.Sprintf("%s %s (check %s)", path, why, strings.Join(users[path], ", ")))
 	}
-	if len(bad) > 0 {
+	var icmpErr error
+	if len(pings) > 0 {
+		icmpErr = icmpAllowed()
+	}
+	switch {
+	case len(bad) > 0 && icmpErr != nil:
+		return check.Critical, "plugins: " + strings.Join(bad, "; ") + "; " + pingProblem(pings, icmpErr)
+	case len(bad) > 0:
 		return check.Critical, "plugins: " + strings.Join(bad, "; ")
+	case icmpErr != nil:
+		return check.Critical, pingProblem(pings, icmpErr)
+	}
+	if len(pings) > 0 {
+		return check.OK, fmt.Sprintf("all %d plugins present, icmp probes allowed", len(users))
 	}
 	return check.OK, fmt.Sprintf("all %d plugins present", len(users))
+}
+
+func pingProblem(pings []string, err error) string {
+	slices.Sort(pings)
+	return fmt.Sprintf("icmp probes cannot run (check %s): %v", strings.Join(pings, ", "), err)
 }
 
 // runSelfChecks records the result of every self check, as this
