@@ -330,7 +330,9 @@ const compactInterval = time.Minute
 func (s *Store) maintain(ctx context.Context) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.db == nil || s.closed || s.failed.Load() {
+	// Close waits for the keeper, and a compaction under way cannot be
+	// cut short: none is begun once Close has asked the keeper to stop.
+	if s.db == nil || s.closed || s.failed.Load() || ctx.Err() != nil {
 		return
 	}
 	if s.space.room(0) {
