@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -69,7 +70,13 @@ func engineOptions(opts Options) *promtsdb.Options {
 	// pushed out of reach and whose compactions (which write out-of-order
 	// chunks the same way) are disabled at open. The keeper does both (see
 	// Store.maintain). Head chunks are written off the append path either
-	// way, so the queue bought appends nothing.
+	// way, so the queue bought appends nothing. One write is left on the
+	// append path: an out-of-order sample that fills its series'
+	// out-of-order chunk (32 samples) has that chunk written in the
+	// commit, with the series locked and not unlocked on a panic, so that
+	// one is not recovered (a crash, as before, rather than a store that
+	// hangs); it needs out-of-order samples and a disk filled past the
+	// reserve since the last check of free space, a second before.
 	eo.HeadChunksWriteQueueSize = 0
 	eo.BlockReloadInterval = 100 * 365 * 24 * time.Hour
 	// The store holds the directory's lock itself from Open to Close, also
@@ -146,21 +153,25 @@ var errPanicked = errors.New("engine panicked")
 
 // recovered runs f, which calls the engine, and returns the error the
 // engine raised as a panic, as it does when it cannot write a head chunk
-// (see engineOptions). A runtime error is a bug, not an I/O failure, and
-// goes on panicking.
+// (see engineOptions). A runtime error is recovered too, with its stack:
+// after a failed write the engine's chunk writer is left half set up, and
+// its next write dereferences nil; should it be a bug of the engine's
+// instead, the store closes and reopens the engine all the same, and the
+// node goes on checking and paging rather than ending.
 func recovered(f func() error) (err error) {
 	defer func() {
 		r := recover()
 		if r == nil {
 			return
 		}
-		if _, bug := r.(runtime.Error); bug {
-			panic(r)
+		var stack string
+		if _, ok := r.(runtime.Error); ok {
+			stack = "\n" + string(debug.Stack())
 		}
 		if e, ok := r.(error); ok {
-			err = fmt.Errorf("%w: %w", errPanicked, e)
+			err = fmt.Errorf("%w: %w%s", errPanicked, e, stack)
 		} else {
-			err = fmt.Errorf("%w: %v", errPanicked, r)
+			err = fmt.Errorf("%w: %v%s", errPanicked, r, stack)
 		}
 	}()
 	return f()
@@ -312,6 +323,10 @@ func (s *Store) tend(ctx context.Context) {
 	s.maintain(ctx)
 }
 
+// chunkRoom is the free space below which the keeper writes no head
+// chunks: a second's worth at 100,000 checks is tens of kilobytes.
+const chunkRoom = 1 << 20
+
 // compactInterval is how often the keeper asks the engine to compact when
 // its head is not yet due: the engine's own default, for the blocks that
 // merge into larger ones and those past the retention.
@@ -320,22 +335,26 @@ const compactInterval = time.Minute
 // maintain does the engine's background writes on the keeper's goroutine,
 // where a failure the engine raises as a panic is recovered (see
 // engineOptions): it writes the head chunks that are full to the
-// chunks_head files, unless the disk is below the reserve (they stay in
-// memory until there is room, and no new ones fill meanwhile, since
-// appends are held too), and compacts when the head spans one and a half
-// blocks, as the engine would, or compactInterval has passed. A failed
-// write leaves the engine's chunk files in a state it cannot go on from,
-// so the engine is treated as failed: closed and opened again, which
-// replays the log, where every sample of the head is.
+// chunks_head files, every round, and compacts when the head spans one
+// and a half blocks, as the engine would, or compactInterval has passed.
+// A failed chunk write leaves the engine's chunk files in a state it
+// cannot go on from, so the engine is treated as failed: closed and
+// opened again once the reserve is free, which replays the log, where
+// every sample of the head is.
 func (s *Store) maintain(ctx context.Context) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	// Close waits for the keeper, and a compaction under way cannot be
-	// cut short: none is begun once Close has asked the keeper to stop.
+	// Close waits for the keeper, and a compaction under way is not cut
+	// short: none is begun once Close has asked the keeper to stop.
 	if s.db == nil || s.closed || s.failed.Load() || ctx.Err() != nil {
 		return
 	}
-	if s.space.room(0) {
+	// Below the reserve too, which is there for the engine's own writes
+	// (a full chunk left in memory is written by the engine's Close, where
+	// a failure leaves its files open: closeEngine); but not on a disk
+	// with next to nothing free, where the write would fail and the engine
+	// would have to be closed so.
+	if free, err := freeBytes(s.dir); err != nil || free >= chunkRoom {
 		if err := recovered(func() error { s.db.ForceHeadMMap(); return nil }); err != nil {
 			s.engineFailed(fmt.Errorf("write head chunks: %w", err))
 			return
@@ -343,17 +362,19 @@ func (s *Store) maintain(ctx context.Context) {
 	}
 	h := s.db.Head()
 	due := h.MinTime() != math.MaxInt64 && h.MaxTime()-h.MinTime() > promtsdb.DefaultBlockDuration*3/2
-	if !due && time.Since(s.compacted) < compactInterval {
+	if (!due || s.compactFailed) && time.Since(s.compacted) < compactInterval {
 		return
 	}
 	s.compacted = time.Now()
-	// A compaction that fails otherwise (a block it could not write for
-	// want of space) leaves the engine as it was and is tried again.
-	switch err := recovered(func() error { return s.db.Compact(ctx) }); {
-	case err == nil || ctx.Err() != nil:
+	err := recovered(func() error { return s.db.Compact(ctx) })
+	s.compactFailed = err != nil
+	switch {
 	case errors.Is(err, errPanicked):
 		s.engineFailed(fmt.Errorf("compact: %w", err))
+	case err == nil || ctx.Err() != nil:
 	default:
+		// A block it could not write (for want of space) leaves the
+		// engine as it was: tried again in a minute, not at every round.
 		s.log.Error("embedded tsdb: compaction failed; trying again in a minute", "dir", s.dir, "err", err)
 	}
 }
@@ -399,7 +420,7 @@ func (s *Store) openAll() (*promtsdb.DB, *bolt.DB, error) {
 	}
 	ann, err := openAnnotations(s.dir)
 	if err != nil {
-		err = errors.Join(err, db.Close())
+		err = errors.Join(err, closeEngine(db))
 		if errors.Is(err, syscall.ENOSPC) {
 			err = fmt.Errorf("%w: %w", err, errNoRoom)
 		}
@@ -425,11 +446,12 @@ func (s *Store) closeFailedEngine() {
 }
 
 // closeEngine closes db. When the engine panics in Close, as it does when
-// it cannot write its last full head chunks (see engineOptions), the rest
-// of its Close does not run: its log's files stay open, and its log's
-// goroutine runs, until the process ends. They are idle, and the log's
-// records are whole, so the engine opened again on the same directory
-// reads them; the error says so.
+// it cannot write its last full head chunks (see engineOptions; the
+// keeper leaves at most a second's worth), the rest of its Close does not
+// run: its chunk files stay mapped and its log's files open, and its log's
+// goroutine runs, until the process ends, so the space of those the
+// engine opened again later deletes is not given back until then. Their
+// records are whole, so that engine reads them; the error says so.
 func closeEngine(db *promtsdb.DB) error {
 	err := recovered(db.Close)
 	if errors.Is(err, errPanicked) {

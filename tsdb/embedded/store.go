@@ -157,10 +157,13 @@ type Store struct {
 	buf          memBuffer // see held.go
 	limitRefused atomic.Uint64
 
-	kick      chan struct{} // wakes the keeper (see run)
-	compacted time.Time     // when the keeper last compacted; the keeper's own
-	stop      context.CancelFunc
-	done      chan struct{} // closed when the keeper returns
+	kick chan struct{} // wakes the keeper (see run)
+	// compacted is when the keeper last compacted, and compactFailed
+	// whether that failed; the keeper's own.
+	compacted     time.Time
+	compactFailed bool
+	stop          context.CancelFunc
+	done          chan struct{} // closed when the keeper returns
 
 	// cacheMu guards cache: the engine's reference and labels of every
 	// series written, see seriesCache.
@@ -249,14 +252,18 @@ func Open(dir string, opts Options) (*Store, error) {
 // how many. Calls after Close fail with ErrClosed; a second Close returns
 // nil.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.mu.Unlock()
+	// The keeper first, without holding mu: a compaction it is running
+	// goes on to its end (the engine offers no way to cut it short but
+	// closing it, which must not happen under it), and calls meanwhile
+	// must not queue behind a Close waiting for mu.
 	s.stop()
 	<-s.done
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return nil
+	}
 	if s.buf.len() > 0 && !s.failed.Load() {
 		s.space.expire()
 		s.drain(context.Background())
