@@ -28,7 +28,7 @@ fuzz:
 
 # Benchmarks: figures and how to read them are in docs/BENCHMARKS.md.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 deps:
 	@scripts/test-deps
