@@ -424,7 +424,7 @@ func BenchmarkRSS100kProbesLong(b *testing.B) {
 	type node struct {
 		prefix, dir, control string
 		d                    *benchDaemon
-		last                 daemonSample
+		first, last          daemonSample
 		peakRSS, peakLive    float64
 	}
 	nodes := []*node{{prefix: ""}, {prefix: "limited_"}}
@@ -440,7 +440,8 @@ func BenchmarkRSS100kProbesLong(b *testing.B) {
 		start := time.Now()
 		for _, n := range nodes {
 			n.d = startBenchDaemon(b, bin, n.dir, n.control)
-			n.last = n.d.sample(b)
+			n.first = n.d.sample(b)
+			n.last = n.first
 		}
 		tick := time.NewTicker(time.Minute)
 		for time.Since(start) < long {
@@ -461,7 +462,12 @@ func BenchmarkRSS100kProbesLong(b *testing.B) {
 		}
 		tick.Stop()
 		for _, n := range nodes {
-			_, hwm := procMemKiB(b, n.d.cmd.Process.Pid)
+			rss, hwm := procMemKiB(b, n.d.cmd.Process.Pid)
+			// go test keeps only the first lines a benchmark logs: the
+			// end of the run is reported here too.
+			b.ReportMetric(rss/1024, n.prefix+"rss_MiB")
+			b.ReportMetric(n.d.metricSum(b, "go_gc_heap_live_bytes")/(1<<20), n.prefix+"live_heap_MiB")
+			b.ReportMetric((n.last.cpu-n.first.cpu).Seconds()*1e6/(n.last.checks-n.first.checks), n.prefix+"daemon_cpu_us/check")
 			b.ReportMetric(hwm/1024, n.prefix+"hwm_MiB")
 			b.ReportMetric(n.peakRSS/1024, n.prefix+"peak_sampled_rss_MiB")
 			b.ReportMetric(n.peakLive/(1<<20), n.prefix+"peak_live_heap_MiB")
