@@ -91,27 +91,22 @@ func plugins(cfg *config.Config, icmpAllowed func() error) (check.Status, string
 		}
 		bad = append(bad, fmt.Sprintf("%s %s (check %s)", path, why, strings.Join(users[path], ", ")))
 	}
-	var icmpErr error
+	var problems []string
+	if len(bad) > 0 {
+		problems = append(problems, "plugins: "+strings.Join(bad, "; "))
+	}
+	ok := fmt.Sprintf("all %d plugins present", len(users))
 	if len(pings) > 0 {
-		icmpErr = icmpAllowed()
+		if err := icmpAllowed(); err != nil {
+			slices.Sort(pings)
+			problems = append(problems, fmt.Sprintf("icmp probes cannot run (check %s): %v", strings.Join(pings, ", "), err))
+		}
+		ok += ", icmp probes allowed"
 	}
-	switch {
-	case len(bad) > 0 && icmpErr != nil:
-		return check.Critical, "plugins: " + strings.Join(bad, "; ") + "; " + pingProblem(pings, icmpErr)
-	case len(bad) > 0:
-		return check.Critical, "plugins: " + strings.Join(bad, "; ")
-	case icmpErr != nil:
-		return check.Critical, pingProblem(pings, icmpErr)
+	if len(problems) > 0 {
+		return check.Critical, strings.Join(problems, "; ")
 	}
-	if len(pings) > 0 {
-		return check.OK, fmt.Sprintf("all %d plugins present, icmp probes allowed", len(users))
-	}
-	return check.OK, fmt.Sprintf("all %d plugins present", len(users))
-}
-
-func pingProblem(pings []string, err error) string {
-	slices.Sort(pings)
-	return fmt.Sprintf("icmp probes cannot run (check %s): %v", strings.Join(pings, ", "), err)
+	return check.OK, ok
 }
 
 // runSelfChecks records the result of every self check, as this
