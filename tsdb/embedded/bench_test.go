@@ -6,7 +6,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -237,13 +236,7 @@ func BenchmarkSeriesMemory(b *testing.B) {
 		b.StopTimer()
 		s := openStore(b, "", Options{})
 		pts := make([]tsdb.Point, 1000)
-		heap := func() uint64 {
-			var ms runtime.MemStats
-			runtime.GC()
-			runtime.ReadMemStats(&ms)
-			return ms.HeapAlloc
-		}
-		before := heap()
+		before := liveHeap()
 		b.StartTimer()
 		for k := range n / len(pts) {
 			for i := range pts {
@@ -258,7 +251,7 @@ func BenchmarkSeriesMemory(b *testing.B) {
 		}
 		b.StopTimer()
 		pts = nil
-		b.ReportMetric(float64(heap()-before)/n, "bytes/series")
+		b.ReportMetric(float64(liveHeap()-before)/n, "bytes/series")
 		b.StartTimer()
 	}
 }
@@ -298,12 +291,6 @@ func benchSeriesMemoryCycle(b *testing.B, spc int, round bool) {
 		perf["label"] = "time"
 		tags[i] = [2]map[string]string{tg, perf}
 	}
-	heap := func() uint64 {
-		var ms runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
 	for b.Loop() {
 		b.StopTimer()
 		rng := rand.New(rand.NewPCG(1, 2))
@@ -312,7 +299,7 @@ func benchSeriesMemoryCycle(b *testing.B, spc int, round bool) {
 		// fill one range.
 		t0 := time.Now().Add(-8 * time.Hour).Truncate(2 * time.Hour)
 		pts := make([]tsdb.Point, 0, 3*checks)
-		before := heap()
+		before := liveHeap()
 		rssBefore := rssFile(b)
 		var peak, sum, rssPeak uint64
 		b.StartTimer()
@@ -340,7 +327,7 @@ func benchSeriesMemoryCycle(b *testing.B, spc int, round bool) {
 				continue
 			}
 			b.StopTimer()
-			h := heap() - before
+			h := liveHeap() - before
 			if k == 0 {
 				b.ReportMetric(float64(h)/(3*checks), "bytes/series_first")
 			} else {

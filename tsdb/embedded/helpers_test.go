@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -128,4 +129,12 @@ func only(t *testing.T, out []tsdb.Series) tsdb.Series {
 		t.Fatalf("got %d series, want 1: %+v", len(out), out)
 	}
 	return out[0]
+}
+
+// liveHeap collects the garbage and returns the bytes of heap still in use.
+func liveHeap() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }

@@ -22,18 +22,12 @@ func TestSeriesCacheMemory(t *testing.T) {
 		keys[i] = keyFor("dmonitor.check.duration", tg)
 		lsets[i] = labels.FromMap(tg)
 	}
-	heap := func() uint64 {
-		var ms runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
-	before := heap()
+	before := liveHeap()
 	c := newSeriesCache()
 	for i := range n {
 		c.set(keys[i], seriesEntry{ref: storage.SeriesRef(i + 1), lset: lsets[i]})
 	}
-	per := float64(heap()-before) / n
+	per := float64(liveHeap()-before) / n
 	runtime.KeepAlive(keys)
 	runtime.KeepAlive(lsets)
 	if c.len() != n {
